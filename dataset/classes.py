@@ -1,0 +1,53 @@
+"""The one home of the Cityscapes class facts: names, label-id table, palette, image mean.
+
+Every other module imports these; nothing else spells them out.
+"""
+import numpy as np
+
+IGNORE_LABEL = 255
+
+# (name, Cityscapes label id, colour) in train-id order: train id = position.
+_CLASSES = (
+    ("road", 7, (128, 64, 128)),
+    ("sidewalk", 8, (244, 35, 232)),
+    ("building", 11, (70, 70, 70)),
+    ("wall", 12, (102, 102, 156)),
+    ("fence", 13, (190, 153, 153)),
+    ("pole", 17, (153, 153, 153)),
+    ("light", 19, (250, 170, 30)),
+    ("sign", 20, (220, 220, 0)),
+    ("vegetation", 21, (107, 142, 35)),
+    ("terrain", 22, (152, 251, 152)),
+    ("sky", 23, (70, 130, 180)),
+    ("person", 24, (220, 20, 60)),
+    ("rider", 25, (255, 0, 0)),
+    ("car", 26, (0, 0, 142)),
+    ("truck", 27, (0, 0, 70)),
+    ("bus", 28, (0, 60, 100)),
+    ("train", 31, (0, 80, 100)),
+    ("motorcycle", 32, (0, 0, 230)),
+    ("bicycle", 33, (119, 11, 32)),
+)
+
+NUM_CLASSES = len(_CLASSES)
+CLASS_NAMES = tuple(name for name, _, _ in _CLASSES)
+LABEL_ID_TO_TRAIN_ID = {label_id: train_id for train_id, (_, label_id, _) in enumerate(_CLASSES)}
+PALETTE = np.array([colour for _, _, colour in _CLASSES], dtype=np.uint8)
+
+# Caffe-style BGR mean of the DeepLab ImageNet/COCO weights; images are not divided by a std.
+IMG_MEAN_BGR = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)
+
+
+def label_id_to_train_id_lut():
+    """256-entry uint8 table: Cityscapes label id -> train id, everything else IGNORE_LABEL."""
+    lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
+    for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
+        lut[label_id] = train_id
+    return lut
+
+
+def colorize(train_ids):
+    """HxW train ids -> HxWx3 uint8 RGB picture; ignored and unknown ids are black."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[:NUM_CLASSES] = PALETTE
+    return palette[np.asarray(train_ids, dtype=np.uint8)]

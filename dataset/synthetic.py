@@ -1,0 +1,239 @@
+"""Tiny synthetic stand-ins for GTA5 and Cityscapes, written in their real on-disk layouts.
+
+    python -m dataset.synthetic OUT_DIR [--num-source N] [--num-target-train N]
+        [--num-target-val N] [--source-size W,H] [--target-size W,H] [--seed S]
+
+writes OUT_DIR/GTA5/{images,labels}/NNNNN.png and OUT_DIR/Cityscapes/leftImg8bit/{train,val}/
+plus OUT_DIR/Cityscapes/gtFine/val/. Every scene is a street: sky on top, buildings and trees
+along a skyline, road and sidewalk below the horizon, with cars, persons and poles as shapes.
+Each class has its own colour (the class palette) and texture, so a tiny network can learn
+it, and the two domains are rendered with different colour, brightness and noise statistics,
+so adaptation has a gap to close.
+"""
+# PIL must come before paddle: Paddle 2.6 on Python 3.11 segfaults when zlib is first
+# loaded after it (importing the dataset package imports paddle).
+import PIL  # noqa: F401
+from PIL import Image
+
+import argparse
+import os
+from typing import NamedTuple, Tuple
+
+import numpy as np
+
+from dataset.classes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID, colorize, label_id_to_train_id_lut
+from dataset.cityscapes_dataset import IMAGE_SUFFIX, LABEL_SUFFIX
+
+# Cityscapes label ids outside the 19 classes; real labels are full of them and the
+# loaders must send them to the ignore label.
+UNLABELED, EGO_VEHICLE, STATIC = 0, 1, 4
+
+TRAIN_CITIES = ("aachen", "bochum")
+VAL_CITIES = ("frankfurt", "lindau")
+
+_ID = {CLASS_NAMES[train_id]: label_id for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items()}
+
+
+class Style(NamedTuple):
+    """How a domain's camera (or renderer) turns class colours into pixels."""
+    saturation: float
+    gain: Tuple[float, float, float]  # per RGB channel
+    bias: Tuple[float, float, float]
+    noise: float  # std of per-pixel Gaussian noise
+
+
+# The game renders vivid, warm and clean; the real camera is washed out, darker, bluish and noisy.
+SOURCE_STYLE = Style(saturation=1.25, gain=(1.1, 1.0, 0.9), bias=(12.0, 4.0, -6.0), noise=3.0)
+TARGET_STYLE = Style(saturation=0.55, gain=(0.7, 0.8, 0.85), bias=(-4.0, 6.0, 18.0), noise=9.0)
+
+# Label id -> base RGB colour (class palette; ignored ids get muted colours of their own).
+_BASE_COLOUR = colorize(label_id_to_train_id_lut()).astype(np.float32)
+_BASE_COLOUR[EGO_VEHICLE] = (50, 50, 55)
+_BASE_COLOUR[STATIC] = (110, 90, 70)
+_BASE_COLOUR[UNLABELED] = (15, 15, 15)
+
+# Label id -> strength of the fine grain; foliage and facades are rough, road and sky smooth.
+_GRAIN = np.full(256, 4.0, dtype=np.float32)
+_GRAIN[_ID["vegetation"]] = 18.0
+_GRAIN[_ID["building"]] = 8.0
+_GRAIN[_ID["road"]] = 6.0
+_GRAIN[_ID["sky"]] = 1.0
+
+
+def _box(ys, xs, top, bottom, left, right):
+    return (ys >= top) & (ys < bottom) & (xs >= left) & (xs < right)
+
+
+def scene_label_ids(width, height, rng):
+    """HxW uint8 Cityscapes label ids of one random street scene."""
+    ys = np.arange(height)[:, None]
+    xs = np.arange(width)[None, :]
+    horizon = int(round(height * rng.uniform(0.45, 0.55)))
+    ids = np.full((height, width), _ID["sky"], dtype=np.uint8)
+
+    # Skyline: blocks of random width, each a building or a tree with its own top.
+    num_blocks = int(rng.integers(4, 8))
+    cuts = np.sort(rng.choice(np.arange(1, width), num_blocks - 1, replace=False))
+    block = np.searchsorted(cuts, xs[0], side="right")
+    top = (height * rng.uniform(0.08, 0.4, num_blocks)).astype(int)[block]
+    kind = np.where(rng.random(num_blocks) < 0.35, _ID["vegetation"], _ID["building"])[block]
+    ids = np.where((ys >= top) & (ys < horizon), kind, ids).astype(np.uint8)
+
+    # Ground: the road widens towards the camera, sidewalk on both sides.
+    depth = (ys - horizon) / max(height - horizon, 1)
+    centre = width * rng.uniform(0.4, 0.6)
+    on_road = np.abs(xs - centre) < width * (0.04 + 0.5 * depth)
+    ground = np.where(on_road, _ID["road"], _ID["sidewalk"])
+    ids = np.where(ys >= horizon, ground, ids).astype(np.uint8)
+
+    # A static object (ignored) at the foot of the facades.
+    left = int(rng.integers(0, max(width - width // 10, 1)))
+    ids[_box(ys, xs, horizon - max(height // 20, 1), horizon, left, left + max(width // 10, 1))] = STATIC
+
+    # Poles on the sidewalk, some carrying a sign.
+    pole_width = max(width // 80, 1)
+    for _ in range(int(rng.integers(1, 4))):
+        x = int(rng.integers(0, width - pole_width))
+        pole_top = int(horizon - height * rng.uniform(0.15, 0.3))
+        pole_foot = int(horizon + (height - horizon) * rng.uniform(0.1, 0.4))
+        ids[_box(ys, xs, pole_top, pole_foot, x, x + pole_width)] = _ID["pole"]
+        if rng.random() < 0.5:
+            side = max(height // 15, 2)
+            ids[_box(ys, xs, pole_top, pole_top + side, x - side // 2, x + pole_width + side // 2)] = _ID["sign"]
+
+    # Cars on the road and persons on the sidewalk, nearer ones (lower foot) drawn last.
+    objects = []
+    for _ in range(int(rng.integers(1, 4))):
+        foot = horizon + (height - horizon) * rng.uniform(0.15, 0.8)
+        tall = height * (0.05 + 0.2 * (foot - horizon) / (height - horizon + 1))
+        x = centre + width * rng.uniform(-0.2, 0.2)
+        objects.append((foot, tall, 1.8 * tall, x, _ID["car"]))
+    for _ in range(int(rng.integers(0, 3))):
+        foot = horizon + (height - horizon) * rng.uniform(0.05, 0.6)
+        tall = height * (0.12 + 0.3 * (foot - horizon) / (height - horizon + 1))
+        x = width * rng.choice([rng.uniform(0.02, 0.25), rng.uniform(0.75, 0.98)])
+        objects.append((foot, tall, max(0.3 * tall, 1.0), x, _ID["person"]))
+    for foot, tall, wide, x, label_id in sorted(objects):
+        ids[_box(ys, xs, int(foot - tall), int(foot), int(x - wide / 2), int(x + wide / 2) + 1)] = label_id
+
+    # The ego vehicle's bonnet along the bottom and an unlabelled frame, as in real labels.
+    ids[height - max(height // 16, 1):] = EGO_VEHICLE
+    ids[:, 0] = UNLABELED
+    ids[:, -1] = UNLABELED
+    return ids
+
+
+def render(ids, style, rng):
+    """HxWx3 uint8 RGB picture of a label-id map: class colour + class texture, then the domain style."""
+    height, width = ids.shape
+    ys = np.arange(height)[:, None]
+    xs = np.arange(width)[None, :]
+    image = _BASE_COLOUR[ids]
+
+    windows = ((ys // 3) % 3 == 1) & ((xs // 3) % 3 == 1)
+    paving = (xs + 2 * ys) % 8 == 0
+    blotches = np.kron(rng.standard_normal((height // 6 + 1, width // 6 + 1)), np.ones((6, 6)))[:height, :width]
+    shade = np.zeros((height, width), dtype=np.float32)
+    shade -= 45.0 * ((ids == _ID["building"]) & windows)
+    shade -= 35.0 * ((ids == _ID["sidewalk"]) & paving)
+    shade += 25.0 * (ids == _ID["vegetation"]) * blotches
+    shade += 50.0 * (ids == _ID["sky"]) * (ys / height)  # brighter towards the horizon
+    shade += _GRAIN[ids] * rng.standard_normal((height, width))
+    image = image + shade[:, :, None]
+
+    grey = image.mean(axis=2, keepdims=True)
+    image = grey + style.saturation * (image - grey)
+    image = image * np.asarray(style.gain, np.float32) + np.asarray(style.bias, np.float32)
+    image = image + style.noise * rng.standard_normal(image.shape)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def _check_size(size, flag):
+    width, height = size
+    if width < 16 or height < 16:
+        raise ValueError("{} must be at least 16,16 (width,height), got {},{}".format(flag, width, height))
+
+
+def make_synthetic(out_dir, num_source=20, num_target_train=10, num_target_val=6,
+                   source_size=(160, 90), target_size=(128, 64), seed=0):
+    """Write the synthetic GTA5 and Cityscapes trees under out_dir; return (gta5_root, cityscapes_root).
+
+    Deterministic for a seed; each image has its own generator, so changing one count
+    leaves the other images unchanged. Sizes are (width, height).
+    """
+    for count, flag in ((num_source, "--num-source"), (num_target_train, "--num-target-train"),
+                        (num_target_val, "--num-target-val")):
+        if count < 1:
+            raise ValueError("{} must be at least 1, got {}".format(flag, count))
+    _check_size(source_size, "--source-size")
+    _check_size(target_size, "--target-size")
+    gta5_root = os.path.join(out_dir, "GTA5")
+    cityscapes_root = os.path.join(out_dir, "Cityscapes")
+
+    # GTA5 stores label ids as palettised PNGs; show them in their class colours.
+    palette = colorize(label_id_to_train_id_lut()).ravel().tolist()
+    for folder in ("images", "labels"):
+        os.makedirs(os.path.join(gta5_root, folder), exist_ok=True)
+    width, height = source_size
+    for index in range(num_source):
+        rng = np.random.default_rng([seed, 0, index])
+        ids = scene_label_ids(width, height, rng)
+        name = "{:05d}.png".format(index + 1)
+        Image.fromarray(render(ids, SOURCE_STYLE, rng)).save(os.path.join(gta5_root, "images", name))
+        label = Image.frombytes("P", (width, height), ids.tobytes())
+        label.putpalette(palette)
+        if index % 10 == 4:  # real GTA5 has a few labels whose size differs from the image
+            label = label.resize((width + 2, height + 1), Image.NEAREST)
+        label.save(os.path.join(gta5_root, "labels", name))
+
+    width, height = target_size
+    for split, count, cities, stream in (("train", num_target_train, TRAIN_CITIES, 1),
+                                         ("val", num_target_val, VAL_CITIES, 2)):
+        for index in range(count):
+            rng = np.random.default_rng([seed, stream, index])
+            ids = scene_label_ids(width, height, rng)
+            city = cities[index % len(cities)]
+            stem = os.path.join(city, "{}_000000_{:06d}".format(city, 19 + index))
+            image_path = os.path.join(cityscapes_root, "leftImg8bit", split, stem + IMAGE_SUFFIX)
+            os.makedirs(os.path.dirname(image_path), exist_ok=True)
+            Image.fromarray(render(ids, TARGET_STYLE, rng)).save(image_path)
+            if split == "val":
+                label_path = os.path.join(cityscapes_root, "gtFine", split, stem + LABEL_SUFFIX)
+                os.makedirs(os.path.dirname(label_path), exist_ok=True)
+                Image.fromarray(ids).save(label_path)
+    return gta5_root, cityscapes_root
+
+
+def _size(text):
+    try:
+        width, height = (int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected W,H such as 160,90, got {!r}".format(text))
+    return width, height
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m dataset.synthetic",
+        description="Write tiny synthetic GTA5 (source) and Cityscapes (target) trees in their real layouts.")
+    parser.add_argument("out_dir", help="writes OUT_DIR/GTA5 and OUT_DIR/Cityscapes")
+    parser.add_argument("--num-source", type=int, default=20, help="GTA5 image/label pairs (default 20)")
+    parser.add_argument("--num-target-train", type=int, default=10,
+                        help="unlabelled Cityscapes train images (default 10)")
+    parser.add_argument("--num-target-val", type=int, default=6,
+                        help="Cityscapes val images with gtFine labelIds (default 6)")
+    parser.add_argument("--source-size", type=_size, default=(160, 90), help="W,H of GTA5 images (default 160,90)")
+    parser.add_argument("--target-size", type=_size, default=(128, 64),
+                        help="W,H of Cityscapes images (default 128,64)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        roots = make_synthetic(args.out_dir, args.num_source, args.num_target_train, args.num_target_val,
+                               args.source_size, args.target_size, args.seed)
+    except ValueError as error:
+        parser.error(str(error))
+    print("GTA5 root:       {}\nCityscapes root: {}".format(*roots))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,21 @@
+"""Networks of AdaptSegNet, built by the names the original command lines use."""
+from model.deeplab_multi import DeeplabMulti
+from model.deeplab_vgg import DeeplabVGG
+from model.discriminator import FCDiscriminator
+
+MODELS = {
+    "DeeplabMulti": DeeplabMulti,
+    "DeeplabVGG": DeeplabVGG,
+    "FCDiscriminator": FCDiscriminator,
+}
+# The original training script calls the multi-level ResNet "DeepLab".
+MODEL_ALIASES = {"DeepLab": "DeeplabMulti"}
+
+
+def build_model(name, num_classes=19, **kwargs):
+    """Build a network by its original name (``DeeplabMulti``/``DeepLab``, ``DeeplabVGG``, ``FCDiscriminator``)."""
+    canonical = MODEL_ALIASES.get(name, name)
+    if canonical not in MODELS:
+        known = ", ".join(sorted(set(MODELS) | set(MODEL_ALIASES)))
+        raise ValueError("unknown model {!r}: choose one of {}".format(name, known))
+    return MODELS[canonical](num_classes=num_classes, **kwargs)

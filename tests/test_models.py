@@ -1,0 +1,142 @@
+"""The Paddle networks against an independent PyTorch implementation (tests/fixtures/parity.npz).
+
+The fixture was computed in float64 by tests/fixtures/make_parity_fixtures.py from the same
+seeded weights; here the weights go through our PyTorch->Paddle renaming, so a wrong name,
+padding, dilation, pooling mode or classifier quirk shows up as a mismatch.
+"""
+import numpy as np
+import paddle
+import pytest
+
+from tests.helpers import seeded_torch_state
+from model import build_model
+from model.deeplab_multi import DeeplabMulti
+from tests.fixtures.seeded_weights import seeded_input
+from utils.weights import check_against_model, torch_to_paddle
+
+# float32 against a float64 reference, relative to the output's scale.
+RELATIVE_TOLERANCE = 1e-5
+
+
+def load_seeded(model, seed):
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    params, skipped, kind = torch_to_paddle(seeded_torch_state(model, seed), "seeded", expected)
+    assert kind == "pytorch" and skipped == []
+    assert check_against_model(params, expected, "seeded") == []
+    model.set_state_dict(params)
+    model.eval()
+    return model
+
+
+def relative_error(actual, reference):
+    return float(np.abs(actual.astype(np.float64) - reference).max() / np.abs(reference).max())
+
+
+@pytest.fixture(scope="module")
+def deeplab_multi(parity):
+    return load_seeded(DeeplabMulti(num_classes=int(parity["num_classes"])), int(parity["seed"]))
+
+
+def seg_input(parity):
+    return paddle.to_tensor(seeded_input(parity["seg_input_shape"], int(parity["input_seed"])))
+
+
+def test_deeplab_multi_matches_reference_both_heads(deeplab_multi, parity):
+    with paddle.no_grad():
+        out_conv4, out_conv5 = deeplab_multi(seg_input(parity))
+    errors = (relative_error(out_conv4.numpy(), parity["deeplab_multi_out1"]),
+              relative_error(out_conv5.numpy(), parity["deeplab_multi_out2"]))
+    print("DeeplabMulti relative max error (conv4 head, conv5 head): %.2e %.2e" % errors)
+    assert max(errors) < RELATIVE_TOLERANCE
+
+
+def test_deeplab_multi_all_four_aspp_branches_option(deeplab_multi, parity):
+    for classifier in (deeplab_multi.layer5, deeplab_multi.layer6):
+        classifier.use_all_branches = True
+    try:
+        with paddle.no_grad():
+            out_conv4, out_conv5 = deeplab_multi(seg_input(parity))
+    finally:
+        for classifier in (deeplab_multi.layer5, deeplab_multi.layer6):
+            classifier.use_all_branches = False
+    assert relative_error(out_conv4.numpy(), parity["deeplab_multi_all4_out1"]) < RELATIVE_TOLERANCE
+    assert relative_error(out_conv5.numpy(), parity["deeplab_multi_all4_out2"]) < RELATIVE_TOLERANCE
+    # The quirk matters: the two-branch default is a different function.
+    assert relative_error(out_conv5.numpy(), parity["deeplab_multi_out2"]) > 1e-2
+
+
+def test_deeplab_vgg_matches_reference(parity):
+    model = load_seeded(build_model("DeeplabVGG", num_classes=int(parity["num_classes"])), int(parity["seed"]))
+    with paddle.no_grad():
+        out = model(seg_input(parity)).numpy()
+    error = relative_error(out, parity["deeplab_vgg_out"])
+    print("DeeplabVGG relative max error: %.2e" % error)
+    assert error < RELATIVE_TOLERANCE
+
+
+def test_discriminator_matches_reference(parity):
+    model = load_seeded(build_model("FCDiscriminator", num_classes=int(parity["num_classes"])),
+                        int(parity["seed"]))
+    x = paddle.to_tensor(seeded_input(parity["disc_input_shape"], int(parity["input_seed"])))
+    with paddle.no_grad():
+        out = model(x).numpy()
+    error = relative_error(out, parity["discriminator_out"])
+    print("FCDiscriminator relative max error: %.2e" % error)
+    assert error < RELATIVE_TOLERANCE
+
+
+def test_batchnorm_is_frozen_in_training_mode(deeplab_multi, parity):
+    bn = deeplab_multi.layer3[5].bn2
+    mean_before = bn._mean.numpy().copy()
+    x = seg_input(parity)
+    deeplab_multi.train()
+    try:
+        with paddle.no_grad():
+            train_out = deeplab_multi(x)[1].numpy()
+    finally:
+        deeplab_multi.eval()
+    with paddle.no_grad():
+        eval_out = deeplab_multi(x)[1].numpy()
+    np.testing.assert_array_equal(bn._mean.numpy(), mean_before)
+    np.testing.assert_allclose(train_out, eval_out, rtol=0, atol=1e-6 * np.abs(eval_out).max())
+    assert bn.weight.stop_gradient and bn.bias.stop_gradient
+
+
+def test_learning_rate_groups_cover_every_trainable_parameter_once(deeplab_multi):
+    backbone, classifier = deeplab_multi.parameter_groups()
+    assert (backbone["learning_rate"], classifier["learning_rate"]) == (1.0, 10.0)
+    names = {id(p): n for n, p in deeplab_multi.named_parameters()}
+    backbone_names = {names[id(p)] for p in backbone["params"]}
+    classifier_names = {names[id(p)] for p in classifier["params"]}
+    trainable = {n for n, p in deeplab_multi.named_parameters() if not p.stop_gradient}
+    assert backbone_names | classifier_names == trainable
+    assert not backbone_names & classifier_names
+    assert classifier_names == {n for n in trainable if n.startswith(("layer5.", "layer6."))}
+    assert not any(".bn" in n or "downsample.1" in n for n in trainable)
+
+
+def test_fresh_model_initialisation_follows_reference():
+    paddle.seed(3)
+    model = DeeplabMulti(num_classes=19)
+    conv = model.layer3[0].conv2.weight.numpy()
+    assert abs(conv.std() - 0.01) < 5e-4 and abs(conv.mean()) < 5e-4
+    bn = model.layer1[0].bn1
+    np.testing.assert_array_equal(bn.weight.numpy(), 1.0)
+    np.testing.assert_array_equal(bn.bias.numpy(), 0.0)
+    # Classifier biases keep PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    bias = model.layer6.conv2d_list[0].bias.numpy()
+    bound = 1 / np.sqrt(2048 * 9)
+    assert np.abs(bias).max() <= bound and np.abs(bias).max() > bound / 2
+
+
+def test_output_stride_is_eight_rounded_up():
+    model = build_model("DeepLab", num_classes=5)
+    model.eval()
+    with paddle.no_grad():
+        out_conv4, out_conv5 = model(paddle.zeros([2, 3, 65, 90]))
+    assert out_conv4.shape == [2, 5, 9, 12] and out_conv5.shape == [2, 5, 9, 12]
+
+
+def test_unknown_model_name_is_refused():
+    with pytest.raises(ValueError, match="DeeplabMulti"):
+        build_model("ResNet50")

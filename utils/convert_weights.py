@@ -1,0 +1,54 @@
+"""Convert the authors' PyTorch weights to `.pdparams`, without PyTorch installed.
+
+    python -m utils.convert_weights DeepLab_resnet_pretrained_init-f81d91e8.pth init.pdparams --model DeeplabMulti
+    python -m utils.convert_weights GTA2Cityscapes_multi-ed35151c.pth GTA2Cityscapes_multi.pdparams --model DeeplabMulti
+
+Both PyTorch file formats (pre-1.6 legacy and zip) are read; the result is checked key by key
+against the model before anything is written.
+"""
+import argparse
+import sys
+
+from model import build_model
+from model.deeplab_multi import ResNetMulti
+from utils.checkpoint import atomic_save
+from utils.weights import CLASSIFIER_PREFIXES, WeightsError, read_weights
+
+
+def convert(src, dst, model_name="DeeplabMulti", num_classes=19):
+    """Convert ``src`` (.pth) into ``dst`` (.pdparams) for the named model; returns the LoadReport.
+
+    The init file holds only a backbone: its converted file leaves the classifiers out, and
+    training starts them fresh as the reference does.
+    """
+    model = build_model(model_name, num_classes=num_classes)
+    report = read_weights(src, model, allow_fresh=CLASSIFIER_PREFIXES if isinstance(model, ResNetMulti) else ())
+    if report.fresh and report.kind != "init":
+        raise WeightsError("{} has no classifier weights ({}); only the ImageNet/COCO init file "
+                           "('Scale.' keys) may lack them".format(src, ", ".join(report.fresh)))
+    atomic_save(report.params, dst)
+    return report
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("src", help="PyTorch weights (.pth)")
+    parser.add_argument("dst", help="where to write the Paddle weights (.pdparams)")
+    parser.add_argument("--model", default="DeeplabMulti",
+                        choices=["DeeplabMulti", "DeepLab", "DeeplabVGG", "FCDiscriminator"])
+    parser.add_argument("--num-classes", type=int, default=19)
+    args = parser.parse_args(argv)
+    if not args.dst.endswith(".pdparams"):
+        parser.error("dst must end with .pdparams: {}".format(args.dst))
+    try:
+        report = convert(args.src, args.dst, args.model, args.num_classes)
+    except WeightsError as exc:
+        print("error: {}".format(exc), file=sys.stderr)
+        return 1
+    print(report.summary())
+    print("wrote {}".format(args.dst))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The one weight loader: `.pdparams` or the authors' PyTorch `.pth`, checked key by key.
+
+Paddle's ``set_state_dict`` only warns about missing or mis-shaped keys, which turns a wrong
+file into a silently untrained network. Everything here refuses instead, naming the keys.
+"""
+import os
+
+import numpy as np
+
+from utils.torch_pickle import TorchFileError, load_torch_file
+
+# PyTorch BN buffer name -> Paddle BN buffer name.
+_BN_BUFFER_RENAMES = {"running_mean": "_mean", "running_var": "_variance"}
+_DROPPED_SUFFIX = "num_batches_tracked"
+# The ImageNet/COCO-initialised DeepLab file (DeepLab_resnet_pretrained_init-*.pth) prefixes
+# every key with this.
+INIT_FILE_PREFIX = "Scale."
+CLASSIFIER_PREFIXES = ("layer5.", "layer6.")
+
+
+class WeightsError(ValueError):
+    """A weights file that does not fit the model; the message names the file and the keys."""
+
+
+class LoadReport(object):
+    """What a conversion or load did: for the log and for the caller's decisions."""
+
+    def __init__(self, path, kind, params, skipped, fresh):
+        self.path = path
+        self.kind = kind          # "init" (Scale.-prefixed backbone file), "pytorch" or "paddle"
+        self.params = params      # {paddle name: float32 ndarray} that were loaded
+        self.skipped = skipped    # [(key in the file, why it was not loaded)]
+        self.fresh = fresh        # parameter prefixes absent from the file, left at fresh init
+
+    def summary(self):
+        lines = ["{}: {} tensors loaded ({})".format(self.path, len(self.params), {
+            "init": "ImageNet/COCO-initialised DeepLab backbone, 'Scale.' prefix removed",
+            "pytorch": "PyTorch state dict",
+            "paddle": "Paddle state dict",
+        }[self.kind])]
+        lines += ["  skipped {}: {}".format(key, why) for key, why in self.skipped]
+        lines += ["  not in the file, left at fresh initialisation: {}*".format(p) for p in self.fresh]
+        return "\n".join(lines)
+
+
+def _shorten(keys, limit=8):
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (" ... ({} in all)".format(len(keys)) if len(keys) > limit else "")
+
+
+def _unwrap(obj, path):
+    """The flat name -> array dict inside a loaded file."""
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise WeightsError("{}: holds no state dict (a mapping of parameter names to tensors)".format(path))
+    not_arrays = [k for k, v in obj.items() if not isinstance(v, np.ndarray)]
+    if not_arrays:
+        raise WeightsError("{}: these entries are not tensors: {}".format(path, _shorten(map(str, not_arrays))))
+    if all(k.startswith("module.") for k in obj):  # saved from nn.DataParallel
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def torch_to_paddle(torch_state, path, expected_shapes):
+    """Rename a PyTorch state dict to Paddle names; returns ``(params, skipped, kind)``.
+
+    Keys with no Paddle counterpart are skipped with a reason. The init file's ``layer5`` is a
+    classifier for another class count; the reference does not copy it when training for 19
+    classes, so it is skipped whenever its shapes do not fit the model.
+    """
+    kind = "pytorch"
+    if all(k.startswith(INIT_FILE_PREFIX) for k in torch_state):
+        kind = "init"
+        torch_state = {k[len(INIT_FILE_PREFIX):]: v for k, v in torch_state.items()}
+    params, skipped = {}, []
+    for key, value in torch_state.items():
+        module, _, leaf = key.rpartition(".")
+        if leaf == _DROPPED_SUFFIX:
+            skipped.append((key, "PyTorch's BN step counter has no Paddle counterpart"))
+            continue
+        name = module + "." + _BN_BUFFER_RENAMES.get(leaf, leaf) if module else key
+        if kind == "init" and name.startswith("layer5.") and \
+                expected_shapes.get(name) != tuple(value.shape):
+            skipped.append((INIT_FILE_PREFIX + key, "classifier of the init file for another class "
+                            "count ({}); the reference trains it from scratch".format(value.shape[0])))
+            continue
+        params[name] = value
+    return params, skipped, kind
+
+
+def check_against_model(params, expected, path, allow_fresh=()):
+    """Refuse unexpected, mis-shaped or missing keys; returns the prefixes left fresh.
+
+    A prefix in ``allow_fresh`` may be absent as a whole (e.g. the classifiers when training
+    starts from the init file), never in part.
+    """
+    unexpected = set(params) - set(expected)
+    mismatched = ["{} (file {}, model {})".format(k, tuple(params[k].shape), expected[k])
+                  for k in sorted(set(params) & set(expected)) if tuple(params[k].shape) != expected[k]]
+    missing = set(expected) - set(params)
+    fresh = []
+    for prefix in allow_fresh:
+        wanted = {k for k in expected if k.startswith(prefix)}
+        if wanted and wanted <= missing:
+            missing -= wanted
+            fresh.append(prefix)
+    problems = []
+    if missing:
+        problems.append("missing from the file: " + _shorten(missing))
+    if mismatched:
+        problems.append("wrong shape: " + _shorten(mismatched))
+    if unexpected:
+        problems.append("not in the model: " + _shorten(unexpected))
+    if problems:
+        raise WeightsError("{} does not fit the model:\n  {}\nCheck --model and --num-classes, or that the "
+                           "file holds weights for this network.".format(path, "\n  ".join(problems)))
+    return fresh
+
+
+def _read_paddle_file(path):
+    import paddle
+    try:
+        obj = paddle.load(path, return_numpy=True)
+    except Exception as exc:  # paddle raises assorted types for a torn or foreign file
+        raise WeightsError("{}: cannot be read as a Paddle file ({}: {}). If a snapshot was cut short, "
+                           "use an earlier one.".format(path, type(exc).__name__, exc))
+    return _unwrap(obj, path)
+
+
+def read_weights(path, model, allow_fresh=()):
+    """Read and check ``path`` (.pdparams, or .pth converted on the fly) for ``model``.
+
+    Returns a LoadReport whose ``params`` are float32 arrays keyed by Paddle names.
+    """
+    if not os.path.isfile(path):
+        raise WeightsError("weights file not found: {}".format(path))
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if path.endswith(".pdparams"):
+        params, skipped, kind = _read_paddle_file(path), [], "paddle"
+    else:
+        try:
+            torch_state = load_torch_file(path)
+        except TorchFileError as exc:
+            raise WeightsError(str(exc))
+        params, skipped, kind = torch_to_paddle(_unwrap(torch_state, path), path, expected)
+    fresh = check_against_model(params, expected, path, allow_fresh)
+    params = {k: v.astype(np.float32, copy=False) if v.dtype != np.float32 else v for k, v in params.items()}
+    return LoadReport(path, kind, params, skipped, fresh)
+
+
+def load_weights(model, path, allow_fresh=()):
+    """Load ``path`` into ``model`` strictly; ``allow_fresh`` names prefixes that may be absent.
+
+    Returns the LoadReport (``report.summary()`` says what was loaded, skipped and left fresh).
+    """
+    report = read_weights(path, model, allow_fresh)
+    model.set_state_dict(report.params)
+    return report
