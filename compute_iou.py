@@ -15,27 +15,19 @@ from PIL import Image
 
 import argparse
 import itertools
-import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
 
 import numpy as np
 
 from dataset.base import scan, summarize
 from dataset.cityscapes_dataset import LABEL_SUFFIX, image_name_of_label
-from dataset.classes import IGNORE_LABEL, NUM_CLASSES, label_id_to_train_id_lut
-from utils.metrics import confusion_matrix, format_iou_table, mean_iou, per_class_iou, save_iou_json
+from dataset.classes import NUM_CLASSES, label_id_to_train_id_lut
+from utils.metrics import (MIoUResult, confusion_matrix, devkit_lut, format_iou_table, mean_iou,
+                           per_class_iou, save_iou_json)
 
 RESULT_FILE = "mIoU.json"
-
-
-class MIoUResult(NamedTuple):
-    ious: np.ndarray  # per train id, fraction; NaN = absent from the ground truth and never predicted
-    miou: float
-    num_images: int
-    confusion: np.ndarray  # rows = ground truth, columns = prediction
 
 
 def _read_devkit_list(path):
@@ -46,25 +38,6 @@ def _read_devkit_list(path):
             "frankfurt/frankfurt_000000_000294_gtFine_labelIds.png)".format(path))
     with open(path) as handle:
         return [line.strip() for line in handle if line.strip()]
-
-
-def devkit_lut(info_path):
-    """256-entry label id -> train id table from the label2train pairs of a devkit info.json."""
-    with open(info_path) as handle:
-        info = json.load(handle)
-    if "label2train" not in info:
-        return label_id_to_train_id_lut()
-    if int(info.get("classes", NUM_CLASSES)) != NUM_CLASSES:
-        raise ValueError("{} declares {} classes; this evaluation scores the {} Cityscapes classes".format(
-            info_path, info["classes"], NUM_CLASSES))
-    lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
-    for label_id, train_id in info["label2train"]:
-        if not (0 <= train_id < NUM_CLASSES or train_id == IGNORE_LABEL):
-            raise ValueError("{}: label2train maps label id {} to {}, which is neither a train id "
-                             "0..{} nor {}".format(info_path, label_id, train_id, NUM_CLASSES - 1, IGNORE_LABEL))
-        if 0 <= label_id < 256:  # ids such as -1 (license plate) never occur in an 8-bit PNG
-            lut[label_id] = train_id
-    return lut
 
 
 def pair_files(gt_dir, pred_dir, devkit_dir=None):

@@ -11,7 +11,6 @@ snapshot is copied to GTA5_best.pdparams.
 import utils.runtime  # noqa: F401  (first: settings that must precede paddle)
 
 import argparse
-import json
 import os
 import sys
 
@@ -19,8 +18,8 @@ from dataset.cityscapes_dataset import cityscapesDataSet
 from dataset.classes import IGNORE_LABEL, NUM_CLASSES
 from model import build_model
 from model.inference import BACKENDS, SegmentationPredictor
-from utils.evaluation import evaluate, evaluate_snapshots, ground_truth_paths, lut_for, result_json
-from utils.metrics import format_iou_table
+from utils.evaluation import evaluate, evaluate_snapshots, ground_truth_paths, lut_for
+from utils.metrics import format_iou_table, save_iou_json
 from utils.runtime import add_device_args, select_device
 from utils.weights import WeightsError, load_weights
 
@@ -102,8 +101,7 @@ def main(argv=None):
         print("no ground truth at {}: predictions only (give --gt-dir to score them)".format(gt_dir))
         return 0
     print(format_iou_table(result.ious))
-    with open(os.path.join(args.save, "mIoU.json"), "w") as f:
-        json.dump(result_json(result), f, indent=2)
+    save_iou_json(os.path.join(args.save, "mIoU.json"), result.ious, result.num_images)
     return 0
 
 

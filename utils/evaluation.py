@@ -17,13 +17,12 @@ import numpy as np
 import paddle
 from tqdm import tqdm
 
-from compute_iou import MIoUResult, devkit_lut
 from dataset.base import load_label_ids, summarize
 from dataset.cityscapes_dataset import gtfine_entry
-from dataset.classes import CLASS_NAMES, NUM_CLASSES, PALETTE, label_id_to_train_id_lut
+from dataset.classes import NUM_CLASSES, PALETTE, label_id_to_train_id_lut
 from model.inference import upsample_argmax
-from utils.metrics import confusion_matrix, mean_iou, per_class_iou
-from utils.checkpoint import atomic_copy
+from utils.metrics import MIoUResult, confusion_matrix, devkit_lut, iou_report, mean_iou, per_class_iou
+from utils.atomic import atomic_copy, atomic_write_json
 from utils.weights import load_weights
 
 SNAPSHOT_PATTERN = re.compile(r"^GTA5_(\d+)\.pdparams$")
@@ -118,14 +117,6 @@ def evaluate(predictor, images, gt_paths=None, lut=None, save_dir=None, batch_si
     return MIoUResult(ious=ious, miou=mean_iou(ious), num_images=len(images), confusion=total)
 
 
-def result_json(result):
-    """JSON-ready numbers: fractions, null where a class is absent and never predicted."""
-    def number(value):
-        return None if np.isnan(value) else float(value)
-    return {"mIoU": number(result.miou), "num_images": result.num_images,
-            "IoU": {name: number(iou) for name, iou in zip(CLASS_NAMES, result.ious)}}
-
-
 def find_snapshots(directory):
     """{iteration: path} of the ``GTA5_<iter>.pdparams`` segmentation snapshots in ``directory``."""
     found = {}
@@ -170,16 +161,14 @@ def evaluate_snapshots(model, directory, make_predictor, images, gt_paths, lut, 
         load_weights(model, path)
         result = evaluate(make_predictor(model), images, gt_paths, lut, batch_size=batch_size,
                           num_workers=num_workers)
-        record = dict(result_json(result), fingerprint=fingerprint, iteration=iteration)
-        with open(cache_path, "w") as f:
-            json.dump(record, f, indent=2)
+        atomic_write_json(cache_path, dict(iou_report(result.ious, result.num_images),
+                                   fingerprint=fingerprint, iteration=iteration))
         log("{}: mIoU {:.2f}".format(os.path.basename(path), result.miou * 100))
         table[iteration] = result.miou
     best = max(table, key=lambda it: (table[it], -it))
     atomic_copy(snapshots[best], os.path.join(directory, BEST_MODEL_NAME))
-    with open(os.path.join(directory, SNAPSHOT_TABLE_NAME), "w") as f:
-        json.dump({"mIoU": {str(k): v for k, v in table.items()}, "best_iteration": best,
-                   "best_mIoU": table[best]}, f, indent=2)
+    atomic_write_json(os.path.join(directory, SNAPSHOT_TABLE_NAME),
+              {"mIoU": {str(k): v for k, v in table.items()}, "best_iteration": best, "best_mIoU": table[best]})
     return table, best
 
 

@@ -1,10 +1,38 @@
 """Segmentation scores in train ids: confusion matrix, per-class IoU, mIoU, the original's table."""
 import json
 import math
+from typing import NamedTuple
 
 import numpy as np
 
-from dataset.classes import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES
+from dataset.classes import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES, label_id_to_train_id_lut
+from utils.atomic import atomic_write_json
+
+
+class MIoUResult(NamedTuple):
+    ious: np.ndarray  # per train id, fraction; NaN = absent from the ground truth and never predicted
+    miou: float
+    num_images: int
+    confusion: np.ndarray  # rows = ground truth, columns = prediction
+
+
+def devkit_lut(info_path):
+    """256-entry label id -> train id table from the label2train pairs of a devkit info.json."""
+    with open(info_path) as handle:
+        info = json.load(handle)
+    if "label2train" not in info:
+        return label_id_to_train_id_lut()
+    if int(info.get("classes", NUM_CLASSES)) != NUM_CLASSES:
+        raise ValueError("{} declares {} classes; this evaluation scores the {} Cityscapes classes".format(
+            info_path, info["classes"], NUM_CLASSES))
+    lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
+    for label_id, train_id in info["label2train"]:
+        if not (0 <= train_id < NUM_CLASSES or train_id == IGNORE_LABEL):
+            raise ValueError("{}: label2train maps label id {} to {}, which is neither a train id "
+                             "0..{} nor {}".format(info_path, label_id, train_id, NUM_CLASSES - 1, IGNORE_LABEL))
+        if 0 <= label_id < 256:  # ids such as -1 (license plate) never occur in an 8-bit PNG
+            lut[label_id] = train_id
+    return lut
 
 
 def confusion_matrix(gt, pred, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL):
@@ -67,17 +95,18 @@ def format_iou_table(ious, class_names=CLASS_NAMES):
     return "\n".join(lines)
 
 
-def save_iou_json(path, ious, num_images, class_names=CLASS_NAMES):
-    """Write {"mIoU", "IoU": {class: value}, "num_images"}; IoUs are fractions in [0, 1] and
-    null where undefined (class absent from the ground truth and never predicted)."""
+def iou_report(ious, num_images, class_names=CLASS_NAMES):
+    """{"mIoU", "IoU": {class: value}, "num_images"}: fractions in [0, 1], None where undefined
+    (a class absent from the ground truth and never predicted)."""
     def number(value):
         return None if math.isnan(value) else float(value)
 
-    report = {
+    return {
         "mIoU": number(mean_iou(ious)),
         "IoU": {name: number(float(iou)) for name, iou in zip(class_names, ious)},
         "num_images": int(num_images),
     }
-    with open(path, "w") as handle:
-        json.dump(report, handle, indent=2)
-        handle.write("\n")
+
+
+def save_iou_json(path, ious, num_images, class_names=CLASS_NAMES):
+    atomic_write_json(path, iou_report(ious, num_images, class_names))

@@ -1,0 +1,86 @@
+"""bench/bench_eval.py at tiny sizes: the MAC count against an independent count, the paths agree."""
+import math
+
+import numpy as np
+import paddle
+import pytest
+
+from bench import bench_eval
+from model.deeplab_multi import DeeplabMulti
+
+
+def conv_size(n, kernel, stride=1, padding=0, dilation=1):
+    return (n + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def ceil_pool_size(n):
+    """MaxPool2D(3, stride=2, padding=1, ceil_mode=True); the last window must start inside."""
+    out = math.ceil((n + 2 - 3) / 2) + 1
+    return out - 1 if (out - 1) * 2 >= n + 1 else out
+
+
+def formula_macs(height, width, num_classes=19):
+    """DeepLab-v2 ResNet-101 MACs from its architecture alone (2 ASPP branches per head)."""
+    h, w = conv_size(height, 7, 2, 3), conv_size(width, 7, 2, 3)
+    total = h * w * 64 * 3 * 49
+    h, w = ceil_pool_size(h), ceil_pool_size(w)
+    in_c = 64
+    heads = {}
+    for planes, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 23, 1), (512, 3, 1)):
+        for block in range(blocks):
+            s = stride if block == 0 else 1
+            if block == 0:
+                h, w = conv_size(h, 1, s), conv_size(w, 1, s)
+                total += h * w * planes * 4 * in_c  # projection shortcut
+            total += h * w * (planes * in_c + planes * planes * 9 + planes * 4 * planes)
+            in_c = planes * 4
+        heads[in_c] = h * w * num_classes * in_c * 9 * 2
+    return total + heads[1024] + heads[2048], heads
+
+
+@pytest.fixture(scope="module")
+def model():
+    paddle.seed(1)
+    net = DeeplabMulti(num_classes=19)
+    net.eval()
+    return net
+
+
+@pytest.mark.parametrize("size", [(64, 64), (72, 100)])
+def test_counted_macs_equal_formula(model, size):
+    macs, per_layer, unused = bench_eval.count_macs(model, *size)
+    expected, heads = formula_macs(*size)
+    assert macs == expected
+    assert per_layer["layer5"] == heads[1024] and per_layer["layer6"] == heads[2048]
+    assert unused == heads[1024] + heads[2048]  # branches 3-4 cost what branches 1-2 do
+
+
+def test_stem_macs_scale_with_pixels(model):
+    small = bench_eval.count_macs(model, 64, 64)[1]
+    large = bench_eval.count_macs(model, 128, 128)[1]
+    assert large["conv1"] == 4 * small["conv1"]
+    # Not the rest: past the ceil-mode max pool (17x17 vs 33x33) and the stride-2 layer2 the
+    # maps are 9x9 vs 17x17, 3.57x the pixels, so the network is not 4x for a 4x image.
+    assert large["layer4"] * 9 * 9 == small["layer4"] * 17 * 17
+    assert large["layer4"] < 4 * small["layer4"]
+
+
+def test_main_runs_and_paths_agree(model, monkeypatch):
+    # Non-trivial BN statistics, so that folding them changes the weights.
+    rng = np.random.default_rng(0)
+    for layer in model.sublayers():
+        if isinstance(layer, paddle.nn.BatchNorm2D):
+            n = layer._mean.shape[0]
+            layer._mean.set_value(rng.normal(0, 0.1, n).astype("float32"))
+            layer._variance.set_value(rng.uniform(0.5, 1.5, n).astype("float32"))
+            layer.weight.set_value(rng.uniform(0.8, 1.2, n).astype("float32"))
+            layer.bias.set_value(rng.normal(0, 0.1, n).astype("float32"))
+    monkeypatch.setattr(bench_eval, "DeeplabMulti", lambda num_classes: model)
+    small_gemm = bench_eval.gemm_peak
+    monkeypatch.setattr(bench_eval, "gemm_peak", lambda: small_gemm(256, 1))
+    result = bench_eval.main(["--height", "64", "--width", "64", "--runs", "1", "--warmup", "0", "--pairs", "5"])
+    assert result["macs"] == formula_macs(64, 64)[0]
+    assert [row[0][:3] for row in result["rows"]] == ["(a)", "(b)", "(c)"]
+    for name, seconds, rel_diff in result["rows"]:
+        assert seconds > 0 and rel_diff < 1e-4, name
+    assert result["upsample"] > 0 and result["iou"] > 0 and result["rss"] > 100

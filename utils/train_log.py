@@ -1,0 +1,107 @@
+"""What a training run records: train.log (text), metrics.jsonl (numbers) and VisualDL.
+
+metrics.jsonl and the prediction pictures are the record; the VisualDL file is a view rebuilt
+from them whenever a run starts. VisualDL files can only be written from the start and a run
+directory shows one file, so this is how a resumed run continues the same curves: whatever the
+killed run logged after the snapshot it resumes from is dropped first, and no step appears twice.
+"""
+import PIL.Image  # noqa: F401  (before paddle; see utils/runtime.py)
+from PIL import Image
+
+import glob
+import json
+import os
+import re
+
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+TEXT_LOG = "train.log"
+VISUALDL_DIR = "visualdl"
+PICTURES_DIR = "predictions"
+_STEP_LINE = re.compile(r"^iter (\d+)")
+_PICTURE = re.compile(r"^iter_(\d+)\.png$")
+
+
+def _kept_lines(path, keep):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line for line in f if keep(line)]
+
+
+def _rewrite(path, lines):
+    with open(path, "w") as f:
+        f.writelines(lines)
+
+
+class TrainLog(object):
+    """Logs of the run in ``directory``, continuing after iteration ``start_iter``."""
+
+    def __init__(self, directory, start_iter=0, use_visualdl=True):
+        self.directory = directory
+        os.makedirs(os.path.join(directory, PICTURES_DIR), exist_ok=True)
+        self._metrics_path = os.path.join(directory, METRICS_FILE)
+        self._text_path = os.path.join(directory, TEXT_LOG)
+
+        def step_of_record(line):
+            return json.loads(line)["step"]
+
+        records = _kept_lines(self._metrics_path, lambda line: line.strip() and step_of_record(line) <= start_iter)
+        _rewrite(self._metrics_path, records)
+
+        def keep_text(line):
+            match = _STEP_LINE.match(line)
+            return start_iter > 0 and (match is None or int(match.group(1)) <= start_iter)
+
+        _rewrite(self._text_path, _kept_lines(self._text_path, keep_text))
+        pictures = {}
+        for path in glob.glob(os.path.join(directory, PICTURES_DIR, "iter_*.png")):
+            match = _PICTURE.match(os.path.basename(path))
+            if match and int(match.group(1)) > start_iter:
+                os.remove(path)
+            elif match:
+                pictures[int(match.group(1))] = path
+        self._metrics = open(self._metrics_path, "a")
+        self._text = open(self._text_path, "a")
+        self._visualdl = self._open_visualdl(records, pictures) if use_visualdl else None
+
+    def _open_visualdl(self, records, pictures):
+        from visualdl import LogWriter
+        logdir = os.path.join(self.directory, VISUALDL_DIR)
+        for old in glob.glob(os.path.join(logdir, "vdlrecords.*")):
+            os.remove(old)
+        writer = LogWriter(logdir=logdir)
+        for line in records:
+            record = json.loads(line)
+            for tag, value in record["scalars"].items():
+                writer.add_scalar(tag, value, record["step"])
+        for step, path in sorted(pictures.items()):
+            writer.add_image("target prediction", np.asarray(Image.open(path).convert("RGB")), step)
+        return writer
+
+    def scalars(self, step, values):
+        """``values``: {tag: float}, e.g. {"loss/seg2": 0.7, "lr/G": 2.5e-4}."""
+        self._metrics.write(json.dumps({"step": step, "scalars": values}) + "\n")
+        self._metrics.flush()
+        if self._visualdl is not None:
+            for tag, value in values.items():
+                self._visualdl.add_scalar(tag, value, step)
+
+    def picture(self, step, rgb):
+        """An HxWx3 uint8 picture (a target image next to its colourised prediction)."""
+        path = os.path.join(self.directory, PICTURES_DIR, "iter_{}.png".format(step))
+        Image.fromarray(rgb).save(path)
+        if self._visualdl is not None:
+            self._visualdl.add_image("target prediction", rgb, step)
+
+    def text(self, line):
+        """A line of train.log; lines of iteration N start with ``iter N``."""
+        self._text.write(line.rstrip("\n") + "\n")
+        self._text.flush()
+
+    def close(self):
+        self._metrics.close()
+        self._text.close()
+        if self._visualdl is not None:
+            self._visualdl.close()
