@@ -241,6 +241,9 @@ def main(argv=None):
     finally:
         bar.close()
         log.close()
+        for loader_iter in (source_iter, target_iter):
+            # Worker processes outlive an iterator that was not run to its end; stop them now.
+            getattr(loader_iter, "_try_shutdown_all", lambda: None)()
     print("finished: {} iterations; snapshots in {}".format(args.num_steps_stop, os.path.abspath(args.snapshot_dir)))
     return 0
 

@@ -178,7 +178,8 @@ def main(argv=None):
     print("MKL_DEBUG_CPU_TYPE={}  threads={}  CPUs={}  paddle {}  numpy {} ({})".format(
         os.environ.get("MKL_DEBUG_CPU_TYPE", "(unset)"), args.threads, os.cpu_count(), paddle.__version__,
         np.__version__, numpy_blas()))
-    print("timings: median of {} runs after {} warm-up runs".format(args.runs, args.warmup))
+    print("timings: median of {} runs after {} warm-up runs; load average at start {:.2f} (should be < 1)".format(
+        args.runs, args.warmup, os.getloadavg()[0]))
 
     numpy_rate, paddle_rate = gemm_peak()
     print()
@@ -220,7 +221,8 @@ def main(argv=None):
             args.pairs, iou_seconds, 1000 * iou_seconds / args.pairs, TARGET_IOU_SECONDS,
             "met" if iou_seconds * 500.0 / args.pairs < TARGET_IOU_SECONDS else "MISSED"))
     rss = peak_rss_mib()
-    print("peak RSS of this process: {:.0f} MiB".format(rss))
+    print("peak RSS of this process: {:.0f} MiB; load average at end {:.2f} (this run alone: about {})".format(
+        rss, os.getloadavg()[0], args.threads))
     print()
     print("SUMMARY: limit {:.2f} s/image ({:.1f} GMAC @ {:.0f} GFLOP/s); plain {:.2f}, folded {:.2f}, inference "
           "{:.2f} s/image ({:.2f}x limit, {:.2f}x faster than plain); upsample+argmax {:.3f} s; {}; peak RSS "

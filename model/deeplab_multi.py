@@ -5,25 +5,31 @@ Paddle's ``_mean`` / ``_variance``), so converted weights load one to one.
 """
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from model.common import ASPP_DILATIONS, Classifier_Module, sublayer_parameters
 
 BN_EPSILON = 1e-5
 
 
-def frozen_bn(num_channels):
-    """BatchNorm with frozen affine parameters and frozen running statistics.
+class FrozenBatchNorm2D(nn.BatchNorm2D):
+    """BatchNorm whose affine parameters and running statistics never change, in any mode.
 
     The reference never trains BN's affine parameters. It did use batch statistics in training
     (it called model.train()), but with a batch of 1-2 images those are noisy; the published
     Paddle reproduction froze them and matched the paper, so frozen statistics are the default.
     """
-    bn = nn.BatchNorm2D(num_channels, epsilon=BN_EPSILON, use_global_stats=True,
-                        weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(1.0)),
-                        bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
-    bn.weight.stop_gradient = True
-    bn.bias.stop_gradient = True
-    return bn
+
+    def __init__(self, num_channels):
+        super().__init__(num_channels, epsilon=BN_EPSILON,
+                         weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(1.0)),
+                         bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
+        self.weight.stop_gradient = True
+        self.bias.stop_gradient = True
+
+    def forward(self, x):
+        return F.batch_norm(x, self._mean, self._variance, self.weight, self.bias, training=False,
+                            epsilon=self._epsilon)
 
 
 def conv_no_bias(in_channels, out_channels, kernel_size, **kwargs):
@@ -39,11 +45,11 @@ class Bottleneck(nn.Layer):
         super().__init__()
         # DeepLab-v2 (Caffe heritage) strides on the first 1x1 conv, not on the 3x3.
         self.conv1 = conv_no_bias(in_channels, planes, 1, stride=stride)
-        self.bn1 = frozen_bn(planes)
+        self.bn1 = FrozenBatchNorm2D(planes)
         self.conv2 = conv_no_bias(planes, planes, 3, padding=dilation, dilation=dilation)
-        self.bn2 = frozen_bn(planes)
+        self.bn2 = FrozenBatchNorm2D(planes)
         self.conv3 = conv_no_bias(planes, planes * self.expansion, 1)
-        self.bn3 = frozen_bn(planes * self.expansion)
+        self.bn3 = FrozenBatchNorm2D(planes * self.expansion)
         self.relu = nn.ReLU()
         self.downsample = downsample
 
@@ -65,7 +71,7 @@ class ResNetMulti(nn.Layer):
         super().__init__()
         self._in_channels = 64
         self.conv1 = conv_no_bias(3, 64, 7, stride=2, padding=3)
-        self.bn1 = frozen_bn(64)
+        self.bn1 = FrozenBatchNorm2D(64)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2D(kernel_size=3, stride=2, padding=1, ceil_mode=True)
         self.layer1 = self._make_layer(64, layers[0])
@@ -82,7 +88,7 @@ class ResNetMulti(nn.Layer):
         if stride != 1 or self._in_channels != out_channels or dilation in (2, 4):
             downsample = nn.Sequential(
                 conv_no_bias(self._in_channels, out_channels, 1, stride=stride),
-                frozen_bn(out_channels))
+                FrozenBatchNorm2D(out_channels))
         layers = [Bottleneck(self._in_channels, planes, stride, dilation, downsample)]
         self._in_channels = out_channels
         layers += [Bottleneck(out_channels, planes, dilation=dilation) for _ in range(1, blocks)]

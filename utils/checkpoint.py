@@ -216,9 +216,9 @@ class Checkpointer(object):
 
 def ensure_room_for_snapshots(directory, snapshot_bytes, count=2):
     """Fail before training if the checkpoint directory is not writable or too full."""
-    os.makedirs(directory, exist_ok=True)
     probe = os.path.join(directory, ".write_test" + TMP_SUFFIX)
     try:
+        os.makedirs(directory, exist_ok=True)
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)

@@ -1,0 +1,196 @@
+"""A training run on synthetic data: continuing, crashing, and refusing bad starts.
+
+The real DeeplabMulti at a tiny input size; batch 2, mirroring on, two loader workers.
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+import train_gta2cityscapes_multi as train
+from dataset.synthetic import make_synthetic
+from utils.checkpoint import CheckpointError
+from utils.weights import WeightsError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STOP = 4
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_synthetic(str(tmp_path_factory.mktemp("data")), num_source=6, num_target_train=5, num_target_val=2)
+
+
+def run_args(data, snapshot_dir, stop, *extra):
+    gta5, cityscapes = data
+    return ["--data-dir", gta5, "--data-dir-target", cityscapes, "--input-size", "48,32",
+            "--input-size-target", "48,32", "--batch-size", "2", "--random-mirror", "--num-workers", "2",
+            "--num-steps", "20", "--num-steps-stop", str(stop), "--save-pred-every", "2", "--log-every", "1",
+            "--picture-every", "2", "--snapshot-dir", str(snapshot_dir), "--device", "cpu"] + list(extra)
+
+
+def load(path):
+    return paddle.load(str(path), return_numpy=True)
+
+
+def assert_same_snapshot(dir_a, dir_b, iteration):
+    for suffix in ("", "_D1", "_D2"):
+        a = load(os.path.join(dir_a, "GTA5_{}{}.pdparams".format(iteration, suffix)))
+        b = load(os.path.join(dir_b, "GTA5_{}{}.pdparams".format(iteration, suffix)))
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg="GTA5_{}{} {}".format(iteration, suffix, key))
+    state_a = load(os.path.join(dir_a, "GTA5_{}_state.pdopt".format(iteration)))["optimizers"]
+    state_b = load(os.path.join(dir_b, "GTA5_{}_state.pdopt".format(iteration)))["optimizers"]
+    for name in ("model", "D1", "D2"):
+        assert state_a[name].keys() == state_b[name].keys() and state_a[name]
+        for key in state_a[name]:
+            np.testing.assert_array_equal(state_a[name][key], state_b[name][key], err_msg=key)
+
+
+def logged_losses(snapshot_dir):
+    with open(os.path.join(snapshot_dir, "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    return [(r["step"], {k: v for k, v in r["scalars"].items() if k.startswith(("loss/", "lr/"))}) for r in records]
+
+
+@pytest.fixture(scope="module")
+def straight_run(data, tmp_path_factory):
+    snapshot_dir = tmp_path_factory.mktemp("straight")
+    assert train.main(run_args(data, snapshot_dir, STOP)) == 0
+    return str(snapshot_dir)
+
+
+def test_resumed_run_equals_uninterrupted_run(data, straight_run, tmp_path):
+    train.main(run_args(data, tmp_path, STOP // 2))
+    train.main(run_args(data, tmp_path, STOP, "--continue-train", "--start-iter", "latest"))
+    assert_same_snapshot(straight_run, str(tmp_path), STOP)
+    assert logged_losses(str(tmp_path)) == logged_losses(straight_run)
+    with open(os.path.join(str(tmp_path), "train.log")) as f:
+        steps = [line.split()[1] for line in f if line.startswith("iter ")]
+    assert steps == [str(i) for i in range(1, STOP + 1)]
+
+
+def test_visualdl_log_has_each_step_once_after_a_resume(data, tmp_path):
+    from visualdl import LogReader
+    train.main(run_args(data, tmp_path, 3))
+    # Pretend the run went on to iteration 3 and died before its snapshot: resume from 2.
+    train.main(run_args(data, tmp_path, STOP, "--continue-train", "--start-iter", "2"))
+    logdir = os.path.join(str(tmp_path), "visualdl")
+    files = os.listdir(logdir)
+    assert len(files) == 1
+    reader = LogReader(file_path=os.path.join(logdir, files[0]))
+    steps = [record.id for record in reader.get_data("scalar", "loss/seg2")]
+    assert steps == [1, 2, 3, 4]
+    assert len(reader.get_data("image", "target prediction")) == 2  # iterations 2 and 4
+
+
+def test_killed_run_continues_from_its_last_complete_snapshot(data, straight_run, tmp_path):
+    seed = random.randrange(10 ** 6)
+    delay = random.Random(seed).uniform(0.0, 2.0)
+    print("kill delay {:.2f}s (seed {})".format(delay, seed))
+    command = [sys.executable, os.path.join(ROOT, "train_gta2cityscapes_multi.py")] + run_args(
+        data, tmp_path, 15, "--save-pred-every", "1")
+    stderr_path = str(tmp_path / "stderr.txt")
+    with open(stderr_path, "w") as stderr:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        deadline = time.time() + 240
+        while not os.path.exists(os.path.join(str(tmp_path), "GTA5_1_state.pdopt")):
+            assert process.poll() is None, open(stderr_path).read()[-2000:]
+            assert time.time() < deadline, "no snapshot within 240 s"
+            time.sleep(0.05)
+        time.sleep(delay)
+        assert process.poll() is None
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    print("files when killed:", sorted(os.listdir(str(tmp_path))))
+    train.main(run_args(data, tmp_path, STOP, "--continue-train"))
+    assert_same_snapshot(straight_run, str(tmp_path), STOP)
+    assert not [n for n in os.listdir(str(tmp_path)) if n.endswith(".tmp")]
+
+
+def test_damaged_latest_snapshot_is_skipped_with_a_warning(data, straight_run, tmp_path):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(straight_run, run_dir)
+    with open(os.path.join(run_dir, "GTA5_4_state.pdopt"), "r+b") as f:
+        f.truncate(100)
+    with pytest.warns(UserWarning, match="skipping damaged snapshot GTA5_4"):
+        train.main(run_args(data, run_dir, STOP, "--continue-train"))
+    # Iterations 3 and 4 were redone from snapshot 2 and equal the uninterrupted run again.
+    assert_same_snapshot(straight_run, run_dir, STOP)
+
+
+def test_keep_last_prunes_old_snapshots_but_keeps_the_newest(data, tmp_path):
+    train.main(run_args(data, tmp_path, 3, "--keep-last", "1", "--save-pred-every", "1"))
+    names = sorted(n for n in os.listdir(str(tmp_path)) if n.startswith("GTA5_"))
+    assert names == ["GTA5_3.pdparams", "GTA5_3_D1.pdparams", "GTA5_3_D2.pdparams", "GTA5_3_state.pdopt"]
+    with open(os.path.join(str(tmp_path), "latest")) as f:
+        assert f.read().strip() == "3"
+
+
+# Fail fast: every one of these stops before iteration 1 with a message naming what is wrong.
+
+def test_missing_dataset_names_the_expected_layout(data, tmp_path):
+    args = run_args(data, tmp_path, 1)
+    args[args.index("--data-dir") + 1] = str(tmp_path / "no_gta5")
+    with pytest.raises(FileNotFoundError, match="no_gta5.*images/00001.png"):
+        train.main(args)
+
+
+def test_existing_run_needs_continue_train(data, straight_run):
+    with pytest.raises(CheckpointError, match="--continue-train"):
+        train.main(run_args(data, straight_run, STOP))
+
+
+def test_continue_without_snapshots_says_what_exists(data, tmp_path):
+    with pytest.raises(CheckpointError, match="no snapshot files in"):
+        train.main(run_args(data, tmp_path, 1, "--continue-train"))
+
+
+def test_start_iter_that_does_not_exist_lists_the_snapshots(data, straight_run):
+    with pytest.raises(CheckpointError, match="--start-iter 7.*GTA5_2: complete"):
+        train.main(run_args(data, straight_run, STOP, "--continue-train", "--start-iter", "7"))
+
+
+def test_changed_batch_size_cannot_continue_exactly(data, straight_run, tmp_path):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(straight_run, run_dir)
+    args = run_args(data, run_dir, STOP + 1, "--continue-train")
+    args[args.index("--batch-size") + 1] = "1"
+    with pytest.raises(CheckpointError, match="--batch-size 1 \\(snapshot: 2\\)"):
+        train.main(args)
+
+
+def test_wrong_initial_weights_are_refused_naming_keys(data, tmp_path):
+    from model import FCDiscriminator
+    weights = str(tmp_path / "d.pdparams")
+    paddle.save(FCDiscriminator(19).state_dict(), weights)
+    with pytest.raises(WeightsError, match="d.pdparams does not fit the model(.|\n)*wrong shape: conv1.weight"):
+        train.main(run_args(data, tmp_path / "run", 1, "--restore-from", weights))
+
+
+def test_unwritable_checkpoint_dir_is_refused(data, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(CheckpointError, match="not writable"):
+        train.main(run_args(data, blocker / "run", 1))
+
+
+def test_too_little_disk_for_two_snapshots_is_refused(data, tmp_path, monkeypatch):
+    import collections
+    import utils.checkpoint
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(utils.checkpoint.shutil, "disk_usage", lambda path: usage(10 ** 9, 10 ** 9, 10 ** 6))
+    with pytest.raises(CheckpointError, match="1 MB free; 2 snapshots need about"):
+        train.main(run_args(data, tmp_path, 1))
