@@ -1,0 +1,51 @@
+"""The whole workflow in a few minutes on a CPU, on synthetic data: no dataset needed.
+
+    python -m utils.demo [--out demo_output]
+
+Generates GTA5- and Cityscapes-format data, trains a few iterations at a small size, stops,
+continues from the latest snapshot, evaluates the result, and says where everything is. It runs
+the same command lines as a real run, only with smaller sizes; each is printed before it runs.
+"""
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(command):
+    print("\n$ " + " ".join(shlex.quote(part) for part in command), flush=True)
+    subprocess.run([sys.executable] + command[1:], cwd=ROOT, check=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="demo_output", help="where data, snapshots and predictions go")
+    parser.add_argument("--iterations", type=int, default=6, help="training iterations (stopped half-way once)")
+    args = parser.parse_args(argv)
+    out = os.path.abspath(args.out)
+    data, snapshots, predictions = (os.path.join(out, name) for name in ("data", "snapshots", "predictions"))
+    if os.path.exists(snapshots):
+        sys.exit("{} holds a previous demo; remove it or pass another --out".format(out))
+    train = ["python", "train_gta2cityscapes_multi.py", "--data-dir", os.path.join(data, "GTA5"),
+             "--data-dir-target", os.path.join(data, "Cityscapes"), "--input-size", "96,56",
+             "--input-size-target", "96,48", "--random-mirror", "--num-workers", "2", "--num-steps", "100",
+             "--save-pred-every", "2", "--log-every", "1", "--picture-every", "2", "--snapshot-dir", snapshots]
+    half = max(1, args.iterations // 2)
+    run(["python", "-m", "dataset.synthetic", data])
+    run(train + ["--num-steps-stop", str(half)])
+    print("\n(stopped at iteration {}: as if the notebook session had died)".format(half))
+    run(train + ["--num-steps-stop", str(args.iterations), "--continue-train", "--start-iter", "latest"])
+    run(["python", "evaluate_cityscapes.py", "--restore-from",
+         os.path.join(snapshots, "GTA5_{}.pdparams".format(args.iterations)),
+         "--data-dir", os.path.join(data, "Cityscapes"), "--input-size", "96,48", "--save", predictions])
+    print("\npredictions:  {}".format(predictions))
+    print("snapshots:    {}".format(snapshots))
+    print("VisualDL log: visualdl --logdir {}".format(os.path.join(snapshots, "visualdl")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
