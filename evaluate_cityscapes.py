@@ -82,8 +82,8 @@ def main(argv=None):
             sys.exit("--restore-from is a directory of snapshots, but there is no ground truth at {} to rank "
                      "them: give --gt-dir".format(gt_dir))
         settings = {"data_dir": os.path.abspath(args.data_dir), "data_list": args.data_list, "set": args.set,
-                    "gt_dir": os.path.abspath(gt_dir), "model": args.model, "input_size": list(args.input_size),
-                    "num_images": len(images)}
+                    "gt_dir": os.path.abspath(gt_dir), "devkit_dir": args.devkit_dir, "model": args.model,
+                    "input_size": list(args.input_size), "num_images": len(images)}
         table, best = evaluate_snapshots(model, args.restore_from, make_predictor, images, gt_paths, lut,
                                          args.batch_size, args.num_workers, settings)
         print("iteration\tmIoU")

@@ -26,6 +26,7 @@ from dataset.classes import IMG_MEAN_BGR, colorize
 from dataset.sampler import SOURCE_STREAM, TARGET_STREAM, ResumableBatchSampler
 from model import FCDiscriminator, build_model
 from utils.checkpoint import Checkpointer, CheckpointError, ensure_room_for_snapshots
+from utils.distributed import Parallel
 from utils.loss import SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
 from utils.runtime import select_device
 from utils.train_log import TrainLog
@@ -91,8 +92,12 @@ def adaptation_step(model, D1, D2, source_batch, target_batch, args, scale=1.0):
     return {name: float(value) * scale for name, value in zip(LOSS_NAMES, losses)}
 
 
-def train_iteration(nets, optimizers, batches, iteration, args):
-    """One iteration: steps 1-3 over --iter-size sub-batches, then step 4 for all three optimizers."""
+def train_iteration(nets, optimizers, batches, iteration, args, parallel=None):
+    """One iteration: steps 1-3 over --iter-size sub-batches, then step 4 for all three optimizers.
+
+    With ``parallel`` (a distributed job), gradients and logged losses are averaged over the
+    ranks before the optimizers step, so every rank takes the same step.
+    """
     model, D1, D2 = nets
     optimizer, optimizer_D1, optimizer_D2 = optimizers
     lr = lr_poly(args.learning_rate, iteration, args.num_steps, args.power)
@@ -106,6 +111,9 @@ def train_iteration(nets, optimizers, batches, iteration, args):
         for name, value in adaptation_step(model, D1, D2, source_batch, target_batch, args,
                                            scale=1.0 / args.iter_size).items():
             losses[name] += value
+    if parallel is not None:
+        losses = parallel.average_values(losses)
+        parallel.average_gradients(nets)
     bad = [name for name, value in losses.items() if not math.isfinite(value)]
     if bad:
         raise TrainingDiverged("iteration {}: loss {} is not finite; the snapshots written so far are intact. "
@@ -135,23 +143,32 @@ def build_networks(args):
     return (model, D1, D2), (optimizer,) + tuple(optimizers_D)
 
 
-def restore_initial_weights(model, args, log):
-    """--restore-from: the init file leaves the classifiers fresh, as the reference does."""
+def restore_initial_weights(nets, args, log):
+    """--restore-from (and -D1/-D2): the networks' starting weights, loaded strictly.
+
+    The init file holds a backbone only: its classifiers start fresh, as in the reference. A
+    complete state dict (a released model, a PyTorch run's snapshot) loads every key.
+    """
+    model, D1, D2 = nets
     if args.restore_from is None:
         log("no --restore-from: the segmentation network starts from random initialisation "
             "(the paper starts from DeepLab_resnet_pretrained_init-f81d91e8.pth)")
-        return
-    report = load_weights(model, args.restore_from, allow_fresh=CLASSIFIER_PREFIXES)
-    if report.fresh and report.kind != "init" and set(report.fresh) != set(CLASSIFIER_PREFIXES):
-        raise WeightsError("{}: has one classifier but not the other ({} missing)".format(
-            args.restore_from, ", ".join(report.fresh)))
-    log(report.summary())
+    else:
+        report = load_weights(model, args.restore_from, allow_fresh=CLASSIFIER_PREFIXES)
+        if report.fresh and report.kind != "init" and set(report.fresh) != set(CLASSIFIER_PREFIXES):
+            raise WeightsError("{}: has one classifier but not the other ({} missing)".format(
+                args.restore_from, ", ".join(report.fresh)))
+        log(report.summary())
+    for D, path in ((D1, args.restore_from_D1), (D2, args.restore_from_D2)):
+        if path is not None:
+            log(load_weights(D, path).summary())
 
 
-def data_loader(dataset, args, stream, start_iter):
+def data_loader(dataset, args, stream, start_iter, parallel):
     sampler = ResumableBatchSampler(len(dataset), args.batch_size, args.random_seed, stream, args.random_mirror,
                                     start_batch=start_iter * args.iter_size,
-                                    num_batches=(args.num_steps_stop - start_iter) * args.iter_size)
+                                    num_batches=(args.num_steps_stop - start_iter) * args.iter_size,
+                                    rank=parallel.rank, num_replicas=parallel.world_size)
     return paddle.io.DataLoader(dataset, batch_sampler=sampler, num_workers=args.num_workers,
                                 collate_fn=stack_images_and_labels)
 
@@ -180,10 +197,21 @@ def check_resumable(saved_args, args):
                               "start a new run from its weights with --restore-from.".format("; ".join(changed)))
 
 
-def main(argv=None):
-    args = get_arguments(argv)
-    args.input_size, args.input_size_target = tuple(args.input_size), tuple(args.input_size_target)
-    select_device(args)
+class Run(object):
+    """Everything a run needs at its first iteration."""
+
+    def __init__(self, source, target, nets, optimizers, checkpointer, start_iter, messages, parallel):
+        self.source, self.target = source, target
+        self.nets, self.optimizers = nets, optimizers
+        self.checkpointer, self.start_iter, self.messages = checkpointer, start_iter, messages
+        self.parallel = parallel
+
+
+def prepare(args, parallel=None):
+    """All checks and loading before iteration 1, so that a bad start fails at once."""
+    parallel = parallel or Parallel()
+    parallel.per_rank_batch(args.batch_size)
+    select_device(args, parallel.gpu_id)
     source = GTA5DataSet(args.data_dir, args.data_list, crop_size=args.input_size, ignore_label=args.ignore_label)
     target = cityscapesDataSet(args.data_dir_target, args.data_list_target, crop_size=args.input_size_target,
                                set=args.set)
@@ -201,50 +229,77 @@ def main(argv=None):
         if checkpointer.snapshots():
             raise CheckpointError("{} already holds snapshots of a run: add --continue-train to resume it, or "
                                   "choose another --snapshot-dir".format(args.snapshot_dir))
-        start_iter = 0
-        restore_initial_weights(model, args, messages.append)
-    ensure_room_for_snapshots(args.snapshot_dir, checkpointer.snapshot_bytes())
+        start_iter = 0 if args.start_iter == "latest" else args.start_iter
+        if start_iter >= args.num_steps_stop:
+            raise CheckpointError("--start-iter {} is not before --num-steps-stop {}".format(
+                start_iter, args.num_steps_stop))
+        restore_initial_weights(nets, args, messages.append)
+        if start_iter:
+            messages.append("starting at iteration {} of the schedule with fresh optimizers (momentum and Adam "
+                            "moments are not in PyTorch snapshots); learning rates {:.3e} / {:.3e}".format(
+                                start_iter, lr_poly(args.learning_rate, start_iter, args.num_steps, args.power),
+                                lr_poly(args.learning_rate_D, start_iter, args.num_steps, args.power)))
+    if parallel.is_main:
+        ensure_room_for_snapshots(args.snapshot_dir, checkpointer.snapshot_bytes())
+    if parallel.world_size > 1:
+        messages.append("data parallel over {} processes: {} images per domain each".format(
+            parallel.world_size, parallel.per_rank_batch(args.batch_size)))
+    return Run(source, target, nets, optimizers, checkpointer, start_iter, messages, parallel)
 
-    log = TrainLog(args.snapshot_dir, start_iter)
-    for line in messages:
+
+def main(argv=None):
+    args = get_arguments(argv)
+    run = prepare(args)
+    nets, optimizers, checkpointer, start_iter, parallel = (
+        run.nets, run.optimizers, run.checkpointer, run.start_iter, run.parallel)
+    log = TrainLog(args.snapshot_dir, start_iter) if parallel.is_main else None
+    for line in run.messages if log else ():
         log.text(line)
         print(line)
     saved_args = {k: getattr(args, k) for k in RESUME_INVARIANTS}
-    source_iter = iter(data_loader(source, args, SOURCE_STREAM, start_iter))
-    target_iter = iter(data_loader(target, args, TARGET_STREAM, start_iter))
+    source_iter = iter(data_loader(run.source, args, SOURCE_STREAM, start_iter, parallel))
+    target_iter = iter(data_loader(run.target, args, TARGET_STREAM, start_iter, parallel))
     bar = tqdm(range(start_iter, args.num_steps_stop), initial=start_iter, total=args.num_steps_stop,
-               desc="training", unit="it", dynamic_ncols=True)
+               desc="training", unit="it", dynamic_ncols=True, disable=not parallel.is_main)
     data_wait = compute = 0.0
+    window = 0  # iterations since the last logged line
     try:
         for iteration in bar:
             tick = time.time()
             batches = [(next(source_iter), next(target_iter)) for _ in range(args.iter_size)]
             data_done = time.time()
-            losses, lr, lr_D = train_iteration(nets, optimizers, batches, iteration, args)
+            losses, lr, lr_D = train_iteration(nets, optimizers, batches, iteration, args, parallel)
             data_wait += data_done - tick
             compute += time.time() - data_done
+            window += 1
             done = iteration + 1
+            if not parallel.is_main:
+                continue
             if done % args.log_every == 0 or done == args.num_steps_stop:
                 scalars = {"loss/" + name: value for name, value in losses.items()}
-                scalars.update({"lr/G": lr, "lr/D": lr_D, "speed/iter_per_s": args.log_every / (data_wait + compute),
-                                "speed/data_wait_s": data_wait / args.log_every})
+                scalars.update({"lr/G": lr, "lr/D": lr_D, "speed/iter_per_s": window / (data_wait + compute),
+                                "speed/data_wait_s": data_wait / window})
                 log.scalars(done, scalars)
                 log.text("iter {} {} lr={:.3e} lr_D={:.3e}".format(
                     done, " ".join("{}={:.4f}".format(n, v) for n, v in losses.items()), lr, lr_D))
                 bar.set_postfix(seg2="{:.3f}".format(losses["seg2"]), D2="{:.3f}".format(losses["D2"]))
                 data_wait = compute = 0.0
+                window = 0
             if args.picture_every and done % args.picture_every == 0:
-                log.picture(done, prediction_picture(model, batches[0][1][0]))
+                log.picture(done, prediction_picture(nets[0], batches[0][1][0]))
             if done % args.save_pred_every == 0 or done == args.num_steps_stop:
                 files = checkpointer.save(done, args=saved_args)
                 log.text("snapshot {}".format(files["model"]))
     finally:
         bar.close()
-        log.close()
+        if log:
+            log.close()
         for loader_iter in (source_iter, target_iter):
             # Worker processes outlive an iterator that was not run to its end; stop them now.
             getattr(loader_iter, "_try_shutdown_all", lambda: None)()
-    print("finished: {} iterations; snapshots in {}".format(args.num_steps_stop, os.path.abspath(args.snapshot_dir)))
+    if parallel.is_main:
+        print("finished: {} iterations; snapshots in {}".format(args.num_steps_stop,
+                                                               os.path.abspath(args.snapshot_dir)))
     return 0
 
 

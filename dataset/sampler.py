@@ -13,12 +13,19 @@ TARGET_STREAM = 1
 
 
 class ResumableBatchSampler(paddle.io.Sampler):
-    """Yields batches of ``(index, flip)`` for the datasets' ``__getitem__``, from ``start_batch`` on."""
+    """Yields batches of ``(index, flip)`` for the datasets' ``__getitem__``, from ``start_batch`` on.
 
-    def __init__(self, num_samples, batch_size, seed, stream, mirror=False, start_batch=0, num_batches=None):
+    ``batch_size`` is the global batch; with ``num_replicas`` processes, rank ``r`` gets the r-th
+    equal share of every global batch, so the ranks together see what one process would.
+    """
+
+    def __init__(self, num_samples, batch_size, seed, stream, mirror=False, start_batch=0, num_batches=None,
+                 rank=0, num_replicas=1):
         super().__init__()
         if num_samples < 1 or batch_size < 1:
             raise ValueError("need at least one sample and a batch size of at least 1")
+        if batch_size % num_replicas:
+            raise ValueError("a global batch of {} does not split over {} ranks".format(batch_size, num_replicas))
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.seed = seed
@@ -26,6 +33,8 @@ class ResumableBatchSampler(paddle.io.Sampler):
         self.mirror = mirror
         self.start_batch = start_batch
         self.num_batches = num_batches
+        self.share = batch_size // num_replicas
+        self.first_of_rank = rank * self.share
         self._epoch = None
 
     def _epoch_order(self, epoch):
@@ -43,8 +52,9 @@ class ResumableBatchSampler(paddle.io.Sampler):
         return int(order[offset]), bool(flips[offset])
 
     def batch(self, number):
-        first = number * self.batch_size
-        return [self.sample(position) for position in range(first, first + self.batch_size)]
+        """This rank's share of global batch ``number``."""
+        first = number * self.batch_size + self.first_of_rank
+        return [self.sample(position) for position in range(first, first + self.share)]
 
     def __iter__(self):
         number = self.start_batch

@@ -81,8 +81,7 @@ def num_classes(parity):
 def model(num_classes):
     """One DeeplabMulti for the loads (building the 101-layer network takes about a second).
 
-    Sharing it is safe: a load either replaces every parameter or is refused before touching any,
-    and the partial load below compares against the values the model held just before.
+    Sharing it is safe: a load either replaces every parameter or is refused before touching any.
     """
     return DeeplabMulti(num_classes=num_classes)
 
@@ -240,20 +239,12 @@ def test_converted_init_file_is_refused_for_a_full_load(init_pdparams, model):
 
     message = str(refused.value)
     assert dst in message and "missing from the file" in message
-    assert "layer5.conv2d_list.0.weight" in message
-    assert "(16 in all)" in message  # both classifiers: 4 branches x (weight, bias) x 2
+    # both classifiers, 4 branches x (weight, bias) each
+    assert "layer5.* (8 keys" in message and "layer6.* (8 keys" in message
 
 
-@pytest.mark.xfail(strict=True, reason="utils/weights.py _shorten lists only the first 8 sorted missing keys: "
-                                       "all of them layer5, so the message never says layer6 is missing too")
-def test_refusal_of_the_init_file_names_both_missing_classifiers(init_pdparams, model):
-    with pytest.raises(WeightsError) as refused:
-        load_weights(model, init_pdparams[1])
-
-    assert "layer5." in str(refused.value) and "layer6." in str(refused.value)
-
-
-def test_converted_init_file_loads_with_the_classifiers_left_fresh(init_pdparams, init_pth, model):
+def test_converted_init_file_loads_with_the_classifiers_left_fresh(init_pdparams, init_pth, num_classes):
+    model = DeeplabMulti(num_classes=num_classes)  # as training starts: a fresh network, then the init file
     fresh_classifiers = {k: v for k, v in parameters_of(model).items() if k.startswith(CLASSIFIER_PREFIXES)}
 
     report = load_weights(model, init_pdparams[1], allow_fresh=CLASSIFIER_PREFIXES)
@@ -309,8 +300,8 @@ def without_layer6(torch_state, parity):
     (discriminator_weights, [], ["conv1.weight (file (64, 19, 4, 4), model (64, 3, 7, 7))",
                                  "not in the model: classifier.bias", "missing from the file"]),
     (lambda torch_state, parity: torch_state, ["--num-classes", "5"],
-     ["wrong shape: layer5.conv2d_list.0.bias (file (19,), model (5,))",
-      "layer5.conv2d_list.0.weight (file (19, 1024, 3, 3), model (5, 1024, 3, 3))"]),
+     ["wrong shape: ", "layer5.conv2d_list.0.bias (file (19,), model (5,))",
+      "layer6.conv2d_list.0.bias (file (19,), model (5,))"]),
     (without_running_var, [], ["missing from the file: layer3.7.bn2._variance\n"]),
     (with_an_extra_key, [], ["not in the model: fc.weight\n"]),
     (without_layer6, [], ["has no classifier weights (layer6.)", "only the ImageNet/COCO init file"]),
@@ -407,15 +398,13 @@ def test_malicious_zip_format_pth_is_refused_too(tmp_path, model):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="utils/weights.py _read_paddle_file unpickles .pdparams with paddle.load, "
-                                       "which runs any callable the pickle names before the file is checked")
 def test_load_weights_refuses_a_malicious_pdparams_without_running_it(tmp_path):
     path = str(tmp_path / "GTA5_best.pdparams")
     marker = tmp_path / "pwned"
     with open(path, "wb") as f:
         f.write(pickle.dumps({"conv1.weight": RunsAShellCommand("touch {}".format(marker))}, protocol=2))
 
-    with pytest.raises(WeightsError):
+    with pytest.raises(WeightsError, match="GTA5_best.pdparams"):
         load_weights(build_model("FCDiscriminator", num_classes=19), path)
 
     assert not marker.exists()

@@ -195,7 +195,10 @@ class Checkpointer(object):
         if os.path.isdir(self.directory):
             for name in os.listdir(self.directory):
                 if name.startswith(".GTA5_") and name.endswith(TMP_SUFFIX):
-                    os.remove(os.path.join(self.directory, name))
+                    try:
+                        os.remove(os.path.join(self.directory, name))
+                    except FileNotFoundError:  # another rank of a distributed job removed it first
+                        pass
 
     def _prune(self):
         if not self.keep_last:

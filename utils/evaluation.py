@@ -78,7 +78,7 @@ def ground_truth_paths(images, gt_dir):
     paths = [os.path.join(gt_dir, gtfine_entry(entry)) for entry in images.img_ids]
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
-        raise FileNotFoundError("{} of {} ground-truth files are missing under --gt-dir {}: {}".format(
+        raise FileNotFoundError("{} of {} ground-truth files are missing under {}: {}".format(
             len(missing), len(paths), gt_dir, summarize(missing)))
     return paths
 
@@ -151,7 +151,7 @@ def evaluate_snapshots(model, directory, make_predictor, images, gt_paths, lut, 
     table = {}
     for iteration, path in snapshots.items():
         stat = os.stat(path)
-        fingerprint = dict(settings or {}, size=stat.st_size, mtime=int(stat.st_mtime))
+        fingerprint = dict(settings or {}, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
         cache_path = path[:-len(".pdparams")] + ".eval.json"
         cached = _cached_result(cache_path, fingerprint)
         if cached is not None:
@@ -162,13 +162,13 @@ def evaluate_snapshots(model, directory, make_predictor, images, gt_paths, lut, 
         result = evaluate(make_predictor(model), images, gt_paths, lut, batch_size=batch_size,
                           num_workers=num_workers)
         atomic_write_json(cache_path, dict(iou_report(result.ious, result.num_images),
-                                   fingerprint=fingerprint, iteration=iteration))
+                                           fingerprint=fingerprint, iteration=iteration))
         log("{}: mIoU {:.2f}".format(os.path.basename(path), result.miou * 100))
         table[iteration] = result.miou
     best = max(table, key=lambda it: (table[it], -it))
     atomic_copy(snapshots[best], os.path.join(directory, BEST_MODEL_NAME))
     atomic_write_json(os.path.join(directory, SNAPSHOT_TABLE_NAME),
-              {"mIoU": {str(k): v for k, v in table.items()}, "best_iteration": best, "best_mIoU": table[best]})
+                      {"mIoU": {str(k): v for k, v in table.items()}, "best_iteration": best, "best_mIoU": table[best]})
     return table, best
 
 

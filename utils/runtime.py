@@ -19,12 +19,14 @@ def add_device_args(parser):
     parser.add_argument("--gpu", type=int, default=0, help="which GPU to use (its id)")
 
 
-def select_device(args):
-    """``paddle.set_device`` from the --device/--gpu flags; returns (use_gpu, gpu_id)."""
+def select_device(args, gpu_id=None):
+    """``paddle.set_device`` from the --device/--gpu flags (``gpu_id`` overrides --gpu: the card
+    paddle.distributed.launch gave this process); returns (use_gpu, gpu_id)."""
     import paddle
+    gpu_id = args.gpu if gpu_id is None else gpu_id
     use_gpu = args.device == "gpu" or (args.device == "auto" and paddle.device.is_compiled_with_cuda())
     if use_gpu and not paddle.device.is_compiled_with_cuda():
         raise SystemExit("--device gpu: this Paddle has no CUDA support; install paddlepaddle-gpu "
                          "(see README) or use --device cpu")
-    paddle.set_device("gpu:{}".format(args.gpu) if use_gpu else "cpu")
-    return use_gpu, args.gpu
+    paddle.set_device("gpu:{}".format(gpu_id) if use_gpu else "cpu")
+    return use_gpu, gpu_id

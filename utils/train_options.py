@@ -69,6 +69,10 @@ def training_parser():
     p.add_argument("--restore-from", default=d["restore_from"],
                    help="initial segmentation weights: the ImageNet/COCO init .pth ('Scale.' keys) or any "
                         ".pth/.pdparams state dict; default: random initialisation")
+    p.add_argument("--restore-from-D1", default=None,
+                   help="initial weights of the conv4-head discriminator (.pth or .pdparams)")
+    p.add_argument("--restore-from-D2", default=None,
+                   help="initial weights of the conv5-head discriminator (.pth or .pdparams)")
     p.add_argument("--save-num-images", type=int, default=2, help="accepted for compatibility; no effect")
     p.add_argument("--save-pred-every", type=int, default=d["save_pred_every"], help="snapshot period (iterations)")
     p.add_argument("--snapshot-dir", "--checkpoint-dir", dest="snapshot_dir", default=d["snapshot_dir"],
@@ -77,7 +81,8 @@ def training_parser():
     p.add_argument("--gan", default=d["gan"], choices=GAN_KINDS, help="Vanilla: BCE; LS: least squares")
     p.add_argument("--continue-train", action="store_true", help="resume a run from its snapshot in --snapshot-dir")
     p.add_argument("--start-iter", type=_start_iter, default="latest",
-                   help="with --continue-train: 'latest' or the iteration of the snapshot to resume")
+                   help="with --continue-train: 'latest' or the iteration of the snapshot to resume; "
+                        "without it: the iteration a new run starts at (to finish a PyTorch run)")
     p.add_argument("--keep-last", type=int, default=None, help="keep only the newest K snapshots")
     p.add_argument("--log-every", type=int, default=10, help="iterations between logged losses")
     p.add_argument("--picture-every", type=int, default=1000,
@@ -89,6 +94,7 @@ def training_parser():
 def get_arguments(argv=None):
     parser = training_parser()
     args = parser.parse_args(argv)
+    args.input_size, args.input_size_target = tuple(args.input_size), tuple(args.input_size_target)
     for flag, value in (("--batch-size", args.batch_size), ("--iter-size", args.iter_size),
                         ("--num-steps", args.num_steps), ("--num-steps-stop", args.num_steps_stop),
                         ("--save-pred-every", args.save_pred_every), ("--log-every", args.log_every)):
@@ -101,6 +107,9 @@ def get_arguments(argv=None):
         parser.error("--random-scale is not supported: the original accepted it but never rescaled")
     if args.keep_last is not None and args.keep_last < 1:
         parser.error("--keep-last must be at least 1")
+    if args.continue_train and (args.restore_from or args.restore_from_D1 or args.restore_from_D2):
+        parser.error("--continue-train resumes the snapshot's weights; --restore-from* would be ignored. "
+                     "Drop them, or start a new run without --continue-train")
     if args.num_workers < 0:
         parser.error("--num-workers must be 0 or more")
     return args

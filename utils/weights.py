@@ -3,11 +3,13 @@
 Paddle's ``set_state_dict`` only warns about missing or mis-shaped keys, which turns a wrong
 file into a silently untrained network. Everything here refuses instead, naming the keys.
 """
+import collections
 import os
+import pickle
 
 import numpy as np
 
-from utils.torch_pickle import TorchFileError, load_torch_file
+from utils.torch_pickle import TorchFileError, UnsafePickleError, load_torch_file
 
 # PyTorch BN buffer name -> Paddle BN buffer name.
 _BN_BUFFER_RENAMES = {"running_mean": "_mean", "running_var": "_variance"}
@@ -43,10 +45,16 @@ class LoadReport(object):
         return "\n".join(lines)
 
 
-def _shorten(keys, limit=8):
+def _shorten(keys, limit=12):
+    """All keys when few; otherwise one entry per top-level module, so no module goes unnamed."""
     keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (" ... ({} in all)".format(len(keys)) if len(keys) > limit else "")
+    if len(keys) <= limit:
+        return ", ".join(keys)
+    modules = collections.OrderedDict()
+    for key in keys:
+        modules.setdefault(key.split(".")[0], []).append(key)
+    return ", ".join(members[0] if len(members) == 1 else "{}.* ({} keys, e.g. {})".format(
+        module, len(members), members[0]) for module, members in modules.items())
 
 
 def _unwrap(obj, path):
@@ -76,14 +84,15 @@ def torch_to_paddle(torch_state, path, expected_shapes):
         torch_state = {k[len(INIT_FILE_PREFIX):]: v for k, v in torch_state.items()}
     params, skipped = {}, []
     for key, value in torch_state.items():
+        key_in_file = INIT_FILE_PREFIX + key if kind == "init" else key
         module, _, leaf = key.rpartition(".")
         if leaf == _DROPPED_SUFFIX:
-            skipped.append((key, "PyTorch's BN step counter has no Paddle counterpart"))
+            skipped.append((key_in_file, "PyTorch's BN step counter has no Paddle counterpart"))
             continue
         name = module + "." + _BN_BUFFER_RENAMES.get(leaf, leaf) if module else key
         if kind == "init" and name.startswith("layer5.") and \
                 expected_shapes.get(name) != tuple(value.shape):
-            skipped.append((INIT_FILE_PREFIX + key, "classifier of the init file for another class "
+            skipped.append((key_in_file, "classifier of the init file for another class "
                             "count ({}); the reference trains it from scratch".format(value.shape[0])))
             continue
         params[name] = value
@@ -119,13 +128,40 @@ def check_against_model(params, expected, path, allow_fresh=()):
     return fresh
 
 
+# What paddle.save needs to store a state dict ({name: ndarray}), in numpy 1 and 2 spelling.
+_PADDLE_FILE_GLOBALS = frozenset([
+    ("collections", "OrderedDict"), ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+])
+# paddle.save adds this table of auto-generated parameter names to every state dict.
+_PADDLE_NAME_TABLE = "StructuredToParameterName@@"
+
+
+class _StateDictUnpickler(pickle.Unpickler):
+    """Rebuilds arrays and dictionaries only; a file naming any other callable is refused unrun."""
+
+    def find_class(self, module, name):
+        if (module, name) in _PADDLE_FILE_GLOBALS:
+            return super().find_class(module, name)
+        raise UnsafePickleError("{}: refused to load: it asks to call {}.{}, which a weights file never needs; "
+                                "it may be malicious".format(self.path, module, name))
+
+
 def _read_paddle_file(path):
-    import paddle
+    """A ``.pdparams`` state dict, read without running anything from the file (unlike paddle.load)."""
     try:
-        obj = paddle.load(path, return_numpy=True)
-    except Exception as exc:  # paddle raises assorted types for a torn or foreign file
-        raise WeightsError("{}: cannot be read as a Paddle file ({}: {}). If a snapshot was cut short, "
+        with open(path, "rb") as f:
+            unpickler = _StateDictUnpickler(f)
+            unpickler.path = path
+            obj = unpickler.load()
+    except UnsafePickleError as exc:
+        raise WeightsError(str(exc))
+    except Exception as exc:  # a torn or foreign file fails in assorted ways
+        raise WeightsError("{}: cannot be read as a Paddle state dict ({}: {}). If a snapshot was cut short, "
                            "use an earlier one.".format(path, type(exc).__name__, exc))
+    if isinstance(obj, dict):
+        obj.pop(_PADDLE_NAME_TABLE, None)
     return _unwrap(obj, path)
 
 
@@ -156,5 +192,8 @@ def load_weights(model, path, allow_fresh=()):
     Returns the LoadReport (``report.summary()`` says what was loaded, skipped and left fresh).
     """
     report = read_weights(path, model, allow_fresh)
-    model.set_state_dict(report.params)
+    # Give Paddle every key (the fresh ones as they are) so it has no partial load to warn about.
+    full = dict(model.state_dict())
+    full.update(report.params)
+    model.set_state_dict(full)
     return report

@@ -1,0 +1,131 @@
+"""Data-parallel training with paddle.distributed.launch: two gloo processes on this CPU."""
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import paddle
+import pytest
+from PIL import Image
+
+import train_gta2cityscapes_multi as train
+from dataset import GTA5DataSet
+from dataset.classes import LABEL_ID_TO_TRAIN_ID
+from dataset.sampler import SOURCE_STREAM, ResumableBatchSampler
+from dataset.synthetic import make_synthetic
+from tests.test_train_resume import assert_same_snapshot, logged_losses
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 2
+# Two ranks sum the same per-image gradients in another order than one process does.
+RELATIVE_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """Synthetic data whose labels have no ignored pixel: then a batch's mean loss is the mean of
+    its images' mean losses, and 2 x 1 image is the same objective as 1 x 2 images."""
+    gta5, cityscapes = make_synthetic(str(tmp_path_factory.mktemp("data")), num_source=4, num_target_train=4,
+                                      num_target_val=1)
+    valid = np.zeros(256, bool)
+    valid[list(LABEL_ID_TO_TRAIN_ID)] = True
+    for name in os.listdir(os.path.join(gta5, "labels")):
+        path = os.path.join(gta5, "labels", name)
+        label = Image.open(path)
+        ids = np.array(label)
+        ids[~valid[ids]] = 7  # road
+        relabelled = Image.fromarray(ids, mode="P")
+        relabelled.putpalette(label.getpalette())
+        relabelled.save(path)
+    return gta5, cityscapes
+
+
+def args_for(data, snapshot_dir, stop, *extra):
+    gta5, cityscapes = data
+    return ["--data-dir", gta5, "--data-dir-target", cityscapes, "--input-size", "48,32",
+            "--input-size-target", "48,32", "--batch-size", "2", "--random-mirror", "--num-workers", "1",
+            "--num-steps", "20", "--num-steps-stop", str(stop), "--save-pred-every", "2", "--log-every", "1",
+            "--picture-every", "0", "--snapshot-dir", str(snapshot_dir), "--device", "cpu"] + list(extra)
+
+
+def launch(args, log_dir, timeout=300):
+    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+               str(log_dir), os.path.join(ROOT, "train_gta2cityscapes_multi.py")] + args
+    started = time.time()
+    result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    return result.returncode, result.stdout.decode(errors="replace"), time.time() - started
+
+
+def worker_logs(log_dir):
+    texts = []
+    for name in sorted(os.listdir(str(log_dir))):
+        with open(os.path.join(str(log_dir), name), errors="replace") as f:
+            texts.append(f.read())
+    return "\n".join(texts)
+
+
+@pytest.fixture(scope="module")
+def two_ranks(data, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("two_ranks")
+    code, output, _ = launch(args_for(data, run_dir / "run", STEPS * 2), run_dir / "log")
+    assert code == 0, output[-3000:] + worker_logs(run_dir / "log")[-3000:]
+    return str(run_dir / "run")
+
+
+def test_two_ranks_of_one_image_equal_one_process_of_two(data, two_ranks, tmp_path):
+    train.main(args_for(data, tmp_path, STEPS))
+    worst = 0.0
+    for suffix in ("", "_D1", "_D2"):
+        single = paddle.load(os.path.join(str(tmp_path), "GTA5_{}{}.pdparams".format(STEPS, suffix)), return_numpy=True)
+        parallel = paddle.load(os.path.join(two_ranks, "GTA5_{}{}.pdparams".format(STEPS, suffix)),
+                               return_numpy=True)
+        for key in single:
+            scale = max(float(np.abs(single[key]).max()), 1e-12)
+            worst = max(worst, float(np.abs(single[key] - parallel[key]).max()) / scale)
+    print("largest difference after {} iterations, relative to each tensor's scale: {:.2e}".format(STEPS, worst))
+    assert worst < RELATIVE_TOLERANCE
+    single_losses = dict(logged_losses(str(tmp_path)))
+    for step, values in logged_losses(two_ranks)[:STEPS]:
+        for name, value in values.items():
+            assert value == pytest.approx(single_losses[step][name], rel=RELATIVE_TOLERANCE), (step, name)
+
+
+def test_resumed_distributed_run_equals_uninterrupted_one(data, two_ranks, tmp_path):
+    code, output, _ = launch(args_for(data, tmp_path / "run", STEPS), tmp_path / "log1")
+    assert code == 0, output[-3000:]
+    code, output, _ = launch(args_for(data, tmp_path / "run", STEPS * 2, "--continue-train"), tmp_path / "log2")
+    assert code == 0, output[-3000:]
+    assert_same_snapshot(two_ranks, str(tmp_path / "run"), STEPS * 2)
+    assert logged_losses(str(tmp_path / "run")) == logged_losses(two_ranks)
+
+
+def test_a_failing_rank_ends_the_job_promptly_with_its_message(data, tmp_path):
+    gta5 = data[0]
+    # The image rank 1 reads first, made unreadable: only that rank fails.
+    sampler = ResumableBatchSampler(4, 2, seed=1234, stream=SOURCE_STREAM, mirror=True, rank=1, num_replicas=2)
+    index = sampler.batch(0)[0][0]
+    entry = GTA5DataSet(gta5).img_ids[index]
+    broken_root = str(tmp_path / "GTA5")
+    os.makedirs(os.path.join(broken_root, "images"))
+    os.symlink(os.path.join(gta5, "labels"), os.path.join(broken_root, "labels"))
+    for name in os.listdir(os.path.join(gta5, "images")):
+        target = os.path.join(broken_root, "images", name)
+        if name == entry:
+            with open(target, "wb") as f:
+                f.write(b"not a png")
+        else:
+            os.symlink(os.path.join(gta5, "images", name), target)
+    args = args_for((broken_root, data[1]), tmp_path / "run", STEPS)
+    code, output, seconds = launch(args, tmp_path / "log", timeout=240)
+    assert code != 0
+    assert seconds < 180
+    assert "cannot read image" in worker_logs(tmp_path / "log") and entry in worker_logs(tmp_path / "log")
+
+
+def test_a_batch_that_does_not_split_over_the_ranks_is_refused(data, tmp_path):
+    args = args_for(data, tmp_path / "run", STEPS)
+    args[args.index("--batch-size") + 1] = "3"
+    code, output, _ = launch(args, tmp_path / "log", timeout=240)
+    assert code != 0
+    assert "--batch-size 3 does not split evenly over 2 processes" in worker_logs(tmp_path / "log")
