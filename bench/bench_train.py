@@ -1,32 +1,50 @@
 """Seconds per training iteration, split into waiting for data and computing, and peak memory.
 
     python -m bench.bench_train [--batch-size 1] [--num-workers 2] [--iterations 4] [--warmup 2]
+    python -m bench.bench_train --ranks 1,2 --batch-size 2     # data-parallel scaling
 
 Runs the real training iteration (train_gta2cityscapes_multi.train_iteration) on synthetic data at
 PERF.md's reduced sizes (source 640x360, target 512x256), timing only after the warm-up iterations:
 the first optimizer steps are slower. With --num-workers 2 or more the data wait should be ~0.
+
+--ranks runs the same global batch on 1, 2, ... processes (paddle.distributed.launch, gloo on a
+CPU; each rank gets cores / ranks threads) and reports iterations/s and the scaling efficiency.
+On GPUs every rank is its own card, so there the figures mean something different: this CPU
+version only shows that the ranks' work and communication overlap as they should.
 """
-import utils.runtime  # noqa: F401  (first: settings that must precede paddle)
-
-import argparse
 import os
-import resource
-import statistics
-import tempfile
-import time
+import sys
 
-import train_gta2cityscapes_multi as train
-from dataset.sampler import SOURCE_STREAM, TARGET_STREAM
-from dataset.synthetic import make_synthetic
-from utils.train_options import get_arguments
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # also runnable as a file, which is how the distributed launcher starts it
+
+import utils.runtime  # noqa: E402,F401  (first: settings that must precede paddle)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import resource  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+SOURCE_SIZE, TARGET_SIZE = (640, 360), (512, 256)
 
 
-def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size=(640, 360),
-                target_size=(512, 256), device="cpu"):
-    """{"data_wait": [s...], "compute": [s...]} per timed iteration, and peak RSS in MiB."""
+def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size=SOURCE_SIZE,
+                target_size=TARGET_SIZE, device="cpu", data_root=None):
+    """({"data_wait": [s...], "compute": [s...]} per timed iteration, peak RSS in MiB, rank)."""
+    import train_gta2cityscapes_multi as train
+    from dataset.sampler import SOURCE_STREAM, TARGET_STREAM
+    from dataset.synthetic import make_synthetic
+    from utils.train_options import get_arguments
+
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
-        gta5, cityscapes = make_synthetic(os.path.join(tmp, "data"), num_source=8, num_target_train=8,
-                                          num_target_val=1, source_size=source_size, target_size=target_size)
+        data_root = data_root or os.path.join(tmp, "data")
+        gta5, cityscapes = os.path.join(data_root, "GTA5"), os.path.join(data_root, "Cityscapes")
+        if not os.path.isdir(gta5):
+            make_synthetic(data_root, num_source=8, num_target_train=8, num_target_val=1,
+                           source_size=source_size, target_size=target_size)
         args = get_arguments([
             "--data-dir", gta5, "--data-dir-target", cityscapes, "--snapshot-dir", os.path.join(tmp, "run"),
             "--input-size", "{},{}".format(*source_size), "--input-size-target", "{},{}".format(*target_size),
@@ -40,24 +58,71 @@ def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size
             start = time.perf_counter()
             batches = [(next(source), next(target))]
             loaded = time.perf_counter()
-            train.train_iteration(run.nets, run.optimizers, batches, iteration, args)
+            train.train_iteration(run.nets, run.optimizers, batches, iteration, args, run.parallel)
             done = time.perf_counter()
             if iteration >= warmup:
                 timings["data_wait"].append(loaded - start)
                 timings["compute"].append(done - loaded)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return timings, peak_mib
+    return timings, peak_mib, run.parallel.rank
+
+
+def run_ranks(ranks, args, data_root):
+    """Seconds per iteration with ``ranks`` processes, as measured by rank 0."""
+    threads = str(max(1, (os.cpu_count() or 1) // ranks))
+    env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    worker = [os.path.abspath(__file__), "--worker", "--batch-size", str(args.batch_size), "--num-workers",
+              str(args.num_workers), "--iterations", str(args.iterations), "--warmup", str(args.warmup),
+              "--data-root", data_root]
+    with tempfile.TemporaryDirectory(prefix="bench_ranks_") as log_dir:
+        if ranks == 1:
+            command = [sys.executable] + worker
+        else:
+            command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", str(ranks),
+                       "--log_dir", log_dir] + worker
+        output = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                check=True).stdout.decode(errors="replace")
+        if ranks > 1:
+            with open(os.path.join(log_dir, "workerlog.0"), errors="replace") as f:
+                output = f.read()
+    result = [line for line in output.splitlines() if line.startswith("{")]
+    return json.loads(result[-1])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1, help="global batch per domain")
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--ranks", default=None, help="comma-separated process counts, e.g. 1,2")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--data-root", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    timings, peak_mib = bench_train(args.batch_size, args.num_workers, args.iterations, args.warmup)
+
+    if args.ranks:
+        from dataset.synthetic import make_synthetic
+        with tempfile.TemporaryDirectory(prefix="bench_data_") as data_root:
+            make_synthetic(data_root, num_source=8, num_target_train=8, num_target_val=1,
+                           source_size=SOURCE_SIZE, target_size=TARGET_SIZE)
+            results = {int(r): run_ranks(int(r), args, data_root) for r in args.ranks.split(",")}
+        base = results[min(results)]
+        print("global batch {} per domain, source 640x360, target 512x256".format(args.batch_size))
+        print("ranks  s/iter  iter/s  speed-up  efficiency  data wait  peak RSS (rank 0)")
+        for ranks, r in sorted(results.items()):
+            speedup = base["seconds"] / r["seconds"]
+            print("{:5d}  {:6.2f}  {:6.3f}  {:8.2f}  {:10.0%}  {:8.3f}s  {:6.0f} MiB".format(
+                ranks, r["seconds"], 1 / r["seconds"], speedup, speedup / ranks * min(results), r["data_wait"],
+                r["peak_mib"]))
+        return 0
+
+    timings, peak_mib, rank = bench_train(args.batch_size, args.num_workers, args.iterations, args.warmup,
+                                          data_root=args.data_root)
     data_wait, compute = statistics.median(timings["data_wait"]), statistics.median(timings["compute"])
+    if args.worker:
+        if rank == 0:
+            print(json.dumps({"seconds": data_wait + compute, "data_wait": data_wait, "peak_mib": peak_mib}))
+        return 0
     print("MKL_DEBUG_CPU_TYPE={}  batch {} per domain  workers {}  source 640x360  target 512x256".format(
         os.environ.get("MKL_DEBUG_CPU_TYPE"), args.batch_size, args.num_workers))
     print("per iteration (median of {} after {} warm-up):".format(args.iterations, args.warmup))

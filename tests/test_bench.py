@@ -81,6 +81,6 @@ def test_main_runs_and_paths_agree(model, monkeypatch):
     result = bench_eval.main(["--height", "64", "--width", "64", "--runs", "1", "--warmup", "0", "--pairs", "5"])
     assert result["macs"] == formula_macs(64, 64)[0]
     assert [row[0][:3] for row in result["rows"]] == ["(a)", "(b)", "(c)"]
-    for name, seconds, rel_diff in result["rows"]:
-        assert seconds > 0 and rel_diff < 1e-4, name
+    for name, seconds, rel_diff, others in result["rows"]:
+        assert seconds > 0 and rel_diff < 1e-4 and 0 <= others <= 8, name
     assert result["upsample"] > 0 and result["iou"] > 0 and result["rss"] > 100

@@ -1,0 +1,1 @@
+"""Notebooks for Baidu AI Studio; ``notebooks.aistudio`` holds what their cells call."""

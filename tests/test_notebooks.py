@@ -1,0 +1,362 @@
+"""The AI Studio notebooks, run headless in DEMO mode as a user would run them, one after the other;
+and notebooks/aistudio.py's archive preparation on small archives made here.
+
+The notebooks are executed with nbclient after their parameters cell is given DEMO = True and a
+WORK_DIR under pytest's tmp directory; everything else is the committed notebook.
+"""
+import glob
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import zipfile
+
+import PIL.Image  # noqa: F401  (before paddle; see utils/runtime.py)
+from PIL import Image
+
+import nbformat
+import numpy as np
+import pytest
+from jupyter_client import KernelManager
+from jupyter_client.kernelspec import KernelSpecManager
+from nbclient import NotebookClient
+from traitlets import default
+
+from notebooks import aistudio
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOK_DIR = os.path.join(REPO_ROOT, "notebooks")
+NOTEBOOKS = ("01_prepare_data_and_weights.ipynb", "02_train_and_continue.ipynb", "03_evaluate_and_visualise.ipynb")
+CELL_TIMEOUT = 300  # seconds; the longest DEMO cell (training) takes about 20 on 2 cores
+# DEMO mode's settings, as the notebooks set them.
+DEMO_FIRST_STOP, DEMO_NUM_STEPS_STOP, DEMO_SAVE_EVERY = 2, 4, 2
+DEMO_GTA5_IMAGES, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, DEMO_PICTURES = 20, 10, 6, 3
+
+
+# -- running a notebook ------------------------------------------------------------------------
+
+def parameters_cell(notebook):
+    tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell must be tagged 'parameters'"
+    return tagged[0]
+
+
+def with_parameters(notebook, **values):
+    """The notebook with ``NAME = value`` lines of its parameters cell replaced (each must exist)."""
+    cell = parameters_cell(notebook)
+    for name, value in values.items():
+        line = re.compile(r"^{}\s*=.*$".format(name), re.MULTILINE)
+        assert len(line.findall(cell.source)) == 1, "parameter {} is not in the parameters cell".format(name)
+        cell.source = line.sub(lambda _: "{} = {!r}".format(name, value), cell.source)
+    return notebook
+
+
+class ThisEnvironmentKernel(KernelManager):
+    """Kernels of this environment only (its ipykernel runs this interpreter), not those that a
+    Jupyter installed for the user elsewhere may define under the same name."""
+
+    @default("kernel_spec_manager")
+    def _kernel_spec_manager_default(self):
+        return KernelSpecManager(kernel_dirs=[os.path.join(sys.prefix, "share", "jupyter", "kernels")])
+
+
+def execute(notebook, save_as=None):
+    """Run every cell in a fresh python3 kernel started in notebooks/; raises on a cell's error."""
+    client = NotebookClient(notebook, kernel_manager_class=ThisEnvironmentKernel, kernel_name="python3",
+                            timeout=CELL_TIMEOUT, resources={"metadata": {"path": NOTEBOOK_DIR}})
+    try:
+        client.execute()
+    finally:
+        if save_as:  # with its outputs, to read when a cell failed
+            nbformat.write(notebook, save_as)
+    return notebook
+
+
+def text_output(notebook):
+    return "".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
+                   for output in cell.outputs if output.output_type == "stream")
+
+
+def shown(notebook, mime_type):
+    """What the notebook displayed of one kind (image/png, text/markdown...)."""
+    return [output["data"][mime_type] for cell in notebook.cells if cell.cell_type == "code"
+            for output in cell.outputs if mime_type in output.get("data", {})]
+
+
+def files_below(directory, suffix):
+    return sorted(glob.glob(os.path.join(directory, "**", "*" + suffix), recursive=True))
+
+
+class DemoRun(object):
+    """The three notebooks in DEMO mode on one WORK_DIR, each run once, in order, when first asked for."""
+
+    def __init__(self, work_dir, output_dir):
+        self.work_dir, self.output_dir = work_dir, output_dir
+        self.executed, self.seconds, self.failed = {}, {}, set()
+
+    def notebook(self, name):
+        for earlier in NOTEBOOKS[:NOTEBOOKS.index(name)]:
+            self.notebook(earlier)
+        if name in self.failed:
+            pytest.fail("{} failed in an earlier test; its outputs are in {}".format(name, self.output_dir))
+        if name not in self.executed:
+            notebook = with_parameters(nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4),
+                                       DEMO=True, WORK_DIR=self.work_dir)
+            start = time.time()
+            try:
+                self.executed[name] = execute(notebook, os.path.join(self.output_dir, name))
+            except Exception:
+                self.failed.add(name)
+                raise
+            self.seconds[name] = time.time() - start
+            print("\n{}: {:.0f} s".format(name, self.seconds[name]))
+        return self.executed[name]
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    run = DemoRun(str(tmp_path_factory.mktemp("aistudio_work")), str(tmp_path_factory.mktemp("executed")))
+    yield run
+    # About 2 GB of weights and snapshots; the executed notebooks (with outputs) stay.
+    shutil.rmtree(run.work_dir, ignore_errors=True)
+
+
+# -- the notebooks, executed -------------------------------------------------------------------
+
+def test_kernel_runs_this_interpreter():
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys\nprint(sys.executable)")])
+    assert text_output(execute(notebook)).strip() == sys.executable
+
+
+def test_01_extracts_the_archives_and_converts_both_weight_files(demo):
+    from model import build_model
+    from tests.helpers import seeded_torch_state
+    from utils.weights import read_weights
+
+    output = text_output(demo.notebook(NOTEBOOKS[0]))
+    data = os.path.join(demo.work_dir, "data")
+    for folder, count in (("GTA5/images", DEMO_GTA5_IMAGES), ("GTA5/labels", DEMO_GTA5_IMAGES),
+                          ("Cityscapes/leftImg8bit/train", DEMO_TRAIN_IMAGES),
+                          ("Cityscapes/leftImg8bit/val", DEMO_VAL_IMAGES),
+                          ("Cityscapes/gtFine/val", DEMO_VAL_IMAGES)):
+        assert len(files_below(os.path.join(data, folder), ".png")) == count, folder
+    # The demo archives' test split and colour labels were left out.
+    assert not os.path.exists(os.path.join(data, "Cityscapes", "leftImg8bit", "test"))
+    assert files_below(os.path.join(data, "Cityscapes", "gtFine"), "_gtFine_color.png") == []
+    assert "10_images.zip: 2 extracted" in output
+
+    weights = os.path.join(demo.work_dir, "weights")
+    model = build_model("DeeplabMulti")
+    stand_in = seeded_torch_state(model, aistudio.DEMO_WEIGHTS_SEED)
+    released = read_weights(os.path.join(weights, "GTA2Cityscapes_multi-ed35151c.pdparams"), model)
+    assert released.kind == "paddle" and len(released.params) == len(model.state_dict())
+    np.testing.assert_array_equal(released.params["layer6.conv2d_list.0.weight"],
+                                  stand_in["layer6.conv2d_list.0.weight"])
+    init = read_weights(os.path.join(weights, "DeepLab_resnet_pretrained_init-f81d91e8.pdparams"), model,
+                        allow_fresh=("layer5.", "layer6."))
+    assert init.fresh == ["layer5.", "layer6."]
+    np.testing.assert_array_equal(init.params["conv1.weight"], stand_in["conv1.weight"])
+
+
+def test_02_trains_stops_and_continues_from_the_latest_snapshot(demo):
+    output = text_output(demo.notebook(NOTEBOOKS[1]))
+    snapshots = os.path.join(demo.work_dir, "snapshots", "GTA2Cityscapes_multi")
+    assert aistudio.latest_snapshot(snapshots) == DEMO_NUM_STEPS_STOP > DEMO_FIRST_STOP
+    for iteration in range(DEMO_SAVE_EVERY, DEMO_NUM_STEPS_STOP + 1, DEMO_SAVE_EVERY):
+        for suffix in (".pdparams", "_D1.pdparams", "_D2.pdparams", "_state.pdopt"):
+            assert os.path.isfile(os.path.join(snapshots, "GTA5_{}{}".format(iteration, suffix)))
+    assert "--continue-train" in output
+    assert "resumed from {} at iteration {}".format(snapshots, DEMO_FIRST_STOP) in output
+    with open(os.path.join(snapshots, "metrics.jsonl")) as f:
+        assert [json.loads(line)["step"] for line in f] == list(range(1, DEMO_NUM_STEPS_STOP + 1))
+    assert os.path.getsize(os.path.join(snapshots, "losses.png")) > 0
+    assert len(shown(demo.executed[NOTEBOOKS[1]], "image/png")) == 2  # the losses and the latest prediction
+
+
+def test_03_scores_every_snapshot_and_draws_pictures(demo):
+    notebook = demo.notebook(NOTEBOOKS[2])
+    snapshots = os.path.join(demo.work_dir, "snapshots", "GTA2Cityscapes_multi")
+    results = os.path.join(demo.work_dir, "results")
+    with open(os.path.join(snapshots, "snapshots_mIoU.json")) as f:
+        table = json.load(f)
+    assert sorted(table["mIoU"], key=int) == [str(i) for i in range(DEMO_SAVE_EVERY, DEMO_NUM_STEPS_STOP + 1,
+                                                                    DEMO_SAVE_EVERY)]
+    assert table["best_mIoU"] == max(table["mIoU"].values())
+    assert os.path.isfile(os.path.join(snapshots, "GTA5_best.pdparams"))
+    with open(os.path.join(results, "released", "mIoU.json")) as f:
+        assert 0.0 <= json.load(f)["mIoU"] <= 1.0
+    assert len(files_below(os.path.join(results, "best"), "_color.png")) == DEMO_VAL_IMAGES
+
+    pictures = files_below(os.path.join(results, "pictures"), ".png")
+    assert len(pictures) == DEMO_PICTURES
+    with Image.open(pictures[0]) as row:
+        # image, ground truth, released model, best snapshot: 128 px wide each, 8 px apart
+        assert row.size == (4 * 128 + 3 * 8, 64)
+    assert len(shown(notebook, "image/png")) == 2  # the mIoU plot and the pictures
+    [table_shown] = shown(notebook, "text/markdown")
+    assert table_shown.startswith("| iteration | mIoU |")
+
+
+# -- the committed notebooks -------------------------------------------------------------------
+
+def test_every_notebook_is_tested():
+    assert sorted(name for name in os.listdir(NOTEBOOK_DIR) if name.endswith(".ipynb")) == list(NOTEBOOKS)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_committed_notebook_has_no_outputs_and_one_parameters_cell_first(name):
+    notebook = nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
+    nbformat.validate(notebook)
+    code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    dirty = [index for index, cell in enumerate(code_cells) if cell.outputs or cell.execution_count is not None]
+    assert not dirty, ("{}: code cells {} hold outputs or execution counts; clear them before committing: "
+                       "python -m notebooks.aistudio clear notebooks/{}".format(name, dirty, name))
+    assert parameters_cell(notebook) is code_cells[0]
+    assert re.search(r"^DEMO = False\b", code_cells[0].source, re.MULTILINE)
+    assert notebook.metadata.kernelspec.name == "python3"
+
+
+def test_clear_outputs_leaves_a_notebook_as_committed(tmp_path):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)", execution_count=3, outputs=[
+        nbformat.v4.new_output("stream", name="stdout", text="1\n")])])
+    path = str(tmp_path / "run.ipynb")
+    nbformat.write(notebook, path)
+    aistudio.clear_outputs([path])
+    cell = nbformat.read(path, as_version=4).cells[0]
+    assert cell.outputs == [] and cell.execution_count is None and cell.source == "print(1)"
+
+
+# -- archive preparation -----------------------------------------------------------------------
+
+def write_zip(path, members):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
+def fake_ai_studio_mount(root, parts=3):
+    """GTA5 in ``parts`` parts and the two Cityscapes archives, as AI Studio mounts them (bytes, not PNGs)."""
+    for part in range(1, parts + 1):
+        names = ["{:05d}.png".format(2 * part - 1), "{:05d}.png".format(2 * part)]
+        write_zip(os.path.join(root, "data1001", "{:02d}_images.zip".format(part)),
+                  {"images/" + n: b"image " + n.encode() for n in names})
+        write_zip(os.path.join(root, "data1001", "{:02d}_labels.zip".format(part)),
+                  {"labels/" + n: b"label " + n.encode() for n in names})
+    stems = ["aachen/aachen_000000_000019", "frankfurt/frankfurt_000000_000294"]
+    write_zip(os.path.join(root, "data1002", "leftImg8bit_trainvaltest.zip"), dict(
+        [("README", b"readme"), ("leftImg8bit/test/berlin/berlin_000000_000019_leftImg8bit.png", b"test")] +
+        [("leftImg8bit/{}/{}_leftImg8bit.png".format(split, stem), b"image")
+         for split, stem in zip(("train", "val"), stems)]))
+    write_zip(os.path.join(root, "data1002", "gtFine_trainvaltest.zip"), {
+        "gtFine/val/{}_gtFine_labelIds.png".format(stems[1]): b"label ids",
+        "gtFine/val/{}_gtFine_color.png".format(stems[1]): b"colours",
+        "gtFine/train/{}_gtFine_labelIds.png".format(stems[0]): b"train labels"})
+
+
+def archive_groups(parts=3):
+    return [
+        aistudio.ArchiveGroup("GTA5 images", "**/*_images.zip", parts, aistudio.gta5_files("images")),
+        aistudio.ArchiveGroup("GTA5 labels", "**/*_labels.zip", parts, aistudio.gta5_files("labels")),
+        aistudio.ArchiveGroup("Cityscapes images", "**/leftImg8bit_trainvaltest.zip", 1,
+                              aistudio.cityscapes_files("leftImg8bit", ("train", "val"), "_leftImg8bit.png")),
+        aistudio.ArchiveGroup("Cityscapes labels", "**/gtFine_trainvaltest.zip", 1,
+                              aistudio.cityscapes_files("gtFine", ("val",), "_gtFine_labelIds.png")),
+    ]
+
+
+def prepare(archive_dir, data_dir, parts=3):
+    return aistudio.extract_archives(aistudio.find_archives(archive_dir, archive_groups(parts)), data_dir,
+                                     progress=False)
+
+
+def test_extraction_writes_the_layout_and_a_rerun_extracts_nothing(tmp_path):
+    archives, data = str(tmp_path / "mounted"), str(tmp_path / "data")
+    fake_ai_studio_mount(archives)
+    first = prepare(archives, data)
+    assert (first.extracted, first.skipped) == (6 + 6 + 2 + 1, 0)
+    counts = aistudio.check_layout(os.path.join(data, "GTA5"), os.path.join(data, "Cityscapes"))
+    assert list(counts.values()) == [6, 6, 1, 1, 1]
+    with open(os.path.join(data, "GTA5", "labels", "00004.png"), "rb") as f:
+        assert f.read() == b"label 00004.png"
+    assert not os.path.exists(os.path.join(data, "Cityscapes", "leftImg8bit", "test"))
+    assert sorted(os.listdir(os.path.join(data, "Cityscapes", "gtFine"))) == ["val"]
+
+    again = prepare(archives, data)
+    assert (again.extracted, again.skipped) == (0, first.extracted)
+
+
+def test_a_file_cut_short_is_extracted_again(tmp_path):
+    archives, data = str(tmp_path / "mounted"), str(tmp_path / "data")
+    fake_ai_studio_mount(archives)
+    prepare(archives, data)
+    cut = os.path.join(data, "GTA5", "images", "00003.png")
+    with open(cut, "r+b") as f:
+        f.truncate(3)
+    again = prepare(archives, data)
+    assert again.extracted == 1
+    assert again.per_archive[os.path.join(archives, "data1001", "02_images.zip")] == (1, 1)
+    with open(cut, "rb") as f:
+        assert f.read() == b"image 00003.png"
+
+
+def test_a_missing_part_is_named_with_the_pattern_and_what_was_found(tmp_path):
+    archives = str(tmp_path / "mounted")
+    fake_ai_studio_mount(archives, parts=3)
+    os.remove(os.path.join(archives, "data1001", "02_images.zip"))
+    with pytest.raises(aistudio.ArchiveError) as error:
+        aistudio.find_archives(archives, archive_groups(parts=3))
+    message = str(error.value)
+    assert "GTA5 images: expected 3 parts numbered 1..3 matching {}".format(
+        os.path.join(archives, "**/*_images.zip")) in message
+    assert "found 2: data1001/01_images.zip, data1001/03_images.zip" in message
+    assert "missing: part 2 (02_images.zip)" in message
+    assert "GTA5 labels" not in message
+
+
+@pytest.mark.parametrize("name, part", [("01_images.zip", 1), ("10_labels.zip", 10),
+                                        ("GTA5_images_part3.zip", 3), ("GTA5_images.zip", None)])
+def test_part_numbers_are_read_from_the_names(name, part):
+    assert aistudio._part_number(os.path.join("data1001", name)) == part
+
+
+def test_a_missing_archive_lists_the_archives_that_are_there(tmp_path):
+    archives = str(tmp_path / "mounted")
+    fake_ai_studio_mount(archives)
+    os.remove(os.path.join(archives, "data1002", "gtFine_trainvaltest.zip"))
+    with pytest.raises(aistudio.ArchiveError) as error:
+        aistudio.find_archives(archives, archive_groups())
+    message = str(error.value)
+    assert "Cityscapes labels: no archive matches {}".format(
+        os.path.join(archives, "**/gtFine_trainvaltest.zip")) in message
+    assert "data1002/leftImg8bit_trainvaltest.zip" in message
+
+
+def test_gta5_parts_may_nest_their_files_anywhere(tmp_path):
+    archives, data = str(tmp_path / "mounted"), str(tmp_path / "data")
+    write_zip(os.path.join(archives, "data7", "GTA5_part1.zip"), {
+        "GTA5/images/00001.png": b"image", "GTA5/labels/00001.png": b"label", "__MACOSX/GTA5/._x.png": b"junk"})
+    groups = [aistudio.ArchiveGroup("GTA5 images", "**/GTA5_part*.zip", 1, aistudio.gta5_files("images")),
+              aistudio.ArchiveGroup("GTA5 labels", "**/GTA5_part*.zip", 1, aistudio.gta5_files("labels"))]
+    aistudio.extract_archives(aistudio.find_archives(archives, groups), data, progress=False)
+    assert aistudio.check_layout(os.path.join(data, "GTA5")) == {"GTA5 images": 1, "GTA5 labels": 1}
+
+
+def test_check_layout_names_the_images_without_labels(tmp_path):
+    archives, data = str(tmp_path / "mounted"), str(tmp_path / "data")
+    fake_ai_studio_mount(archives)
+    prepare(archives, data)
+    os.remove(os.path.join(data, "GTA5", "labels", "00005.png"))
+    with pytest.raises(aistudio.DatasetError, match=r"1 GTA5 images have no label in .*labels: 00005.png"):
+        aistudio.check_layout(os.path.join(data, "GTA5"), os.path.join(data, "Cityscapes"))
+
+
+def test_run_streams_the_output_and_raises_with_the_exit_code(capsys):
+    aistudio.run(["-c", "print('hello from', __import__('os').getcwd())"])
+    assert "hello from {}".format(REPO_ROOT) in capsys.readouterr().out
+    with pytest.raises(aistudio.CommandFailed) as error:
+        aistudio.run(["-c", "import sys; print('progress'); sys.exit('error: the reason')"])
+    assert error.value.returncode == 1
+    assert "error: the reason" in str(error.value)
