@@ -89,8 +89,10 @@ def main(argv=None):
         print("iteration\tmIoU")
         for iteration, miou in table.items():
             print("{}\t{:.2f}{}".format(iteration, miou * 100, "\t<- best" if iteration == best else ""))
-        print("best: GTA5_{}.pdparams ({:.2f} mIoU), copied to {}".format(
-            best, table[best] * 100, os.path.join(args.restore_from, "GTA5_best.pdparams")))
+        best_path = os.path.join(args.restore_from, "GTA5_best.pdparams")
+        print("best: GTA5_{}.pdparams ({:.2f} mIoU), copied to {}".format(best, table[best] * 100, best_path))
+        print("no predictions are written for a directory; for the best snapshot's: "
+              "python evaluate_cityscapes.py --restore-from {} --save DIR".format(best_path))
         return 0
 
     print(load_weights(model, args.restore_from).summary())

@@ -263,6 +263,8 @@ def main(argv=None):
                desc="training", unit="it", dynamic_ncols=True, disable=not parallel.is_main)
     data_wait = compute = 0.0
     window = 0  # iterations since the last logged line
+    deadline = None if args.stop_after_minutes is None else time.time() + 60 * args.stop_after_minutes
+    stopped_early = False
     try:
         for iteration in bar:
             tick = time.time()
@@ -273,7 +275,11 @@ def main(argv=None):
             compute += time.time() - data_done
             window += 1
             done = iteration + 1
+            # Every rank must agree to stop at the same iteration: rank 0's clock decides.
+            stopped_early = deadline is not None and parallel.agree(time.time() > deadline)
             if not parallel.is_main:
+                if stopped_early:
+                    break
                 continue
             if done % args.log_every == 0 or done == args.num_steps_stop:
                 scalars = {"loss/" + name: value for name, value in losses.items()}
@@ -287,9 +293,15 @@ def main(argv=None):
                 window = 0
             if args.picture_every and done % args.picture_every == 0:
                 log.picture(done, prediction_picture(nets[0], batches[0][1][0]))
-            if done % args.save_pred_every == 0 or done == args.num_steps_stop:
+            if done % args.save_pred_every == 0 or done == args.num_steps_stop or stopped_early:
                 files = checkpointer.save(done, args=saved_args)
                 log.text("snapshot {}".format(files["model"]))
+            if stopped_early:
+                message = "stopped after {} minutes at iteration {}: continue with --continue-train".format(
+                    args.stop_after_minutes, done)
+                log.text(message)
+                print(message)
+                break
     finally:
         bar.close()
         if log:
@@ -297,7 +309,7 @@ def main(argv=None):
         for loader_iter in (source_iter, target_iter):
             # Worker processes outlive an iterator that was not run to its end; stop them now.
             getattr(loader_iter, "_try_shutdown_all", lambda: None)()
-    if parallel.is_main:
+    if parallel.is_main and not stopped_early:
         print("finished: {} iterations; snapshots in {}".format(args.num_steps_stop,
                                                                os.path.abspath(args.snapshot_dir)))
     return 0

@@ -15,7 +15,6 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import time
 
 EVAL_SIZE = (1024, 2048)  # (H, W) of a Cityscapes label: what the logits are upsampled to
@@ -196,11 +195,11 @@ def main(argv=None):
     print("timings: median of {} runs after {} warm-up runs; load average at start {:.2f}".format(
         args.runs, args.warmup, os.getloadavg()[0]))
 
-    (numpy_rate, paddle_rate), others = with_others_load(gemm_peak)
+    (numpy_rate, paddle_rate), gemm_others = with_others_load(gemm_peak)
     print("'others' = CPU cores other processes kept busy during a measurement (0 = clean)")
     print()
     print("{:<44}{:>10.1f} GFLOP/s   others {:.2f}".format("GEMM peak, numpy float32 4096^3 (best of 5)",
-                                                           numpy_rate, others))
+                                                           numpy_rate, gemm_others))
     print("{:<44}{:>10.1f} GFLOP/s".format("  same on paddle.matmul (bundled MKL)", paddle_rate))
 
     paddle.seed(0)
@@ -209,7 +208,8 @@ def main(argv=None):
     macs, per_layer, unused = count_macs(model, h, w)
     limit = 2.0 * macs / (numpy_rate * 1e9)
     share = 100.0 * (per_layer.get("layer3", 0) + per_layer.get("layer4", 0)) / macs
-    print("{:<44}{:>10.1f} GMAC  = {:.1f} GFLOP".format("network, counted (convs executed)", macs / 1e9, 2 * macs / 1e9))
+    print("{:<44}{:>10.1f} GMAC  = {:.1f} GFLOP".format("network, counted (convs executed)",
+                                                          macs / 1e9, 2 * macs / 1e9))
     print("  layer3+layer4 {:.1f}%, layer5 head {:.2f} GMAC (not needed by evaluation); unused ASPP"
           " branches 3-4 excluded (would add {:.2f} GMAC)".format(share, per_layer.get("layer5", 0) / 1e9,
                                                                   unused / 1e9))
@@ -232,24 +232,24 @@ def main(argv=None):
         plain_s / fast_s, fast_ratio, TARGET_RATIO, "met" if fast_ratio <= TARGET_RATIO else "MISSED"))
 
     iou_seconds = None
-    worst_others = max([others] + [row[3] for row in rows])
+    worst_others = max([gemm_others] + [row[3] for row in rows])
     if not args.skip_iou:
-        iou_seconds, others = with_others_load(lambda: time_iou(args.pairs))
-        worst_others = max(worst_others, others)
+        iou_seconds, iou_others = with_others_load(lambda: time_iou(args.pairs))
+        worst_others = max(worst_others, iou_others)
         print()
         print("compute_mIoU, {} pairs of 2048x1024: {:.2f} s ({:.1f} ms/pair; target 500 pairs < {:.0f} s: {}); "
               "others {:.2f}".format(args.pairs, iou_seconds, 1000 * iou_seconds / args.pairs, TARGET_IOU_SECONDS,
                                      "met" if iou_seconds * 500.0 / args.pairs < TARGET_IOU_SECONDS else "MISSED",
-                                     others))
+                                     iou_others))
     rss = peak_rss_mib()
     print("peak RSS of this process: {:.0f} MiB".format(rss))
     print()
-    print("SUMMARY: limit {:.2f} s/image ({:.1f} GMAC @ {:.0f} GFLOP/s); plain {:.2f}, folded {:.2f}, inference "
-          "{:.2f} s/image ({:.2f}x limit, {:.2f}x faster than plain); upsample+argmax {:.3f} s; {}; peak RSS "
-          "{:.0f} MiB; others' load up to {:.2f} cores".format(limit, macs / 1e9, numpy_rate, plain_s, rows[1][1], fast_s, fast_ratio,
-                              plain_s / fast_s, upsample,
-                              "IoU skipped" if iou_seconds is None else
-                              "IoU {} pairs {:.1f} s".format(args.pairs, iou_seconds), rss, worst_others))
+    iou_text = "IoU skipped" if iou_seconds is None else "IoU {} pairs {:.1f} s".format(args.pairs, iou_seconds)
+    print("SUMMARY: limit {:.2f} s/image ({:.1f} GMAC @ {:.0f} GFLOP/s); plain {:.2f}, folded {:.2f}, inference {:.2f} "
+          "s/image ({:.2f}x limit, {:.2f}x faster than plain); upsample+argmax {:.3f} s; {}; peak RSS {:.0f} MiB; "
+          "others' load up to {:.2f} cores".format(limit, macs / 1e9, numpy_rate, plain_s, rows[1][1], fast_s,
+                                                   fast_ratio, plain_s / fast_s, upsample, iou_text, rss,
+                                                   worst_others))
     return {"limit": limit, "macs": macs, "rows": rows, "upsample": upsample, "iou": iou_seconds, "rss": rss}
 
 

@@ -525,6 +525,7 @@ def plot_losses(metrics, path=None, smooth=1):
         figure.suptitle("losses averaged over {} logged points".format(smooth))
     figure.tight_layout()
     if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         figure.savefig(path, dpi=100)
     return figure
 
@@ -568,6 +569,7 @@ def plot_snapshot_miou(table, best, path=None, reference=None):
     ax.legend(fontsize="small")
     figure.tight_layout()
     if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         figure.savefig(path, dpi=100)
     return figure
 

@@ -79,6 +79,15 @@ def test_resumed_run_equals_uninterrupted_run(data, straight_run, tmp_path):
     assert steps == [str(i) for i in range(1, STOP + 1)]
 
 
+def test_stop_after_minutes_writes_a_snapshot_and_the_run_continues_exactly(data, straight_run, tmp_path, capsys):
+    train.main(run_args(data, tmp_path, STOP, "--stop-after-minutes", "0.0001"))
+    assert "stopped after 0.0001 minutes at iteration 1" in capsys.readouterr().out
+    with open(os.path.join(str(tmp_path), "latest")) as f:
+        assert f.read().strip() == "1"
+    train.main(run_args(data, tmp_path, STOP, "--continue-train"))
+    assert_same_snapshot(straight_run, str(tmp_path), STOP)
+
+
 def test_visualdl_log_has_each_step_once_after_a_resume(data, tmp_path):
     from visualdl import LogReader
     train.main(run_args(data, tmp_path, 3))

@@ -58,6 +58,10 @@ class Parallel(object):
         dist.all_reduce(total)
         return {n: float(v) / self.world_size for n, v in zip(names, total.numpy())}
 
-    def barrier(self):
-        if self.world_size > 1:
-            dist.barrier()
+    def agree(self, decision):
+        """Rank 0's ``decision`` (a bool), the same on every rank."""
+        if self.world_size == 1:
+            return decision
+        flag = paddle.to_tensor([1 if decision else 0], dtype="int32")
+        dist.broadcast(flag, src=0)
+        return bool(flag.numpy()[0])

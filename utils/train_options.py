@@ -84,6 +84,9 @@ def training_parser():
                    help="with --continue-train: 'latest' or the iteration of the snapshot to resume; "
                         "without it: the iteration a new run starts at (to finish a PyTorch run)")
     p.add_argument("--keep-last", type=int, default=None, help="keep only the newest K snapshots")
+    p.add_argument("--stop-after-minutes", type=float, default=None,
+                   help="write a snapshot and stop cleanly after this long (before a notebook session ends); "
+                        "continue later with --continue-train")
     p.add_argument("--log-every", type=int, default=10, help="iterations between logged losses")
     p.add_argument("--picture-every", type=int, default=1000,
                    help="iterations between logged target predictions (0: never)")
@@ -105,6 +108,8 @@ def get_arguments(argv=None):
             args.num_steps_stop, args.num_steps))
     if args.random_scale:
         parser.error("--random-scale is not supported: the original accepted it but never rescaled")
+    if args.stop_after_minutes is not None and args.stop_after_minutes <= 0:
+        parser.error("--stop-after-minutes must be positive")
     if args.keep_last is not None and args.keep_last < 1:
         parser.error("--keep-last must be at least 1")
     if args.continue_train and (args.restore_from or args.restore_from_D1 or args.restore_from_D2):
