@@ -18,18 +18,11 @@ from dataset.cityscapes_dataset import cityscapesDataSet
 from dataset.classes import IGNORE_LABEL, NUM_CLASSES
 from model import build_model
 from model.inference import BACKENDS, SegmentationPredictor
-from utils.evaluation import evaluate, evaluate_snapshots, ground_truth_paths, lut_for
+from utils.cli import size_argument
+from utils.evaluation import BEST_MODEL_NAME, evaluate, evaluate_snapshots, ground_truth_paths, lut_for
 from utils.metrics import format_iou_table, save_iou_json
 from utils.runtime import add_device_args, select_device
 from utils.weights import WeightsError, load_weights
-
-
-def parse_size(text):
-    try:
-        width, height = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected WIDTH,HEIGHT such as 1024,512, got {!r}".format(text))
-    return width, height
 
 
 def get_arguments(argv=None):
@@ -48,7 +41,7 @@ def get_arguments(argv=None):
     parser.add_argument("--save", default="./result/cityscapes", help="where predictions and mIoU.json go")
     parser.add_argument("--num-classes", type=int, default=NUM_CLASSES)
     parser.add_argument("--ignore-label", type=int, default=IGNORE_LABEL)
-    parser.add_argument("--input-size", type=parse_size, default=(1024, 512),
+    parser.add_argument("--input-size", type=size_argument, default=(1024, 512),
                         help="WIDTH,HEIGHT the images are resized to before the network (reference: 1024,512)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--num-workers", type=int, default=2)
@@ -89,7 +82,7 @@ def main(argv=None):
         print("iteration\tmIoU")
         for iteration, miou in table.items():
             print("{}\t{:.2f}{}".format(iteration, miou * 100, "\t<- best" if iteration == best else ""))
-        best_path = os.path.join(args.restore_from, "GTA5_best.pdparams")
+        best_path = os.path.join(args.restore_from, BEST_MODEL_NAME)
         print("best: GTA5_{}.pdparams ({:.2f} mIoU), copied to {}".format(best, table[best] * 100, best_path))
         print("no predictions are written for a directory; for the best snapshot's: "
               "python evaluate_cityscapes.py --restore-from {} --save DIR".format(best_path))

@@ -4,7 +4,8 @@
         --snapshot-dir snapshots/GTA2Cityscapes_multi --random-mirror
     python train_gta2cityscapes_multi.py --snapshot-dir snapshots/GTA2Cityscapes_multi --continue-train
 
-Defaults are the documented schedule. Each iteration does SPEC.md's four steps; snapshots are
+Defaults are the documented schedule. Each iteration does the method's four steps (see
+adaptation_step and train_iteration); snapshots are
 written every --save-pred-every iterations and a killed run continues exactly where its last
 snapshot left it.
 """
@@ -36,7 +37,8 @@ from utils.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 LOSS_NAMES = ("seg1", "seg2", "adv_target1", "adv_target2", "D1", "D2")
 # Flags a resumed run must share with the snapshot for the continuation to be exact.
 RESUME_INVARIANTS = ("batch_size", "iter_size", "random_seed", "random_mirror", "num_steps", "power",
-                     "learning_rate", "learning_rate_D", "gan", "input_size", "input_size_target")
+                     "learning_rate", "learning_rate_D", "momentum", "weight_decay", "lambda_seg",
+                     "lambda_adv_target1", "lambda_adv_target2", "gan", "input_size", "input_size_target", "set")
 
 
 class TrainingDiverged(RuntimeError):
@@ -151,8 +153,7 @@ def restore_initial_weights(nets, args, log):
     """
     model, D1, D2 = nets
     if args.restore_from is None:
-        log("no --restore-from: the segmentation network starts from random initialisation "
-            "(the paper starts from DeepLab_resnet_pretrained_init-f81d91e8.pth)")
+        log("--from-scratch: the segmentation network starts from random initialisation")
     else:
         report = load_weights(model, args.restore_from, allow_fresh=CLASSIFIER_PREFIXES)
         if report.fresh and report.kind != "init" and set(report.fresh) != set(CLASSIFIER_PREFIXES):
@@ -189,9 +190,19 @@ def prediction_picture(model, target_images):
     return np.concatenate([np.clip(image, 0, 255).astype(np.uint8), colorize(labels[0].numpy())], axis=1)
 
 
-def check_resumable(saved_args, args):
-    changed = ["--{} {} (snapshot: {})".format(k.replace("_", "-"), getattr(args, k), saved_args.get(k))
-               for k in RESUME_INVARIANTS if saved_args.get(k) != getattr(args, k)]
+def run_invariants(args, source, target):
+    """What a continued run must share with the snapshot: the flags above and the datasets' sizes
+    (the data order is a permutation of each dataset)."""
+    invariants = {k: getattr(args, k) for k in RESUME_INVARIANTS}
+    invariants.update(source_images=len(source), target_images=len(target))
+    return invariants
+
+
+def check_resumable(saved, current):
+    changed = ["--{} {} (snapshot: {})".format(k.replace("_", "-"), current[k], saved.get(k))
+               for k in RESUME_INVARIANTS if saved.get(k) != current[k]]
+    changed += ["{} {} (snapshot: {})".format(k.replace("_", " "), current[k], saved.get(k))
+                for k in ("source_images", "target_images") if saved.get(k) != current[k]]
     if changed:
         raise CheckpointError("cannot continue exactly with changed settings: {}. Use the snapshot's values, or "
                               "start a new run from its weights with --restore-from.".format("; ".join(changed)))
@@ -223,10 +234,15 @@ def prepare(args, parallel=None):
     messages = []
     if args.continue_train:
         start_iter, extra = checkpointer.resume(args.start_iter)
-        check_resumable(extra["args"], args)
+        parallel.require_same(start_iter, "the iteration to resume from")
+        check_resumable(extra["args"], run_invariants(args, source, target))
         messages.append("resumed from {} at iteration {}".format(args.snapshot_dir, start_iter))
+        parallel.barrier()  # every rank has read its snapshot before newer files move
+        superseded = checkpointer.set_aside_newer(start_iter) if parallel.is_main else None
+        if superseded:
+            messages.append("newer snapshots of the abandoned continuation moved to {}".format(superseded))
     else:
-        if checkpointer.snapshots():
+        if checkpointer.complete_iterations():
             raise CheckpointError("{} already holds snapshots of a run: add --continue-train to resume it, or "
                                   "choose another --snapshot-dir".format(args.snapshot_dir))
         start_iter = 0 if args.start_iter == "latest" else args.start_iter
@@ -256,7 +272,7 @@ def main(argv=None):
     for line in run.messages if log else ():
         log.text(line)
         print(line)
-    saved_args = {k: getattr(args, k) for k in RESUME_INVARIANTS}
+    saved_args = run_invariants(args, run.source, run.target)
     source_iter = iter(data_loader(run.source, args, SOURCE_STREAM, start_iter, parallel))
     target_iter = iter(data_loader(run.target, args, TARGET_STREAM, start_iter, parallel))
     bar = tqdm(range(start_iter, args.num_steps_stop), initial=start_iter, total=args.num_steps_stop,

@@ -5,7 +5,7 @@
 
 One process, random weights, float32, batch 1: the machine's float32 GEMM peak (numpy), the
 network's MACs counted by hooks on the convolutions actually executed, the physical limit
-2 * MACs / peak, then seconds/image (median after warm-up, see shared/PERF.md) of the plain
+2 * MACs / peak, then seconds/image (median after warm-up) of the plain
 dynamic graph, the BN-folded dynamic graph and Paddle Inference + oneDNN, the upsample + argmax
 post-processing, compute_mIoU on synthetic Cityscapes-sized pairs and the peak RSS.
 """

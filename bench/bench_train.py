@@ -4,7 +4,7 @@
     python -m bench.bench_train --ranks 1,2 --batch-size 2     # data-parallel scaling
 
 Runs the real training iteration (train_gta2cityscapes_multi.train_iteration) on synthetic data at
-PERF.md's reduced sizes (source 640x360, target 512x256), timing only after the warm-up iterations:
+the project's baseline sizes (source 640x360, target 512x256), timing only after the warm-up iterations:
 the first optimizer steps are slower. With --num-workers 2 or more the data wait should be ~0.
 
 --ranks runs the same global batch on 1, 2, ... processes (paddle.distributed.launch, gloo on a
@@ -49,7 +49,7 @@ def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size
             "--data-dir", gta5, "--data-dir-target", cityscapes, "--snapshot-dir", os.path.join(tmp, "run"),
             "--input-size", "{},{}".format(*source_size), "--input-size-target", "{},{}".format(*target_size),
             "--batch-size", str(batch_size), "--num-workers", str(num_workers), "--random-mirror",
-            "--num-steps-stop", str(warmup + iterations), "--device", device])
+            "--num-steps-stop", str(warmup + iterations), "--device", device, "--from-scratch"])
         run = train.prepare(args)
         source = iter(train.data_loader(run.source, args, SOURCE_STREAM, 0, run.parallel))
         target = iter(train.data_loader(run.target, args, TARGET_STREAM, 0, run.parallel))

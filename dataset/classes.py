@@ -46,8 +46,13 @@ def label_id_to_train_id_lut():
     return lut
 
 
-def colorize(train_ids):
-    """HxW train ids -> HxWx3 uint8 RGB picture; ignored and unknown ids are black."""
+def palette_256():
+    """256x3 uint8: the class colours, then black (ignored and unknown ids); a PNG palette."""
     palette = np.zeros((256, 3), dtype=np.uint8)
     palette[:NUM_CLASSES] = PALETTE
-    return palette[np.asarray(train_ids, dtype=np.uint8)]
+    return palette
+
+
+def colorize(train_ids):
+    """HxW train ids -> HxWx3 uint8 RGB picture; ignored and unknown ids are black."""
+    return palette_256()[np.asarray(train_ids, dtype=np.uint8)]

@@ -23,6 +23,7 @@ import numpy as np
 
 from dataset.classes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID, colorize, label_id_to_train_id_lut
 from dataset.cityscapes_dataset import IMAGE_SUFFIX, LABEL_SUFFIX
+from utils.cli import size_argument
 
 # Cityscapes label ids outside the 19 classes; real labels are full of them and the
 # loaders must send them to the ignore label.
@@ -204,14 +205,6 @@ def make_synthetic(out_dir, num_source=20, num_target_train=10, num_target_val=6
     return gta5_root, cityscapes_root
 
 
-def _size(text):
-    try:
-        width, height = (int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected W,H such as 160,90, got {!r}".format(text))
-    return width, height
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m dataset.synthetic",
@@ -222,8 +215,8 @@ def main(argv=None):
                         help="unlabelled Cityscapes train images (default 10)")
     parser.add_argument("--num-target-val", type=int, default=6,
                         help="Cityscapes val images with gtFine labelIds (default 6)")
-    parser.add_argument("--source-size", type=_size, default=(160, 90), help="W,H of GTA5 images (default 160,90)")
-    parser.add_argument("--target-size", type=_size, default=(128, 64),
+    parser.add_argument("--source-size", type=size_argument, default=(160, 90), help="W,H of GTA5 images (default 160,90)")
+    parser.add_argument("--target-size", type=size_argument, default=(128, 64),
                         help="W,H of Cityscapes images (default 128,64)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

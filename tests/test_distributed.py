@@ -46,7 +46,7 @@ def args_for(data, snapshot_dir, stop, *extra):
     return ["--data-dir", gta5, "--data-dir-target", cityscapes, "--input-size", "48,32",
             "--input-size-target", "48,32", "--batch-size", "2", "--random-mirror", "--num-workers", "1",
             "--num-steps", "20", "--num-steps-stop", str(stop), "--save-pred-every", "2", "--log-every", "1",
-            "--picture-every", "0", "--snapshot-dir", str(snapshot_dir), "--device", "cpu"] + list(extra)
+            "--picture-every", "0", "--snapshot-dir", str(snapshot_dir), "--device", "cpu", "--from-scratch"] + list(extra)
 
 
 def launch(args, log_dir, timeout=300):

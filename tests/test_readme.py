@@ -24,7 +24,7 @@ SMALL_TRAINING = ["--input-size", "48,32", "--input-size-target", "48,32", "--nu
                   "--device", "cpu"]
 SMALL_EVALUATION = ["--input-size", "128,64", "--num-workers", "0", "--device", "cpu"]
 # README's iteration numbers, scaled down to the few iterations run here.
-ITERATIONS = {"50000": "1", "60000": "2"}
+ITERATIONS = {"50000": "1", "60001": "2"}
 
 
 def readme_commands():

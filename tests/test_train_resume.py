@@ -34,7 +34,8 @@ def run_args(data, snapshot_dir, stop, *extra):
     return ["--data-dir", gta5, "--data-dir-target", cityscapes, "--input-size", "48,32",
             "--input-size-target", "48,32", "--batch-size", "2", "--random-mirror", "--num-workers", "2",
             "--num-steps", "20", "--num-steps-stop", str(stop), "--save-pred-every", "2", "--log-every", "1",
-            "--picture-every", "2", "--snapshot-dir", str(snapshot_dir), "--device", "cpu"] + list(extra)
+            "--picture-every", "2", "--snapshot-dir", str(snapshot_dir), "--device", "cpu"] + list(extra) + (
+                [] if "--restore-from" in extra else ["--from-scratch"])
 
 
 def load(path):
@@ -140,6 +141,50 @@ def test_damaged_latest_snapshot_is_skipped_with_a_warning(data, straight_run, t
     assert_same_snapshot(straight_run, run_dir, STOP)
 
 
+def test_continuing_from_an_older_snapshot_sets_the_newer_ones_aside(data, straight_run, tmp_path):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(straight_run, run_dir)
+    train.main(run_args(data, run_dir, STOP, "--continue-train", "--start-iter", "2"))
+    aside = [n for n in os.listdir(run_dir) if n.startswith("superseded_after_GTA5_2_")]
+    assert len(aside) == 1
+    assert sorted(os.listdir(os.path.join(run_dir, aside[0]))) == [
+        "GTA5_4.pdparams", "GTA5_4_D1.pdparams", "GTA5_4_D2.pdparams", "GTA5_4_state.pdopt"]
+    assert_same_snapshot(straight_run, run_dir, STOP)  # written again by the continued run
+
+
+def test_a_new_run_may_start_where_only_an_incomplete_snapshot_was_left(data, tmp_path):
+    (tmp_path / "GTA5_2.pdparams").write_bytes(b"cut short")
+    train.main(run_args(data, tmp_path, 1))
+    assert os.path.exists(str(tmp_path / "GTA5_1_state.pdopt"))
+
+
+def test_a_torn_last_log_line_does_not_block_a_resume(data, tmp_path):
+    train.main(run_args(data, tmp_path, 2))
+    with open(str(tmp_path / "metrics.jsonl"), "a") as f:
+        f.write('{"step": 3, "scal')
+    with pytest.warns(UserWarning, match="metrics.jsonl: dropping an unreadable line"):
+        train.main(run_args(data, tmp_path, 3, "--continue-train"))
+    assert [step for step, _ in logged_losses(str(tmp_path))] == [1, 2, 3]
+
+
+def test_a_malicious_state_file_is_refused_without_running_it(data, straight_run, tmp_path):
+    import pickle
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(straight_run, run_dir)
+    marker = tmp_path / "pwned"
+
+    class RunsACommand(object):
+        def __reduce__(self):
+            return (os.system, ("touch {}".format(marker),))
+
+    for iteration in (2, 4):
+        with open(os.path.join(run_dir, "GTA5_{}_state.pdopt".format(iteration)), "wb") as f:
+            pickle.dump({"iteration": iteration, "payload": RunsACommand()}, f)
+    with pytest.raises(CheckpointError), pytest.warns(UserWarning, match="posix.system|os.system"):
+        train.main(run_args(data, run_dir, STOP + 2, "--continue-train"))
+    assert not marker.exists()
+
+
 def test_keep_last_prunes_old_snapshots_but_keeps_the_newest(data, tmp_path):
     train.main(run_args(data, tmp_path, 3, "--keep-last", "1", "--save-pred-every", "1"))
     names = sorted(n for n in os.listdir(str(tmp_path)) if n.startswith("GTA5_"))
@@ -149,6 +194,12 @@ def test_keep_last_prunes_old_snapshots_but_keeps_the_newest(data, tmp_path):
 
 
 # Fail fast: every one of these stops before iteration 1 with a message naming what is wrong.
+
+def test_starting_without_weights_needs_from_scratch(data, tmp_path):
+    args = [a for a in run_args(data, tmp_path, 1) if a != "--from-scratch"]
+    with pytest.raises(SystemExit):
+        train.main(args)
+
 
 def test_missing_dataset_names_the_expected_layout(data, tmp_path):
     args = run_args(data, tmp_path, 1)

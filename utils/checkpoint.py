@@ -13,17 +13,17 @@ written in that order, then ``latest`` (the number N). The state file comes last
 whose state file exists is complete unless something damaged it afterwards.
 """
 import os
-import pickle
 import random
 import re
 import shutil
+import time
 import warnings
 
 import numpy as np
 import paddle
 
 from utils.atomic import TMP_SUFFIX, atomic_write, atomic_write_text
-from utils.weights import WeightsError, read_weights
+from utils.weights import WeightsError, read_paddle_pickle, read_weights
 
 LATEST_TAG = "latest"
 FILES_PER_SNAPSHOT = 4
@@ -70,30 +70,28 @@ def optimizer_state(optimizer, named_parameters):
     return state
 
 
-def load_optimizer_state(optimizer, named_parameters, state):
+def _to_process_names(state, named_parameters, path):
     """Inverse of ``optimizer_state`` for this process's parameter names."""
     by_structured = {name: p.name for name, p in named_parameters}
     translated = {}
     for key, value in state.items():
         owner = _longest_prefix(key, by_structured)
         if owner is None:
-            raise CheckpointError("optimizer state for {!r} names no parameter of the network".format(key))
-        translated[by_structured[owner] + key[len(owner):]] = paddle.to_tensor(value)
-    optimizer.set_state_dict(translated)
+            raise WeightsError("{}: optimizer state {!r} belongs to no parameter of the network".format(path, key))
+        translated[by_structured[owner] + key[len(owner):]] = value
+    return translated
 
 
 def random_states():
-    """Every random generator's state, as a uint8 array (paddle.save stores no bytes)."""
-    blob = pickle.dumps({"python": random.getstate(), "numpy": np.random.get_state(),
-                         "paddle": paddle.get_rng_state()})
-    return np.frombuffer(blob, dtype=np.uint8).copy()
+    """Python's and numpy's generators. Paddle's is only drawn from to initialise the networks,
+    which a resumed run overwrites, and the data order is a function of seed and position."""
+    return {"python": random.getstate(), "numpy": np.random.get_state()}
 
 
-def set_random_states(blob):
-    states = pickle.loads(np.asarray(blob, dtype=np.uint8).tobytes())
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    paddle.set_rng_state(states["paddle"])
+def set_random_states(states):
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(tuple(states["numpy"]))
 
 
 class Checkpointer(object):
@@ -102,12 +100,11 @@ class Checkpointer(object):
     ``nets``: {"model": G, "D1": ..., "D2": ...}; ``optimizers``: {name: (optimizer, network)}.
     """
 
-    def __init__(self, directory, nets, optimizers, keep_last=None, log=print):
+    def __init__(self, directory, nets, optimizers, keep_last=None):
         self.directory = directory
         self.nets = nets
         self.optimizers = optimizers
         self.keep_last = keep_last
-        self.log = log
 
     def save(self, iteration, **extra):
         files = snapshot_files(self.directory, iteration)
@@ -147,22 +144,22 @@ class Checkpointer(object):
         """Everything of one snapshot, read and checked before anything is applied."""
         files = snapshot_files(self.directory, iteration)
         weights = {name: read_weights(files[name], net).params for name, net in self.nets.items()}
-        try:
-            state = paddle.load(files["state"], return_numpy=True)
-        except Exception as exc:  # a torn or foreign file raises assorted types
-            raise WeightsError("{}: cannot be read ({}: {})".format(files["state"], type(exc).__name__, exc))
+        state = read_paddle_pickle(files["state"])
         if not isinstance(state, dict) or state.get("iteration") != iteration:
             raise WeightsError("{}: not the training state of iteration {}".format(files["state"], iteration))
         missing = set(self.optimizers) - set(state["optimizers"])
         if missing:
             raise WeightsError("{}: no state for optimizer(s) {}".format(files["state"], ", ".join(sorted(missing))))
+        state["optimizers"] = {name: _to_process_names(state["optimizers"][name], net.named_parameters(),
+                                                       files["state"])
+                               for name, (_, net) in self.optimizers.items()}
         return weights, state
 
     def _apply(self, weights, state):
         for name, net in self.nets.items():
             net.set_state_dict(weights[name])
-        for name, (optimizer, net) in self.optimizers.items():
-            load_optimizer_state(optimizer, net.named_parameters(), state["optimizers"][name])
+        for name, (optimizer, _) in self.optimizers.items():
+            optimizer.set_state_dict({k: paddle.to_tensor(v) for k, v in state["optimizers"][name].items()})
         set_random_states(state["random_states"])
         return state["extra"]
 
@@ -185,10 +182,24 @@ class Checkpointer(object):
                 weights, state = self._read(iteration)
             except WeightsError as exc:
                 warnings.warn("skipping damaged snapshot GTA5_{}: {}".format(iteration, exc))
-                self.log("skipping damaged snapshot GTA5_{}: {}".format(iteration, exc))
                 continue
             return iteration, self._apply(weights, state)
         raise CheckpointError("--continue-train: no complete snapshot to resume from; {}".format(self.describe()))
+
+    def set_aside_newer(self, iteration):
+        """Move snapshot files newer than ``iteration`` (a run continued from an older snapshot
+        abandons them) into a folder of their own, so they are neither resumed nor mixed with the
+        new run's files of the same numbers. Returns that folder, or None."""
+        newer = sorted(name for it, names in self.snapshots().items() if it > iteration for name in names)
+        if not newer:
+            return None
+        folder = os.path.join(self.directory, "superseded_after_GTA5_{}_{}".format(
+            iteration, time.strftime("%Y%m%d-%H%M%S")))
+        os.makedirs(folder)
+        for name in newer:
+            os.replace(os.path.join(self.directory, name), os.path.join(folder, name))
+        atomic_write_text(os.path.join(self.directory, LATEST_TAG), "{}\n".format(iteration))
+        return folder
 
     def _remove_stale_temporaries(self):
         """Half-written files of a killed run (each as large as a snapshot file)."""
@@ -205,7 +216,8 @@ class Checkpointer(object):
             return
         complete = self.complete_iterations()
         for iteration in complete[:-self.keep_last]:
-            for path in snapshot_files(self.directory, iteration).values():
+            evaluation_cache = os.path.join(self.directory, "GTA5_{}.eval.json".format(iteration))
+            for path in list(snapshot_files(self.directory, iteration).values()) + [evaluation_cache]:
                 if os.path.exists(path):
                     os.remove(path)
 

@@ -32,7 +32,8 @@ def main(argv=None):
     train = ["python", "train_gta2cityscapes_multi.py", "--data-dir", os.path.join(data, "GTA5"),
              "--data-dir-target", os.path.join(data, "Cityscapes"), "--input-size", "96,56",
              "--input-size-target", "96,48", "--random-mirror", "--num-workers", "2", "--num-steps", "100",
-             "--save-pred-every", "2", "--log-every", "1", "--picture-every", "2", "--snapshot-dir", snapshots]
+             "--save-pred-every", "2", "--log-every", "1", "--picture-every", "2", "--snapshot-dir", snapshots,
+             "--from-scratch"]
     half = max(1, args.iterations // 2)
     run(["python", "-m", "dataset.synthetic", data])
     run(train + ["--num-steps-stop", str(half)])

@@ -58,6 +58,21 @@ class Parallel(object):
         dist.all_reduce(total)
         return {n: float(v) / self.world_size for n, v in zip(names, total.numpy())}
 
+    def barrier(self):
+        if self.world_size > 1:
+            dist.barrier()
+
+    def require_same(self, value, what):
+        """Raise unless every rank holds the same integer ``value``."""
+        if self.world_size == 1:
+            return
+        extremes = paddle.to_tensor([value, -value], dtype="int64")
+        dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+        highest, lowest = int(extremes.numpy()[0]), -int(extremes.numpy()[1])
+        if highest != lowest:
+            raise RuntimeError("the ranks disagree on {}: from {} to {} (rank {} has {}). All machines must see the "
+                               "same --snapshot-dir (a shared folder).".format(what, lowest, highest, self.rank, value))
+
     def agree(self, decision):
         """Rank 0's ``decision`` (a bool), the same on every rank."""
         if self.world_size == 1:

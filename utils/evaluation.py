@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from dataset.base import load_label_ids, summarize
 from dataset.cityscapes_dataset import gtfine_entry
-from dataset.classes import NUM_CLASSES, PALETTE, label_id_to_train_id_lut
+from dataset.classes import NUM_CLASSES, label_id_to_train_id_lut, palette_256
 from model.inference import upsample_argmax
 from utils.metrics import MIoUResult, confusion_matrix, devkit_lut, iou_report, mean_iou, per_class_iou
 from utils.atomic import atomic_copy, atomic_write_json
@@ -55,13 +55,7 @@ def _collate(samples):
     return np.stack(images), list(targets), list(indices)
 
 
-def _palette_bytes():
-    palette = np.zeros((256, 3), dtype=np.uint8)
-    palette[:len(PALETTE)] = PALETTE
-    return palette.tobytes()
-
-
-_PALETTE_BYTES = _palette_bytes()
+_PALETTE_BYTES = palette_256().tobytes()
 
 
 def save_prediction(train_ids, save_dir, name):

@@ -12,8 +12,11 @@ import glob
 import json
 import os
 import re
+import warnings
 
 import numpy as np
+
+from utils.atomic import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 TEXT_LOG = "train.log"
@@ -30,9 +33,13 @@ def _kept_lines(path, keep):
         return [line for line in f if keep(line)]
 
 
-def _rewrite(path, lines):
-    with open(path, "w") as f:
-        f.writelines(lines)
+def _step_of_record(line, path):
+    """The step of a metrics.jsonl line; None for a line a crash left half-written."""
+    try:
+        return json.loads(line)["step"]
+    except (ValueError, KeyError, TypeError):
+        warnings.warn("{}: dropping an unreadable line (cut short by a crash?): {!r}".format(path, line[:80]))
+        return None
 
 
 class TrainLog(object):
@@ -44,17 +51,18 @@ class TrainLog(object):
         self._metrics_path = os.path.join(directory, METRICS_FILE)
         self._text_path = os.path.join(directory, TEXT_LOG)
 
-        def step_of_record(line):
-            return json.loads(line)["step"]
+        def keep_record(line):
+            step = _step_of_record(line, self._metrics_path) if line.strip() else None
+            return step is not None and step <= start_iter
 
-        records = _kept_lines(self._metrics_path, lambda line: line.strip() and step_of_record(line) <= start_iter)
-        _rewrite(self._metrics_path, records)
+        records = _kept_lines(self._metrics_path, keep_record)
+        atomic_write_text(self._metrics_path, "".join(line.rstrip("\n") + "\n" for line in records))
 
         def keep_text(line):
             match = _STEP_LINE.match(line)
             return start_iter > 0 and (match is None or int(match.group(1)) <= start_iter)
 
-        _rewrite(self._text_path, _kept_lines(self._text_path, keep_text))
+        atomic_write_text(self._text_path, "".join(_kept_lines(self._text_path, keep_text)))
         pictures = {}
         for path in glob.glob(os.path.join(directory, PICTURES_DIR, "iter_*.png")):
             match = _PICTURE.match(os.path.basename(path))

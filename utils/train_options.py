@@ -2,10 +2,11 @@
 import argparse
 
 from dataset.classes import IGNORE_LABEL, NUM_CLASSES
+from utils.cli import size_argument
 from utils.loss import GAN_KINDS
 from utils.runtime import add_device_args
 
-# The documented schedule (SPEC.md "Training schedule"); batch size 2 where the original used 1.
+# The documented schedule of the paper's code; batch size 2 where the original used 1.
 DEFAULTS = dict(
     model="DeepLab", batch_size=2, iter_size=1, num_workers=4,
     data_dir="./data/GTA5", data_list=None, input_size="1280,720",
@@ -15,14 +16,6 @@ DEFAULTS = dict(
     lambda_adv_target2=1e-3, gan="Vanilla", num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL,
     random_seed=1234, save_pred_every=5000, snapshot_dir="./snapshots/", restore_from=None,
 )
-
-
-def _size(text):
-    try:
-        width, height = (int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected WIDTH,HEIGHT such as 1280,720, got {!r}".format(text))
-    return width, height
 
 
 def _start_iter(text):
@@ -46,10 +39,10 @@ def training_parser():
     p.add_argument("--data-dir", default=d["data_dir"], help="GTA5 root (images/, labels/)")
     p.add_argument("--data-list", default=d["data_list"], help="GTA5 list file; default: every image")
     p.add_argument("--ignore-label", type=int, default=d["ignore_label"])
-    p.add_argument("--input-size", type=_size, default=d["input_size"], help="source WIDTH,HEIGHT")
+    p.add_argument("--input-size", type=size_argument, default=d["input_size"], help="source WIDTH,HEIGHT")
     p.add_argument("--data-dir-target", default=d["data_dir_target"], help="Cityscapes root (leftImg8bit/)")
     p.add_argument("--data-list-target", default=d["data_list_target"], help="Cityscapes list; default: every image")
-    p.add_argument("--input-size-target", type=_size, default=d["input_size_target"], help="target WIDTH,HEIGHT")
+    p.add_argument("--input-size-target", type=size_argument, default=d["input_size_target"], help="target WIDTH,HEIGHT")
     p.add_argument("--set", default=d["set"], help="Cityscapes split used as the target domain")
     p.add_argument("--is-training", action="store_true", help="accepted for compatibility; no effect")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"])
@@ -68,7 +61,9 @@ def training_parser():
     p.add_argument("--random-seed", type=int, default=d["random_seed"], help="seeds initialisation and data order")
     p.add_argument("--restore-from", default=d["restore_from"],
                    help="initial segmentation weights: the ImageNet/COCO init .pth ('Scale.' keys) or any "
-                        ".pth/.pdparams state dict; default: random initialisation")
+                        ".pth/.pdparams state dict")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="start the segmentation network from random weights (without --restore-from)")
     p.add_argument("--restore-from-D1", default=None,
                    help="initial weights of the conv4-head discriminator (.pth or .pdparams)")
     p.add_argument("--restore-from-D2", default=None,
@@ -112,6 +107,12 @@ def get_arguments(argv=None):
         parser.error("--stop-after-minutes must be positive")
     if args.keep_last is not None and args.keep_last < 1:
         parser.error("--keep-last must be at least 1")
+    if not args.continue_train and args.restore_from is None and not args.from_scratch:
+        parser.error("--restore-from is required to start a run: the paper starts from "
+                     "DeepLab_resnet_pretrained_init-f81d91e8.pth (a .pth works as it is). To train from random "
+                     "weights, say --from-scratch; to resume, --continue-train")
+    if args.from_scratch and args.restore_from:
+        parser.error("--from-scratch and --restore-from contradict each other: choose one")
     if args.continue_train and (args.restore_from or args.restore_from_D1 or args.restore_from_D2):
         parser.error("--continue-train resumes the snapshot's weights; --restore-from* would be ignored. "
                      "Drop them, or start a new run without --continue-train")

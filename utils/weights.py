@@ -148,8 +148,9 @@ class _StateDictUnpickler(pickle.Unpickler):
                                 "it may be malicious".format(self.path, module, name))
 
 
-def _read_paddle_file(path):
-    """A ``.pdparams`` state dict, read without running anything from the file (unlike paddle.load)."""
+def read_paddle_pickle(path):
+    """What ``paddle.save`` wrote to ``path``, read without running anything from the file (unlike
+    paddle.load): only dictionaries, lists, numbers, strings and numpy arrays are rebuilt."""
     try:
         with open(path, "rb") as f:
             unpickler = _StateDictUnpickler(f)
@@ -158,8 +159,13 @@ def _read_paddle_file(path):
     except UnsafePickleError as exc:
         raise WeightsError(str(exc))
     except Exception as exc:  # a torn or foreign file fails in assorted ways
-        raise WeightsError("{}: cannot be read as a Paddle state dict ({}: {}). If a snapshot was cut short, "
+        raise WeightsError("{}: cannot be read as a Paddle file ({}: {}). If a snapshot was cut short, "
                            "use an earlier one.".format(path, type(exc).__name__, exc))
+    return obj
+
+
+def _read_paddle_file(path):
+    obj = read_paddle_pickle(path)
     if isinstance(obj, dict):
         obj.pop(_PADDLE_NAME_TABLE, None)
     return _unwrap(obj, path)

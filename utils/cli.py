@@ -1,0 +1,13 @@
+"""Argument types shared by the command lines."""
+import argparse
+
+
+def size_argument(text):
+    """'WIDTH,HEIGHT' -> (width, height), as the original's --input-size flags."""
+    try:
+        width, height = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected WIDTH,HEIGHT such as 1024,512, got {!r}".format(text))
+    if width <= 0 or height <= 0:
+        raise argparse.ArgumentTypeError("expected positive WIDTH,HEIGHT, got {!r}".format(text))
+    return width, height
