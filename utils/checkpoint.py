@@ -7,7 +7,7 @@ the networks is refused rather than logged. One snapshot of iteration N (N itera
     GTA5_<N>.pdparams         segmentation network (what evaluate_cityscapes.py takes)
     GTA5_<N>_D1.pdparams      discriminator on the conv4 head
     GTA5_<N>_D2.pdparams      discriminator on the conv5 head
-    GTA5_<N>_state.pdopt      optimizers, random states, iteration, data position
+    GTA5_<N>_state.pdopt      optimizers, random states, the settings, and N (which fixes the data position)
 
 written in that order, then ``latest`` (the number N). The state file comes last, so a snapshot
 whose state file exists is complete unless something damaged it afterwards.
