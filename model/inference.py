@@ -13,14 +13,13 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from model.deeplab_multi import BN_EPSILON
 
 BACKENDS = ("inference", "dygraph")
 
 
 def _folded_conv(conv, bn):
     """A conv with bias equal to ``bn(conv(x))`` for frozen BN statistics."""
-    scale = bn.weight.numpy() / np.sqrt(bn._variance.numpy() + BN_EPSILON)
+    scale = bn.weight.numpy() / np.sqrt(bn._variance.numpy() + bn._epsilon)
     shift = bn.bias.numpy() - bn._mean.numpy() * scale
     bias = shift if conv.bias is None else conv.bias.numpy() * scale + shift
     fused = nn.Conv2D(conv._in_channels, conv._out_channels, conv._kernel_size, stride=conv._stride,

@@ -28,6 +28,13 @@ from utils.weights import WeightsError, read_paddle_pickle, read_weights
 LATEST_TAG = "latest"
 FILES_PER_SNAPSHOT = 4
 _SNAPSHOT_FILE = re.compile(r"^GTA5_(\d+)(?:_D1|_D2)?\.pdparams$|^GTA5_(\d+)_state\.pdopt$")
+# The segmentation network's file of a snapshot: what evaluation takes.
+SEGMENTATION_SNAPSHOT = re.compile(r"^GTA5_(\d+)\.pdparams$")
+
+
+def evaluation_cache(snapshot_path):
+    """Where evaluate_cityscapes.py caches the scores of a GTA5_<N>.pdparams snapshot."""
+    return snapshot_path[:-len(".pdparams")] + ".eval.json"
 
 
 class CheckpointError(RuntimeError):
@@ -216,8 +223,8 @@ class Checkpointer(object):
             return
         complete = self.complete_iterations()
         for iteration in complete[:-self.keep_last]:
-            evaluation_cache = os.path.join(self.directory, "GTA5_{}.eval.json".format(iteration))
-            for path in list(snapshot_files(self.directory, iteration).values()) + [evaluation_cache]:
+            files = snapshot_files(self.directory, iteration)
+            for path in list(files.values()) + [evaluation_cache(files["model"])]:
                 if os.path.exists(path):
                     os.remove(path)
 

@@ -10,7 +10,6 @@ from PIL import Image
 
 import json
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -23,9 +22,9 @@ from dataset.classes import NUM_CLASSES, label_id_to_train_id_lut, palette_256
 from model.inference import upsample_argmax
 from utils.metrics import MIoUResult, confusion_matrix, devkit_lut, iou_report, mean_iou, per_class_iou
 from utils.atomic import atomic_copy, atomic_write_json
+from utils.checkpoint import SEGMENTATION_SNAPSHOT, evaluation_cache
 from utils.weights import load_weights
 
-SNAPSHOT_PATTERN = re.compile(r"^GTA5_(\d+)\.pdparams$")
 BEST_MODEL_NAME = "GTA5_best.pdparams"
 SNAPSHOT_TABLE_NAME = "snapshots_mIoU.json"
 
@@ -115,7 +114,7 @@ def find_snapshots(directory):
     """{iteration: path} of the ``GTA5_<iter>.pdparams`` segmentation snapshots in ``directory``."""
     found = {}
     for name in os.listdir(directory):
-        match = SNAPSHOT_PATTERN.match(name)
+        match = SEGMENTATION_SNAPSHOT.match(name)
         if match:
             found[int(match.group(1))] = os.path.join(directory, name)
     return dict(sorted(found.items()))
@@ -146,7 +145,7 @@ def evaluate_snapshots(model, directory, make_predictor, images, gt_paths, lut, 
     for iteration, path in snapshots.items():
         stat = os.stat(path)
         fingerprint = dict(settings or {}, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        cache_path = path[:-len(".pdparams")] + ".eval.json"
+        cache_path = evaluation_cache(path)
         cached = _cached_result(cache_path, fingerprint)
         if cached is not None:
             log("{}: mIoU {:.2f} (cached in {})".format(os.path.basename(path), cached["mIoU"] * 100, cache_path))
@@ -161,8 +160,8 @@ def evaluate_snapshots(model, directory, make_predictor, images, gt_paths, lut, 
         table[iteration] = result.miou
     best = max(table, key=lambda it: (table[it], -it))
     atomic_copy(snapshots[best], os.path.join(directory, BEST_MODEL_NAME))
-    atomic_write_json(os.path.join(directory, SNAPSHOT_TABLE_NAME),
-                      {"mIoU": {str(k): v for k, v in table.items()}, "best_iteration": best, "best_mIoU": table[best]})
+    atomic_write_json(os.path.join(directory, SNAPSHOT_TABLE_NAME), {
+        "mIoU": {str(k): v for k, v in table.items()}, "best_iteration": best, "best_mIoU": table[best]})
     return table, best
 
 

@@ -33,13 +33,20 @@ def _kept_lines(path, keep):
         return [line for line in f if keep(line)]
 
 
-def _step_of_record(line, path):
-    """The step of a metrics.jsonl line; None for a line a crash left half-written."""
-    try:
-        return json.loads(line)["step"]
-    except (ValueError, KeyError, TypeError):
-        warnings.warn("{}: dropping an unreadable line (cut short by a crash?): {!r}".format(path, line[:80]))
-        return None
+def _records_up_to(path, last_step):
+    """The records of metrics.jsonl with step <= ``last_step``; a line a crash left half-written
+    is dropped with a warning."""
+    records = []
+    for line in _kept_lines(path, lambda line: line.strip()):
+        try:
+            record = json.loads(line)
+            step = record["step"]
+        except (ValueError, KeyError, TypeError):
+            warnings.warn("{}: dropping an unreadable line (cut short by a crash?): {!r}".format(path, line[:80]))
+            continue
+        if step <= last_step:
+            records.append(record)
+    return records
 
 
 class TrainLog(object):
@@ -51,12 +58,8 @@ class TrainLog(object):
         self._metrics_path = os.path.join(directory, METRICS_FILE)
         self._text_path = os.path.join(directory, TEXT_LOG)
 
-        def keep_record(line):
-            step = _step_of_record(line, self._metrics_path) if line.strip() else None
-            return step is not None and step <= start_iter
-
-        records = _kept_lines(self._metrics_path, keep_record)
-        atomic_write_text(self._metrics_path, "".join(line.rstrip("\n") + "\n" for line in records))
+        records = _records_up_to(self._metrics_path, start_iter)
+        atomic_write_text(self._metrics_path, "".join(json.dumps(record) + "\n" for record in records))
 
         def keep_text(line):
             match = _STEP_LINE.match(line)
@@ -80,8 +83,7 @@ class TrainLog(object):
         for old in glob.glob(os.path.join(logdir, "vdlrecords.*")):
             os.remove(old)
         writer = LogWriter(logdir=logdir)
-        for line in records:
-            record = json.loads(line)
+        for record in records:
             for tag, value in record["scalars"].items():
                 writer.add_scalar(tag, value, record["step"])
         for step, path in sorted(pictures.items()):

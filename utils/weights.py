@@ -141,11 +141,15 @@ _PADDLE_NAME_TABLE = "StructuredToParameterName@@"
 class _StateDictUnpickler(pickle.Unpickler):
     """Rebuilds arrays and dictionaries only; a file naming any other callable is refused unrun."""
 
+    def __init__(self, file, path):
+        super().__init__(file)
+        self.path = path
+
     def find_class(self, module, name):
         if (module, name) in _PADDLE_FILE_GLOBALS:
             return super().find_class(module, name)
-        raise UnsafePickleError("{}: refused to load: it asks to call {}.{}, which a weights file never needs; "
-                                "it may be malicious".format(self.path, module, name))
+        raise UnsafePickleError("{}: refused to load: it asks to call {}.{}, which no weights or training-state "
+                                "file needs; it may be malicious".format(self.path, module, name))
 
 
 def read_paddle_pickle(path):
@@ -153,9 +157,7 @@ def read_paddle_pickle(path):
     paddle.load): only dictionaries, lists, numbers, strings and numpy arrays are rebuilt."""
     try:
         with open(path, "rb") as f:
-            unpickler = _StateDictUnpickler(f)
-            unpickler.path = path
-            obj = unpickler.load()
+            obj = _StateDictUnpickler(f, path).load()
     except UnsafePickleError as exc:
         raise WeightsError(str(exc))
     except Exception as exc:  # a torn or foreign file fails in assorted ways
