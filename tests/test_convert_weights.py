@@ -8,6 +8,7 @@ import os
 import pickle
 import subprocess
 import sys
+import warnings
 import zipfile
 
 import numpy as np
@@ -241,6 +242,13 @@ def test_converted_init_file_is_refused_for_a_full_load(init_pdparams, model):
     assert dst in message and "missing from the file" in message
     # both classifiers, 4 branches x (weight, bias) each
     assert "layer5.* (8 keys" in message and "layer6.* (8 keys" in message
+
+
+def test_asked_for_partial_load_raises_no_paddle_warnings(init_pdparams, num_classes):
+    model = DeeplabMulti(num_classes=num_classes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_weights(model, init_pdparams[1], allow_fresh=CLASSIFIER_PREFIXES)
 
 
 def test_converted_init_file_loads_with_the_classifiers_left_fresh(init_pdparams, init_pth, num_classes):

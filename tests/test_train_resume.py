@@ -201,6 +201,19 @@ def test_starting_without_weights_needs_from_scratch(data, tmp_path):
         train.main(args)
 
 
+def test_from_scratch_and_restore_from_contradict_each_other(data, tmp_path):
+    with pytest.raises(SystemExit):
+        train.main(run_args(data, tmp_path, 1, "--restore-from", "x.pdparams", "--from-scratch"))
+
+
+def test_continuing_on_a_dataset_of_another_size_is_refused(data, straight_run, tmp_path):
+    smaller = make_synthetic(str(tmp_path / "smaller"), num_source=5, num_target_train=5, num_target_val=2)
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(straight_run, run_dir)
+    with pytest.raises(CheckpointError, match="source images 5 \\(snapshot: 6\\)"):
+        train.main(run_args(smaller, run_dir, STOP + 1, "--continue-train"))
+
+
 def test_missing_dataset_names_the_expected_layout(data, tmp_path):
     args = run_args(data, tmp_path, 1)
     args[args.index("--data-dir") + 1] = str(tmp_path / "no_gta5")
