@@ -8,9 +8,6 @@ maps label ids to train ids. Without it, every *_gtFine_labelIds.png under gt_di
 with pred_dir/<city>_<seq>_<frame>_leftImg8bit.png. A missing, mis-sized or out-of-range
 prediction is an error, never skipped.
 """
-# PIL must come before paddle (pulled in by the dataset package): Paddle 2.6 on
-# Python 3.11 segfaults when zlib is first loaded after it.
-import PIL  # noqa: F401
 from PIL import Image
 
 import argparse
@@ -21,10 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from dataset.base import scan, summarize
+from dataset.files import scan, summarize
 from dataset.cityscapes_dataset import LABEL_SUFFIX, image_name_of_label
 from dataset.classes import NUM_CLASSES, label_id_to_train_id_lut
-from utils.metrics import (MIoUResult, confusion_matrix, devkit_lut, format_iou_table, mean_iou,
+from utils.evaluation.metrics import (MIoUResult, confusion_matrix, devkit_lut, format_iou_table, mean_iou,
                            per_class_iou, save_iou_json)
 
 RESULT_FILE = "mIoU.json"

@@ -16,13 +16,14 @@ import sys
 
 from dataset.cityscapes_dataset import cityscapesDataSet
 from dataset.classes import IGNORE_LABEL, NUM_CLASSES
+from dataset.loader import DataError
 from model import build_model
 from model.inference import BACKENDS, SegmentationPredictor
 from utils.cli import size_argument
-from utils.evaluation import BEST_MODEL_NAME, evaluate, evaluate_snapshots, ground_truth_paths, lut_for
-from utils.metrics import format_iou_table, save_iou_json
+from utils.evaluation.cityscapes import evaluate, evaluate_snapshots, evaluation_settings, ground_truth_paths, lut_for
+from utils.evaluation.metrics import format_iou_table, save_iou_json
 from utils.runtime import add_device_args, select_device
-from utils.weights import WeightsError, load_weights
+from utils.files.weights import WeightsError, load_weights
 
 
 def get_arguments(argv=None):
@@ -74,16 +75,16 @@ def main(argv=None):
         if gt_paths is None:
             sys.exit("--restore-from is a directory of snapshots, but there is no ground truth at {} to rank "
                      "them: give --gt-dir".format(gt_dir))
-        settings = {"data_dir": os.path.abspath(args.data_dir), "data_list": args.data_list, "set": args.set,
-                    "gt_dir": os.path.abspath(gt_dir), "devkit_dir": args.devkit_dir, "model": args.model,
-                    "input_size": list(args.input_size), "num_images": len(images)}
-        table, best = evaluate_snapshots(model, args.restore_from, make_predictor, images, gt_paths, lut,
-                                         args.batch_size, args.num_workers, settings)
+        settings = evaluation_settings(args.data_dir, args.data_list, args.set, gt_dir, args.devkit_dir, args.model,
+                                       args.input_size, len(images))
+        table, best, snapshots = evaluate_snapshots(model, args.restore_from, make_predictor, images, gt_paths, lut,
+                                                    args.batch_size, args.num_workers, settings)
         print("iteration\tmIoU")
         for iteration, miou in table.items():
             print("{}\t{:.2f}{}".format(iteration, miou * 100, "\t<- best" if iteration == best else ""))
-        best_path = os.path.join(args.restore_from, BEST_MODEL_NAME)
-        print("best: GTA5_{}.pdparams ({:.2f} mIoU), copied to {}".format(best, table[best] * 100, best_path))
+        best_path = snapshots.best_path
+        print("best: {}.pdparams ({:.2f} mIoU), copied to {}".format(snapshots.name(best), table[best] * 100,
+                                                                   best_path))
         print("no predictions are written for a directory; for the best snapshot's: "
               "python evaluate_cityscapes.py --restore-from {} --save DIR".format(best_path))
         return 0
@@ -103,5 +104,5 @@ def main(argv=None):
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (WeightsError, FileNotFoundError, ValueError) as exc:
+    except (WeightsError, DataError, FileNotFoundError, ValueError) as exc:
         sys.exit("error: {}".format(exc))

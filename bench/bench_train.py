@@ -1,9 +1,10 @@
 """Seconds per training iteration, split into waiting for data and computing, and peak memory.
 
     python -m bench.bench_train [--batch-size 1] [--num-workers 2] [--iterations 4] [--warmup 2]
+    python -m bench.bench_train --sgd-groups original,paper    # the two SGD semantics, one run
     python -m bench.bench_train --ranks 1,2 --batch-size 2     # data-parallel scaling
 
-Runs the real training iteration (train_gta2cityscapes_multi.train_iteration) on synthetic data at
+Runs the real training iteration (train_gta2cityscapes_multi.AdaptSegNet) on synthetic data at
 the project's baseline sizes (source 640x360, target 512x256), timing only after the warm-up iterations:
 the first optimizer steps are slower. With --num-workers 2 or more the data wait should be ~0.
 
@@ -32,12 +33,12 @@ SOURCE_SIZE, TARGET_SIZE = (640, 360), (512, 256)
 
 
 def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size=SOURCE_SIZE,
-                target_size=TARGET_SIZE, device="cpu", data_root=None):
-    """({"data_wait": [s...], "compute": [s...]} per timed iteration, peak RSS in MiB, rank)."""
+                target_size=TARGET_SIZE, device="cpu", data_root=None, sgd_groups="original"):
+    """({"data_wait": [s...], "compute": [s...], "sgd_step": [s...]} per timed iteration, peak RSS in
+    MiB, rank)."""
     import train_gta2cityscapes_multi as train
-    from dataset.sampler import SOURCE_STREAM, TARGET_STREAM
     from dataset.synthetic import make_synthetic
-    from utils.train_options import get_arguments
+    from utils.training.session import TrainingSession
 
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         data_root = data_root or os.path.join(tmp, "data")
@@ -45,26 +46,38 @@ def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size
         if not os.path.isdir(gta5):
             make_synthetic(data_root, num_source=8, num_target_train=8, num_target_val=1,
                            source_size=source_size, target_size=target_size)
-        args = get_arguments([
+        args = train.get_arguments([
             "--data-dir", gta5, "--data-dir-target", cityscapes, "--snapshot-dir", os.path.join(tmp, "run"),
             "--input-size", "{},{}".format(*source_size), "--input-size-target", "{},{}".format(*target_size),
             "--batch-size", str(batch_size), "--num-workers", str(num_workers), "--random-mirror",
-            "--num-steps-stop", str(warmup + iterations), "--device", device, "--from-scratch"])
-        run = train.prepare(args)
-        source = iter(train.data_loader(run.source, args, SOURCE_STREAM, 0, run.parallel))
-        target = iter(train.data_loader(run.target, args, TARGET_STREAM, 0, run.parallel))
-        timings = {"data_wait": [], "compute": []}
-        for iteration in range(warmup + iterations):
-            start = time.perf_counter()
-            batches = [(next(source), next(target))]
-            loaded = time.perf_counter()
-            train.train_iteration(run.nets, run.optimizers, batches, iteration, args, run.parallel)
-            done = time.perf_counter()
-            if iteration >= warmup:
-                timings["data_wait"].append(loaded - start)
-                timings["compute"].append(done - loaded)
+            "--num-steps-stop", str(warmup + iterations), "--device", device, "--from-scratch",
+            "--sgd-groups", sgd_groups])
+        timings = {"data_wait": [], "compute": [], "sgd_step": []}
+        with TrainingSession(args) as session:
+            method = train.AdaptSegNet(args)
+            session.start(method)
+            sgd = method.optimizers[0]
+            step, step_seconds = sgd.step, []
+
+            def timed_step():
+                started = time.perf_counter()
+                step()
+                step_seconds.append(time.perf_counter() - started)
+
+            sgd.step = timed_step
+            for iteration in range(warmup + iterations):
+                start = time.perf_counter()
+                batches = session.next_batches()
+                loaded = time.perf_counter()
+                method.iteration(batches, iteration, session.parallel)
+                done = time.perf_counter()
+                if iteration >= warmup:
+                    timings["data_wait"].append(loaded - start)
+                    timings["compute"].append(done - loaded)
+                    timings["sgd_step"].append(step_seconds[-1])
+            rank = session.parallel.rank
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    return timings, peak_mib, run.parallel.rank
+    return timings, peak_mib, rank
 
 
 def run_ranks(ranks, args, data_root):
@@ -96,6 +109,8 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--ranks", default=None, help="comma-separated process counts, e.g. 1,2")
+    parser.add_argument("--sgd-groups", default="original",
+                        help="original, paper, or both (original,paper): the time of each and their ratio")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data-root", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -116,20 +131,28 @@ def main(argv=None):
                 r["peak_mib"]))
         return 0
 
-    timings, peak_mib, rank = bench_train(args.batch_size, args.num_workers, args.iterations, args.warmup,
-                                          data_root=args.data_root)
-    data_wait, compute = statistics.median(timings["data_wait"]), statistics.median(timings["compute"])
+    modes = args.sgd_groups.split(",")
+    results = {mode: bench_train(args.batch_size, args.num_workers, args.iterations, args.warmup,
+                                 data_root=args.data_root, sgd_groups=mode) for mode in modes}
     if args.worker:
+        timings, peak_mib, rank = results[modes[0]]
         if rank == 0:
+            data_wait, compute = statistics.median(timings["data_wait"]), statistics.median(timings["compute"])
             print(json.dumps({"seconds": data_wait + compute, "data_wait": data_wait, "peak_mib": peak_mib}))
         return 0
     print("MKL_DEBUG_CPU_TYPE={}  batch {} per domain  workers {}  source 640x360  target 512x256".format(
         os.environ.get("MKL_DEBUG_CPU_TYPE"), args.batch_size, args.num_workers))
-    print("per iteration (median of {} after {} warm-up):".format(args.iterations, args.warmup))
-    print("  data wait  {:8.3f} s".format(data_wait))
-    print("  compute    {:8.3f} s".format(compute))
-    print("  total      {:8.3f} s".format(data_wait + compute))
-    print("peak RSS     {:8.0f} MiB".format(peak_mib))
+    print("per iteration (median of {} after {} warm-up), one process:".format(args.iterations, args.warmup))
+    print("--sgd-groups  data wait   compute     total   SGD step  peak RSS (process so far)")
+    totals = {}
+    for mode, (timings, peak_mib, _) in results.items():
+        medians = {k: statistics.median(v) for k, v in timings.items()}
+        totals[mode] = medians["data_wait"] + medians["compute"]
+        print("{:11s}  {:8.3f}s  {:8.3f}s  {:8.3f}s  {:8.3f}s  {:6.0f} MiB".format(
+            mode, medians["data_wait"], medians["compute"], totals[mode], medians["sgd_step"], peak_mib))
+    if len(totals) == 2:
+        first, second = modes
+        print("iteration time {} / {}: {:.3f}".format(first, second, totals[first] / totals[second]))
     return 0
 
 

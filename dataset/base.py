@@ -1,13 +1,9 @@
-"""What the source (GTA5) and target (Cityscapes) datasets share.
+"""What the datasets share: a paddle.io.Dataset over a list of entries.
 
 Both read an entry list (or scan the image folder), resize every image to crop_size with
 BICUBIC, turn RGB into BGR minus the Caffe mean (no std division), and, when labels are
 wanted, resize the label-id image with NEAREST before mapping it to train ids.
 """
-# PIL must come before paddle: Paddle 2.6 on Python 3.11 segfaults when zlib is first
-# loaded after it.
-import PIL  # noqa: F401
-from PIL import Image
 
 import math
 import operator
@@ -16,83 +12,9 @@ import os
 import numpy as np
 import paddle
 
-from dataset.classes import IGNORE_LABEL, label_id_to_train_id_lut
+from dataset.classes import IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID, label_id_to_train_id_lut
+from dataset.files import image_to_input, label_to_train_ids, load_image, load_label_ids, read_list, summarize
 
-SHOWN_IN_ERRORS = 5
-
-
-def summarize(items, shown=SHOWN_IN_ERRORS, separator=", "):
-    """'a, b, c (and 7 more)': keeps error messages readable when thousands of files fail."""
-    items = list(items)
-    text = separator.join(str(item) for item in items[:shown])
-    if len(items) > shown:
-        text += " (and {} more)".format(len(items) - shown)
-    return text
-
-
-def read_list(list_path, owner, hint):
-    """Non-blank, stripped lines of an original-format list file."""
-    if not os.path.isfile(list_path):
-        raise FileNotFoundError(
-            "{}: list file {!r} does not exist; {}".format(owner, list_path, hint))
-    with open(list_path) as handle:
-        entries = [line.strip() for line in handle if line.strip()]
-    if not entries:
-        raise ValueError("{}: list file {!r} has no entries; {}".format(owner, list_path, hint))
-    return entries
-
-
-def scan(directory, suffix, owner, layout):
-    """Sorted '/'-separated paths below directory ending in suffix, so a scan is reproducible."""
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            "{}: directory {!r} does not exist; expected the layout {}".format(owner, directory, layout))
-    found = []
-    for folder, _, files in os.walk(directory):
-        relative = os.path.relpath(folder, directory)
-        for file_name in files:
-            if file_name.endswith(suffix):
-                path = file_name if relative == "." else os.path.join(relative, file_name)
-                found.append(path.replace(os.sep, "/"))
-    if not found:
-        raise ValueError(
-            "{}: no *{} files under {!r}; expected the layout {}".format(owner, suffix, directory, layout))
-    return sorted(found)
-
-
-def load_image(path):
-    """RGB PIL image; a file PIL cannot decode raises OSError naming it."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except OSError as error:
-        raise OSError("cannot read image {}: {}".format(path, error)) from error
-
-
-def load_label_ids(path):
-    """Single-channel PIL image of Cityscapes label ids (GTA5 stores them palettised: mode P)."""
-    try:
-        with Image.open(path) as label:
-            label.load()
-    except OSError as error:
-        raise OSError("cannot read label {}: {}".format(path, error)) from error
-    if label.mode not in ("L", "P"):
-        raise ValueError(
-            "label {} has PIL mode {}; expected an 8-bit single-channel PNG of Cityscapes "
-            "label ids (mode L or P)".format(path, label.mode))
-    return label
-
-
-def image_to_input(image, crop_size, mean_bgr):
-    """PIL RGB -> float32 CHW network input: BICUBIC to crop_size, BGR, minus the mean."""
-    resized = np.asarray(image.resize(crop_size, Image.BICUBIC), dtype=np.float32)
-    bgr = resized[:, :, ::-1] - mean_bgr
-    return np.ascontiguousarray(bgr.transpose(2, 0, 1))
-
-
-def label_to_train_ids(label, crop_size, lut):
-    """PIL label ids -> int64 HxW train ids; resizing the 8-bit ids first keeps the LUT pass small."""
-    return lut[np.asarray(label.resize(crop_size, Image.NEAREST))]
 
 
 def check_crop_size(crop_size, owner):
@@ -110,7 +32,8 @@ class ListDataSet(paddle.io.Dataset):
     """Entries from a list file or a sorted scan; every entry gives one image and maybe a label.
 
     Subclasses set LAYOUT and LIST_HINT (shown in errors) and define scan_entries(),
-    image_path(entry) and label_path(entry).
+    image_path(entry) and label_path(entry); a dataset whose labels are not Cityscapes label ids
+    in an 8-bit PNG also sets LABEL_ID_TO_TRAIN_ID and read_label_ids(path).
 
     Index with an int, or with (int, flip) so that a sampler decides the mirroring
     explicitly and reproducibly. With a plain int and mirror=True the flip is drawn from
@@ -120,6 +43,8 @@ class ListDataSet(paddle.io.Dataset):
 
     LAYOUT = ""
     LIST_HINT = ""
+    LABEL_ID_TO_TRAIN_ID = LABEL_ID_TO_TRAIN_ID
+    KNOWN_LABEL_IDS = 34  # a label holding an id from 34 up is damaged (Cityscapes' table ends at 33)
 
     def __init__(self, root, list_path, max_iters, crop_size, mean, scale, mirror, ignore_label,
                  seed, with_labels):
@@ -138,7 +63,7 @@ class ListDataSet(paddle.io.Dataset):
         self.is_mirror = bool(mirror)
         self.ignore_label = ignore_label
         self.with_labels = with_labels
-        self._lut = label_id_to_train_id_lut().astype(np.int64)
+        self._lut = label_id_to_train_id_lut(self.LABEL_ID_TO_TRAIN_ID).astype(np.int64)
         self._lut[self._lut == IGNORE_LABEL] = ignore_label
         self._rng = np.random.default_rng(seed)
 
@@ -170,6 +95,16 @@ class ListDataSet(paddle.io.Dataset):
     def __len__(self):
         return len(self.img_ids)
 
+    @staticmethod
+    def raw_label_ids(path):
+        """HxW array of the label file's ids, as stored."""
+        return np.asarray(load_label_ids(path))
+
+    @staticmethod
+    def read_label_ids(path):
+        """The label file as a PIL image of 8-bit label ids (what is resized)."""
+        return load_label_ids(path)
+
     def _position_and_flip(self, index):
         if isinstance(index, tuple):
             if len(index) != 2:
@@ -178,17 +113,25 @@ class ListDataSet(paddle.io.Dataset):
         flip = self.is_mirror and bool(self._rng.random() < 0.5)
         return operator.index(index), flip
 
+    def files(self, index):
+        """The files sample ``index`` reads."""
+        entry = self.img_ids[index[0] if isinstance(index, tuple) else index]
+        return [self.image_path(entry)] + ([self.label_path(entry)] if self.with_labels else [])
+
     def __getitem__(self, index):
-        position, flip = self._position_and_flip(index)
+        return self.sample(*self._position_and_flip(index))
+
+    def sample(self, position, flip=False, image_path=None):
+        """Entry ``position``, mirrored or not; ``image_path`` replaces its image (same label)."""
         entry = self.img_ids[position]
-        image = image_to_input(load_image(self.image_path(entry)), self.crop_size, self.mean)
+        image = image_to_input(load_image(image_path or self.image_path(entry)), self.crop_size, self.mean)
         # The original reports the resized image's shape in HWC order.
         size = np.array(image.shape[1:] + image.shape[:1])
         if flip:
             image = np.ascontiguousarray(image[:, :, ::-1])
         if not self.with_labels:
             return image, size, entry
-        label = label_to_train_ids(load_label_ids(self.label_path(entry)), self.crop_size, self._lut)
+        label = label_to_train_ids(self.read_label_ids(self.label_path(entry)), self.crop_size, self._lut)
         if flip:
             label = np.ascontiguousarray(label[:, ::-1])
         return image, label, size, entry

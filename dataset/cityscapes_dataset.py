@@ -2,7 +2,8 @@
 validation the label ids in root/gtFine/<set>/<city>/."""
 import os
 
-from dataset.base import ListDataSet, scan
+from dataset.base import ListDataSet
+from dataset.files import scan
 from dataset.classes import IGNORE_LABEL, IMG_MEAN_BGR
 
 IMAGE_SUFFIX = "_leftImg8bit.png"

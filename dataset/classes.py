@@ -38,10 +38,10 @@ PALETTE = np.array([colour for _, _, colour in _CLASSES], dtype=np.uint8)
 IMG_MEAN_BGR = np.array((104.00698793, 116.66876762, 122.67891434), dtype=np.float32)
 
 
-def label_id_to_train_id_lut():
-    """256-entry uint8 table: Cityscapes label id -> train id, everything else IGNORE_LABEL."""
+def label_id_to_train_id_lut(label_id_to_train_id=LABEL_ID_TO_TRAIN_ID):
+    """256-entry uint8 table: label id -> train id (Cityscapes ids by default), else IGNORE_LABEL."""
     lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
-    for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
+    for label_id, train_id in label_id_to_train_id.items():
         lut[label_id] = train_id
     return lut
 
@@ -56,3 +56,17 @@ def palette_256():
 def colorize(train_ids):
     """HxW train ids -> HxWx3 uint8 RGB picture; ignored and unknown ids are black."""
     return palette_256()[np.asarray(train_ids, dtype=np.uint8)]
+
+
+# Classes scored by the evaluation (train ids). A model trained on SYNTHIA never sees terrain,
+# truck or train: the literature scores it on the other 16 classes, and the AdaptSegNet paper on
+# 13 (also without wall, fence and pole). Every set is scored from the same 19x19 confusion
+# matrix, as the weak-label reference does (it deletes the IoUs of the classes left out).
+CLASS_SETS = {
+    "19": tuple(range(NUM_CLASSES)),
+    "16": tuple(c for c in range(NUM_CLASSES) if CLASS_NAMES[c] not in ("terrain", "truck", "train")),
+    "13": tuple(c for c in range(NUM_CLASSES) if CLASS_NAMES[c] not in ("terrain", "truck", "train", "wall",
+                                                                     "fence", "pole")),
+}
+# The sets a model of each source domain is scored on; the first is its headline.
+SOURCE_CLASS_SETS = {"gta5": ("19",), "synthia": ("16", "13")}

@@ -1,7 +1,8 @@
 """GTA5, the labelled source domain: root/images/NNNNN.png with label ids at root/labels/NNNNN.png."""
 import os
 
-from dataset.base import ListDataSet, scan
+from dataset.base import ListDataSet
+from dataset.files import scan
 from dataset.classes import IGNORE_LABEL, IMG_MEAN_BGR
 
 

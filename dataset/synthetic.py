@@ -1,28 +1,29 @@
 """Tiny synthetic stand-ins for GTA5 and Cityscapes, written in their real on-disk layouts.
 
     python -m dataset.synthetic OUT_DIR [--num-source N] [--num-target-train N]
-        [--num-target-val N] [--source-size W,H] [--target-size W,H] [--seed S]
+        [--num-target-val N] [--num-synthia N] [--source-size W,H] [--target-size W,H] [--seed S]
 
-writes OUT_DIR/GTA5/{images,labels}/NNNNN.png and OUT_DIR/Cityscapes/leftImg8bit/{train,val}/
-plus OUT_DIR/Cityscapes/gtFine/val/. Every scene is a street: sky on top, buildings and trees
+writes OUT_DIR/GTA5/{images,labels}/NNNNN.png, OUT_DIR/Cityscapes/leftImg8bit/{train,val}/ with
+their gtFine labels, and OUT_DIR/SYNTHIA/{RGB,GT/LABELS}/NNNNNNN.png (16-bit labels, as SYNTHIA
+ships them). Every scene is a street: sky on top, buildings and trees
 along a skyline, road and sidewalk below the horizon, with cars, persons and poles as shapes.
 Each class has its own colour (the class palette) and texture, so a tiny network can learn
 it, and the two domains are rendered with different colour, brightness and noise statistics,
 so adaptation has a gap to close.
 """
-# PIL must come before paddle: Paddle 2.6 on Python 3.11 segfaults when zlib is first
-# loaded after it (importing the dataset package imports paddle).
-import PIL  # noqa: F401
 from PIL import Image
 
 import argparse
 import os
+import struct
+import zlib
 from typing import NamedTuple, Tuple
 
 import numpy as np
 
 from dataset.classes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID, colorize, label_id_to_train_id_lut
 from dataset.cityscapes_dataset import IMAGE_SUFFIX, LABEL_SUFFIX
+from dataset.synthia_dataset import cityscapes_ids_to_synthia
 from utils.cli import size_argument
 
 # Cityscapes label ids outside the 19 classes; real labels are full of them and the
@@ -149,6 +150,43 @@ def render(ids, style, rng):
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
+def write_png16(path, channels):
+    """An HxWxC uint16 array (C = 3) as a 16-bit RGB PNG, which Pillow cannot write."""
+    height, width, _ = channels.shape
+    rows = channels.astype(">u2").reshape(height, -1)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rows)  # filter type 0 on every row
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xffffffff)
+
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)) +
+                chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def make_synthia(out_dir, count=12, size=(160, 95), seed=0):
+    """Write a SYNTHIA-RAND-CITYSCAPES-format tree under out_dir/SYNTHIA; return its root. Its
+    scenes are rendered in the source style; labels hold SYNTHIA class ids in the first of three
+    16-bit channels and instance numbers in the second."""
+    if count < 1:
+        raise ValueError("--num-synthia must be at least 1, got {}".format(count))
+    _check_size(size, "--source-size")
+    root = os.path.join(out_dir, "SYNTHIA")
+    for folder in ("RGB", os.path.join("GT", "LABELS")):
+        os.makedirs(os.path.join(root, folder), exist_ok=True)
+    width, height = size
+    for index in range(count):
+        rng = np.random.default_rng([seed, 3, index])
+        ids = scene_label_ids(width, height, rng)
+        name = "{:07d}.png".format(index)
+        Image.fromarray(render(ids, SOURCE_STYLE, rng)).save(os.path.join(root, "RGB", name))
+        channels = np.zeros((height, width, 3), np.uint16)
+        channels[..., 0] = cityscapes_ids_to_synthia(ids)
+        channels[..., 1] = rng.integers(0, 3000, (height, width))
+        write_png16(os.path.join(root, "GT", "LABELS", name), channels)
+    return root
+
+
 def _check_size(size, flag):
     width, height = size
     if width < 16 or height < 16:
@@ -198,23 +236,24 @@ def make_synthetic(out_dir, num_source=20, num_target_train=10, num_target_val=6
             image_path = os.path.join(cityscapes_root, "leftImg8bit", split, stem + IMAGE_SUFFIX)
             os.makedirs(os.path.dirname(image_path), exist_ok=True)
             Image.fromarray(render(ids, TARGET_STYLE, rng)).save(image_path)
-            if split == "val":
-                label_path = os.path.join(cityscapes_root, "gtFine", split, stem + LABEL_SUFFIX)
-                os.makedirs(os.path.dirname(label_path), exist_ok=True)
-                Image.fromarray(ids).save(label_path)
+            label_path = os.path.join(cityscapes_root, "gtFine", split, stem + LABEL_SUFFIX)
+            os.makedirs(os.path.dirname(label_path), exist_ok=True)
+            Image.fromarray(ids).save(label_path)
     return gta5_root, cityscapes_root
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m dataset.synthetic",
-        description="Write tiny synthetic GTA5 (source) and Cityscapes (target) trees in their real layouts.")
-    parser.add_argument("out_dir", help="writes OUT_DIR/GTA5 and OUT_DIR/Cityscapes")
+        description="Write tiny synthetic GTA5 and SYNTHIA (source) and Cityscapes (target) trees in their "
+                    "real layouts.")
+    parser.add_argument("out_dir", help="writes OUT_DIR/GTA5, OUT_DIR/Cityscapes and OUT_DIR/SYNTHIA")
     parser.add_argument("--num-source", type=int, default=20, help="GTA5 image/label pairs (default 20)")
     parser.add_argument("--num-target-train", type=int, default=10,
                         help="unlabelled Cityscapes train images (default 10)")
     parser.add_argument("--num-target-val", type=int, default=6,
                         help="Cityscapes val images with gtFine labelIds (default 6)")
+    parser.add_argument("--num-synthia", type=int, default=12, help="SYNTHIA image/label pairs (default 12)")
     parser.add_argument("--source-size", type=size_argument, default=(160, 90), help="W,H of GTA5 images (default 160,90)")
     parser.add_argument("--target-size", type=size_argument, default=(128, 64),
                         help="W,H of Cityscapes images (default 128,64)")
@@ -223,9 +262,11 @@ def main(argv=None):
     try:
         roots = make_synthetic(args.out_dir, args.num_source, args.num_target_train, args.num_target_val,
                                args.source_size, args.target_size, args.seed)
+        synthia = make_synthia(args.out_dir, args.num_synthia, (args.source_size[0], args.source_size[1] * 19 // 18),
+                               args.seed)
     except ValueError as error:
         parser.error(str(error))
-    print("GTA5 root:       {}\nCityscapes root: {}".format(*roots))
+    print("GTA5 root:       {}\nCityscapes root: {}\nSYNTHIA root:    {}".format(roots[0], roots[1], synthia))
 
 
 if __name__ == "__main__":

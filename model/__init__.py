@@ -1,19 +1,22 @@
 """Networks of AdaptSegNet, built by the names the original command lines use."""
+import utils.runtime  # noqa: F401  (process settings that must precede paddle)
 from model.deeplab_multi import DeeplabMulti
 from model.deeplab_vgg import DeeplabVGG
-from model.discriminator import FCDiscriminator
+from model.discriminator import CWDiscriminator, FCDiscriminator
 
 MODELS = {
     "DeeplabMulti": DeeplabMulti,
     "DeeplabVGG": DeeplabVGG,
     "FCDiscriminator": FCDiscriminator,
+    "CWDiscriminator": CWDiscriminator,
 }
 # The original training script calls the multi-level ResNet "DeepLab".
 MODEL_ALIASES = {"DeepLab": "DeeplabMulti"}
 
 
 def build_model(name, num_classes=19, **kwargs):
-    """Build a network by its original name (``DeeplabMulti``/``DeepLab``, ``DeeplabVGG``, ``FCDiscriminator``)."""
+    """Build a network by its original name (``DeeplabMulti``/``DeepLab``, ``DeeplabVGG``,
+    ``FCDiscriminator``, ``CWDiscriminator``)."""
     canonical = MODEL_ALIASES.get(name, name)
     if canonical not in MODELS:
         known = ", ".join(sorted(set(MODELS) | set(MODEL_ALIASES)))

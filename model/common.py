@@ -53,3 +53,14 @@ ASPP_DILATIONS = (6, 12, 18, 24)
 def sublayer_parameters(layers):
     """Trainable parameters of the given sublayers, in a stable order."""
     return [p for layer in layers for p in layer.parameters() if not p.stop_gradient]
+
+
+def parameters_per_enclosing_layer(layers):
+    """The trainable parameters the reference's ``get_1x_lr_params_NOscale`` yields for ``layers``.
+
+    It loops ``for j in layer.modules(): for k in j.parameters()``: ``modules()`` is the layer and
+    all its descendants and ``parameters()`` is recursive, so a parameter comes once for every
+    layer of the walk that encloses it (a bottleneck conv 3 times: layerN, the block, the conv).
+    """
+    return [p for layer in layers for sub in layer.sublayers(include_self=True)
+            for p in sub.parameters() if not p.stop_gradient]

@@ -7,7 +7,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from model.common import ASPP_DILATIONS, Classifier_Module, sublayer_parameters
+from model.common import ASPP_DILATIONS, Classifier_Module, parameters_per_enclosing_layer, sublayer_parameters
 
 BN_EPSILON = 1e-5
 
@@ -64,7 +64,8 @@ class Bottleneck(nn.Layer):
 class ResNetMulti(nn.Layer):
     """ResNet backbone at output stride 8 with a classifier on layer3 (layer5) and layer4 (layer6).
 
-    ``forward`` returns ``(out_conv4, out_conv5)`` at 1/8 of the input size (rounded up), logits.
+    ``forward`` returns ``(out_conv4, out_conv5)`` at 1/8 of the input size (rounded up), logits;
+    with ``return_features`` also layer4's output, which the weak-label method pools per class.
     """
 
     def __init__(self, layers, num_classes, use_all_aspp_branches=False):
@@ -94,26 +95,23 @@ class ResNetMulti(nn.Layer):
         layers += [Bottleneck(out_channels, planes, dilation=dilation) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def forward(self, x):
+    def forward(self, x, return_features=False):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer3(self.layer2(self.layer1(x)))
         out_conv4 = self.layer5(x)
-        out_conv5 = self.layer6(self.layer4(x))
+        features = self.layer4(x)
+        out_conv5 = self.layer6(features)
+        if return_features:
+            return out_conv4, out_conv5, features
         return out_conv4, out_conv5
 
-    def backbone_parameters(self):
-        """Trained at the base learning rate."""
-        return sublayer_parameters([self.conv1, self.bn1, self.layer1, self.layer2,
-                                    self.layer3, self.layer4])
-
-    def classifier_parameters(self):
-        """Trained at 10x the base learning rate."""
-        return sublayer_parameters([self.layer5, self.layer6])
-
-    def parameter_groups(self):
-        """Paddle optimizer parameter groups; ``learning_rate`` multiplies the optimizer's LR."""
-        return [{"params": self.backbone_parameters(), "learning_rate": 1.0},
-                {"params": self.classifier_parameters(), "learning_rate": 10.0}]
+    def optim_parameters(self):
+        """The reference's SGD parameter groups, as ``[(parameters, learning-rate multiplier)]``:
+        the backbone at the base rate, listed the way its code lists it (most parameters 3 or 4
+        times; see utils/training/optimizer.py), and the classifiers at 10x, each once."""
+        backbone = [self.conv1, self.bn1, self.layer1, self.layer2, self.layer3, self.layer4]
+        return [(parameters_per_enclosing_layer(backbone), 1.0),
+                (sublayer_parameters([self.layer5, self.layer6]), 10.0)]
 
 
 def DeeplabMulti(num_classes=19, use_all_aspp_branches=False):

@@ -42,6 +42,6 @@ class DeeplabVGG(nn.Layer):
     def forward(self, x):
         return self.classifier(self.features(x))
 
-    def parameter_groups(self):
-        """The reference trains the VGG variant at one learning rate for all layers."""
-        return [{"params": sublayer_parameters([self.features, self.classifier]), "learning_rate": 1.0}]
+    def optim_parameters(self):
+        """The reference's SGD group of the VGG variant: ``parameters()``, each once, one rate."""
+        return [(sublayer_parameters([self]), 1.0)]

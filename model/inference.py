@@ -4,8 +4,10 @@ Evaluation needs no gradients and the network is frozen, so each BatchNorm becom
 shift inside the conv before it. On CPU the exported static model run by Paddle Inference with
 oneDNN is several times faster than the dynamic graph, whose convolutions do not use oneDNN.
 """
+import contextlib
 import copy
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -15,6 +17,26 @@ import paddle.nn.functional as F
 
 
 BACKENDS = ("inference", "dygraph")
+# Paddle 3.3 warns once per binary operator while converting a forward to a static graph; the
+# export works, so the warning only alarms users.
+_EXPORT_NOISE = "not support input out tensor"
+
+
+@contextlib.contextmanager
+def _stderr_without(noise):
+    """Hold back what C++ code writes to stderr inside, then pass on the lines without ``noise``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(True) if noise not in line]
+            sys.stderr.write("".join(kept))
 
 
 def _folded_conv(conv, bn):
@@ -95,7 +117,8 @@ class SegmentationPredictor(object):
             prefix = os.path.join(export_dir, "model")
             spec = [paddle.static.InputSpec([None, 3, None, None], "float32", "image")]
             # full_graph: Paddle 3 converts the whole forward (export needs it); 2.6 ignores it.
-            paddle.jit.save(paddle.jit.to_static(self.net, input_spec=spec, full_graph=True), prefix)
+            with _stderr_without(_EXPORT_NOISE):
+                paddle.jit.save(paddle.jit.to_static(self.net, input_spec=spec, full_graph=True), prefix)
             # Paddle 3 writes the program as JSON (PIR), Paddle 2.6 as .pdmodel.
             program = prefix + ".json" if os.path.exists(prefix + ".json") else prefix + ".pdmodel"
             config = inference.Config(program, prefix + ".pdiparams")

@@ -15,9 +15,6 @@ tests/test_notebooks.py.
 
     python -m notebooks.aistudio clear notebooks/*.ipynb   # drop outputs before committing
 """
-# PIL before paddle (imported by the dataset package): Paddle 2.6 on Python 3.11 segfaults
-# when zlib is first loaded after it.
-import PIL.Image  # noqa: F401
 from PIL import Image
 
 import codecs
@@ -38,12 +35,12 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from dataset.base import load_label_ids, summarize
+from dataset.files import files_below, load_label_ids, summarize
 from dataset.cityscapes_dataset import IMAGE_SUFFIX, LABEL_SUFFIX, gtfine_entry
 from dataset.classes import CLASS_NAMES, PALETTE, colorize, label_id_to_train_id_lut
-from utils.checkpoint import LATEST_TAG
-from utils.evaluation import SNAPSHOT_TABLE_NAME
-from utils.train_log import METRICS_FILE, PICTURES_DIR
+from utils.files.snapshots import SnapshotDir
+from utils.evaluation.cityscapes import SNAPSHOT_TABLE_NAME
+from utils.training.log import METRICS_FILE, PICTURES_DIR, read_metrics as _read_metrics
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 2.0 ** 30
@@ -380,14 +377,6 @@ def extract_archives(found, data_dir, progress=True):
     return report
 
 
-def _files_below(directory, suffix):
-    found = []
-    for folder, _, files in os.walk(directory):
-        found += [os.path.relpath(os.path.join(folder, name), directory).replace(os.sep, "/")
-                  for name in files if name.endswith(suffix)]
-    return sorted(found)
-
-
 def check_layout(gta5_dir=None, cityscapes_dir=None, target_splits=("train", "val"), label_split="val"):
     """Counts of the dataset files the scripts will read; DatasetError naming what is missing.
 
@@ -396,8 +385,8 @@ def check_layout(gta5_dir=None, cityscapes_dir=None, target_splits=("train", "va
     """
     counts, problems = collections.OrderedDict(), []
     if gta5_dir is not None:
-        images = _files_below(os.path.join(gta5_dir, "images"), ".png")
-        labels = set(_files_below(os.path.join(gta5_dir, "labels"), ".png"))
+        images = files_below(os.path.join(gta5_dir, "images"), ".png")
+        labels = set(files_below(os.path.join(gta5_dir, "labels"), ".png"))
         counts["GTA5 images"], counts["GTA5 labels"] = len(images), len(labels)
         if not images:
             problems.append("no GTA5 images in {}".format(os.path.join(gta5_dir, "images")))
@@ -407,7 +396,7 @@ def check_layout(gta5_dir=None, cityscapes_dir=None, target_splits=("train", "va
                 len(unlabelled), os.path.join(gta5_dir, "labels"), summarize(unlabelled)))
     for split in target_splits if cityscapes_dir is not None else ():
         image_dir = os.path.join(cityscapes_dir, "leftImg8bit", split)
-        entries = _files_below(image_dir, IMAGE_SUFFIX)
+        entries = files_below(image_dir, IMAGE_SUFFIX)
         counts["Cityscapes {} images".format(split)] = len(entries)
         if not entries:
             problems.append("no Cityscapes images in {}".format(image_dir))
@@ -451,28 +440,16 @@ def convert_weights(source, target, model="DeeplabMulti"):
 # -- a training run ----------------------------------------------------------------------------
 
 def latest_snapshot(snapshot_dir):
-    """The iteration the run's ``latest`` tag names, or None before its first snapshot."""
-    try:
-        with open(os.path.join(snapshot_dir, LATEST_TAG)) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
+    """The iteration of the run's newest complete snapshot, or None before its first."""
+    return SnapshotDir.detect(snapshot_dir).latest()
 
 
 def read_metrics(snapshot_dir):
     """The run's metrics.jsonl as {tag: (steps, values)}, tags in the order first logged."""
-    path = os.path.join(snapshot_dir, METRICS_FILE)
-    metrics = collections.OrderedDict()
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                record = json.loads(line)
-                for tag, value in record["scalars"].items():
-                    steps, values = metrics.setdefault(tag, ([], []))
-                    steps.append(record["step"])
-                    values.append(value)
+    metrics = _read_metrics(snapshot_dir)
     if not metrics:
-        raise ValueError("{} holds no logged step yet; the first line comes after --log-every iterations".format(path))
+        raise ValueError("{} holds no logged step yet; the first line comes after --log-every iterations".format(
+            os.path.join(snapshot_dir, METRICS_FILE)))
     return metrics
 
 
@@ -600,7 +577,7 @@ def comparison_pictures(cityscapes_dir, predictions, count, out_dir, split="val"
     with panels at most ``width`` wide, 8 pixels apart. Returns [Comparison].
     """
     image_dir = os.path.join(cityscapes_dir, "leftImg8bit", split)
-    entries = _evenly(_files_below(image_dir, IMAGE_SUFFIX), count)
+    entries = _evenly(files_below(image_dir, IMAGE_SUFFIX), count)
     if not entries:
         raise DatasetError("no Cityscapes images in {}".format(image_dir))
     lut = label_id_to_train_id_lut()
@@ -656,20 +633,21 @@ def show_pictures(rows):
 # -- DEMO mode: stand-ins for AI Studio's archives and the authors' weights ---------------------
 
 def make_demo_weights(out_dir, seed=DEMO_WEIGHTS_SEED):
-    """Seeded stand-ins for the authors' two files, written as PyTorch 0.x wrote them (legacy
-    format, CUDA storages) by tests/torch_format.py, so the conversion really runs."""
+    """Stand-ins for the authors' two files: a DeeplabMulti initialised with ``seed``, written as
+    PyTorch 0.x wrote them (legacy format, CUDA storages) so that the conversion really runs."""
+    import paddle
+
     from model import build_model
-    from tests.fixtures.seeded_weights import seeded_state_dict
-    from tests.helpers import seeded_torch_state
-    from tests.torch_format import save_legacy
-    from utils.weights import CLASSIFIER_PREFIXES, INIT_FILE_PREFIX
+    from utils.files.torch_writer import save_legacy
+    from utils.files.weights import CLASSIFIER_PREFIXES, INIT_FILE_PREFIX, as_torch_state
 
     os.makedirs(out_dir, exist_ok=True)
-    released = seeded_torch_state(build_model("DeeplabMulti", num_classes=len(CLASS_NAMES)), seed)
+    paddle.seed(seed)
+    released = as_torch_state(build_model("DeeplabMulti", num_classes=len(CLASS_NAMES)).state_dict())
     # The init file: a backbone with a 21-class (COCO) layer5 and no layer6, every key prefixed.
-    backbone = {k: v for k, v in released.items() if not k.startswith(CLASSIFIER_PREFIXES)}
-    coco = seeded_state_dict({k: (21,) + v.shape[1:] for k, v in released.items() if k.startswith("layer5.")}, seed)
-    init = {INIT_FILE_PREFIX + k: v for k, v in list(backbone.items()) + list(coco.items())}
+    coco = as_torch_state(build_model("DeeplabMulti", num_classes=21).layer5.state_dict())
+    init = {INIT_FILE_PREFIX + k: v for k, v in released.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    init.update((INIT_FILE_PREFIX + "layer5." + k, v) for k, v in coco.items())
     paths = (os.path.join(out_dir, "DeepLab_resnet_pretrained_init-f81d91e8.pth"),
              os.path.join(out_dir, "GTA2Cityscapes_multi-ed35151c.pth"))
     for state, path in zip((init, released), paths):
@@ -715,8 +693,8 @@ def make_demo_archives(out_dir, gta5_parts=10):
 
     cityscapes_zips = os.path.join(out_dir, "data1002")
     os.makedirs(cityscapes_zips, exist_ok=True)
-    images = ["leftImg8bit/" + p for p in _files_below(os.path.join(cityscapes_root, "leftImg8bit"), IMAGE_SUFFIX)]
-    labels = ["gtFine/" + p for p in _files_below(os.path.join(cityscapes_root, "gtFine"), LABEL_SUFFIX)]
+    images = ["leftImg8bit/" + p for p in files_below(os.path.join(cityscapes_root, "leftImg8bit"), IMAGE_SUFFIX)]
+    labels = ["gtFine/" + p for p in files_below(os.path.join(cityscapes_root, "gtFine"), LABEL_SUFFIX)]
     with open(os.path.join(cityscapes_root, images[-1]), "rb") as f:
         test_image = f.read()
     readme = ("README", b"synthetic stand-in for the Cityscapes archive\n")

@@ -1,12 +1,15 @@
 import os
+import time
 
 # PIL before paddle: Paddle 2.6 on Python 3.11 crashes when zlib is first loaded after it.
 import PIL.Image  # noqa: F401
 import numpy as np
 import paddle
+import psutil
 import pytest
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 paddle.set_device("cpu")
 
@@ -14,3 +17,22 @@ paddle.set_device("cpu")
 @pytest.fixture(scope="session")
 def parity():
     return dict(np.load(os.path.join(FIXTURES, "parity.npz")))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind():
+    """The suite starts trainers, loader workers and kernels; none may outlive it (an orphaned
+    worker of a killed trainer is re-parented, so look for this project's processes by command)."""
+    started = time.time()
+    yield
+
+    def ours(process):
+        try:
+            return process.pid != os.getpid() and process.create_time() >= started - 1 and \
+                ROOT in " ".join(process.cmdline())
+        except psutil.Error:
+            return False
+
+    _, alive = psutil.wait_procs([p for p in psutil.process_iter() if ours(p)], timeout=15)
+    assert not alive, "processes outlived the tests: {}".format(
+        ["{} {}".format(p.pid, " ".join(p.cmdline())[:120]) for p in alive])

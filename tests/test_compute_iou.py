@@ -1,4 +1,4 @@
-"""compute_iou and utils.metrics against a plain per-class mask computation."""
+"""compute_iou and utils.evaluation.metrics against a plain per-class mask computation."""
 # PIL must come before paddle (imported by the dataset package).
 import PIL  # noqa: F401
 from PIL import Image
@@ -14,7 +14,7 @@ import pytest
 
 from compute_iou import compute_mIoU, main
 from dataset.classes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES, colorize
-from utils.metrics import confusion_matrix, format_iou_table, mean_iou, per_class_iou
+from utils.evaluation.metrics import confusion_matrix, format_iou_table, mean_iou, per_class_iou
 
 HEIGHT, WIDTH = 12, 20
 TRAIN = CLASS_NAMES.index("train")  # never in the ground truth, never predicted -> NaN
@@ -80,7 +80,7 @@ def copy_predictions(data, tmp_path):
     return pred_dir
 
 
-# --- utils.metrics -----------------------------------------------------------------------
+# --- utils.evaluation.metrics -----------------------------------------------------------------------
 
 def test_confusion_matrix_matches_masks():
     rng = np.random.default_rng(1)

@@ -24,7 +24,7 @@ import paddle.nn as nn
 import pytest
 
 import evaluate_cityscapes
-import utils.evaluation
+import utils.evaluation.cityscapes
 from compute_iou import compute_mIoU
 from dataset.classes import CLASS_NAMES, NUM_CLASSES, PALETTE
 from dataset.synthetic import make_synthetic
@@ -33,8 +33,8 @@ from model.deeplab_multi import DeeplabMulti
 from model.inference import SegmentationPredictor, fold_batchnorm, upsample_argmax
 from tests.fixtures.seeded_weights import seeded_input
 from tests.helpers import seeded_torch_state
-from tests.torch_format import save_legacy
-from utils.weights import WeightsError, load_weights
+from utils.files.torch_writer import save_legacy
+from utils.files.weights import WeightsError, load_weights
 
 # The network sees half the label resolution, as the reference (1024x512 in, 2048x1024 labels):
 # predictions must be upsampled to the ground truth's size.
@@ -281,8 +281,8 @@ def test_rerun_evaluates_only_the_new_snapshot(snapshot_dir, snapshot_run, citys
         evaluations.append(args)
         return real_evaluate(*args, **kwargs)
 
-    real_evaluate = utils.evaluation.evaluate
-    monkeypatch.setattr(utils.evaluation, "evaluate", counting_evaluate)
+    real_evaluate = utils.evaluation.cityscapes.evaluate
+    monkeypatch.setattr(utils.evaluation.cityscapes, "evaluate", counting_evaluate)
 
     stdout = run_evaluation("--restore-from", run_dir, "--data-dir", cityscapes, "--backend", "dygraph")
 

@@ -8,8 +8,9 @@ import paddle
 import pytest
 
 from model import FCDiscriminator
-from utils.atomic import atomic_write_text
-from utils.checkpoint import Checkpointer, evaluation_cache, snapshot_files
+from utils.files.atomic import atomic_write_text
+from utils.files.checkpoint import Checkpointer, PaddleOptimizerState
+from utils.files.snapshots import SnapshotDir, evaluation_cache
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,7 +32,7 @@ def test_failed_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path):
             f.write("half")
         raise KeyboardInterrupt
 
-    from utils.atomic import atomic_write
+    from utils.files.atomic import atomic_write
     with pytest.raises(KeyboardInterrupt):
         atomic_write(path, crash)
     assert os.listdir(str(tmp_path)) == ["latest"]
@@ -50,26 +51,29 @@ def small_run(seed):
     return net, optimizer
 
 
+def checkpointer_of(directory, net, optimizer, keep_last=None):
+    return Checkpointer(SnapshotDir(directory), {"model": net, "D1": net, "D2": net},
+                        {"model": PaddleOptimizerState(optimizer, net)}, keep_last=keep_last)
+
+
 def test_keep_last_removes_old_snapshots_with_their_evaluation_caches(tmp_path):
     net, optimizer = small_run(0)
-    checkpointer = Checkpointer(str(tmp_path), {"model": net, "D1": net, "D2": net},
-                                {"model": (optimizer, net)}, keep_last=1)
+    checkpointer = checkpointer_of(str(tmp_path), net, optimizer, keep_last=1)
     for iteration in (1, 2, 3):
         checkpointer.save(iteration)
-        with open(evaluation_cache(snapshot_files(str(tmp_path), iteration)["model"]), "w") as f:
+        with open(evaluation_cache(checkpointer.snapshots.files(iteration)["model"]), "w") as f:
             f.write("{}")
-    assert checkpointer.complete_iterations() == [3]
+    assert checkpointer.snapshots.complete() == [3]
     assert sorted(n for n in os.listdir(str(tmp_path)) if n.endswith(".eval.json")) == ["GTA5_3.eval.json"]
 
 
 def test_optimizer_state_reaches_parameters_of_other_auto_generated_names(tmp_path):
     net, optimizer = small_run(0)
-    Checkpointer(str(tmp_path), {"model": net, "D1": net, "D2": net}, {"model": (optimizer, net)}).save(1)
+    checkpointer_of(str(tmp_path), net, optimizer).save(1)
 
     other_net, other_optimizer = small_run(1)  # built later: different auto-generated parameter names
     assert [p.name for p in other_net.parameters()] != [p.name for p in net.parameters()]
-    Checkpointer(str(tmp_path), {"model": other_net, "D1": other_net, "D2": other_net},
-                 {"model": (other_optimizer, other_net)}).resume()
+    checkpointer_of(str(tmp_path), other_net, other_optimizer).resume()
 
     saved = {k.replace(p.name, n): v.numpy() for n, p in net.named_parameters()
              for k, v in optimizer.state_dict().items() if k.startswith(p.name + "_")}

@@ -4,6 +4,9 @@ The fixture was computed in float64 by tests/fixtures/make_parity_fixtures.py fr
 seeded weights; here the weights go through our PyTorch->Paddle renaming, so a wrong name,
 padding, dilation, pooling mode or classifier quirk shows up as a mismatch.
 """
+import collections
+import re
+
 import numpy as np
 import paddle
 import pytest
@@ -11,11 +14,13 @@ import pytest
 from tests.helpers import seeded_torch_state
 from model import build_model
 from model.deeplab_multi import DeeplabMulti
+from model.deeplab_vgg import DeeplabVGG
 from tests.fixtures.seeded_weights import seeded_input
-from utils.weights import check_against_model, torch_to_paddle
+from utils.files.weights import check_against_model, torch_to_paddle
 
 # float32 against a float64 reference, relative to the output's scale.
 RELATIVE_TOLERANCE = 1e-5
+NUM_CLASSES = 19
 
 
 def load_seeded(model, seed):
@@ -102,17 +107,45 @@ def test_batchnorm_is_frozen_in_training_mode(deeplab_multi, parity):
     assert bn.weight.stop_gradient and bn.bias.stop_gradient
 
 
-def test_learning_rate_groups_cover_every_trainable_parameter_once(deeplab_multi):
-    backbone, classifier = deeplab_multi.parameter_groups()
-    assert (backbone["learning_rate"], classifier["learning_rate"]) == (1.0, 10.0)
+def test_learning_rate_groups_cover_every_trainable_parameter(deeplab_multi):
+    (backbone, backbone_rate), (classifier, classifier_rate) = deeplab_multi.optim_parameters()
+    assert (backbone_rate, classifier_rate) == (1.0, 10.0)
     names = {id(p): n for n, p in deeplab_multi.named_parameters()}
-    backbone_names = {names[id(p)] for p in backbone["params"]}
-    classifier_names = {names[id(p)] for p in classifier["params"]}
+    backbone_names = {names[id(p)] for p in backbone}
+    classifier_names = {names[id(p)] for p in classifier}
     trainable = {n for n, p in deeplab_multi.named_parameters() if not p.stop_gradient}
     assert backbone_names | classifier_names == trainable
     assert not backbone_names & classifier_names
     assert classifier_names == {n for n in trainable if n.startswith(("layer5.", "layer6."))}
     assert not any(".bn" in n or "downsample.1" in n for n in trainable)
+
+
+def test_backbone_group_lists_parameters_as_the_reference_walk_does(deeplab_multi):
+    """SPEC: 314 entries for 104 parameters: conv1 once, the 99 bottleneck convs 3 times (layerN,
+    block, conv), the 4 shortcut convs 4 times (layerN, block, downsample, conv); classifiers once."""
+    (backbone, _), (classifier, _) = deeplab_multi.optim_parameters()
+    names = {id(p): n for n, p in deeplab_multi.named_parameters()}
+    counts = collections.Counter(names[id(p)] for p in backbone)
+    assert len(backbone) == 314 and len(counts) == 104
+    expected = {}
+    for name in counts:
+        if name == "conv1.weight":
+            expected[name] = 1
+        elif ".downsample.0." in name:
+            expected[name] = 4
+        else:
+            assert re.match(r"^layer[1-4]\.\d+\.conv[123]\.weight$", name), name
+            expected[name] = 3
+    assert counts == expected
+    assert sum(1 for m in expected.values() if m == 3) == 99 and sum(1 for m in expected.values() if m == 4) == 4
+    assert len(classifier) == len(set(map(id, classifier))) == 16
+
+
+def test_vgg_group_lists_every_parameter_once():
+    vgg = DeeplabVGG(num_classes=NUM_CLASSES)
+    ((params, rate),) = vgg.optim_parameters()
+    trainable = [p for p in vgg.parameters() if not p.stop_gradient]
+    assert rate == 1.0 and len(params) == len(set(map(id, params))) == len(trainable) == 38
 
 
 def test_fresh_model_initialisation_follows_reference():

@@ -131,9 +131,10 @@ def test_kernel_runs_this_interpreter():
 
 
 def test_01_extracts_the_archives_and_converts_both_weight_files(demo):
+    import paddle
+
     from model import build_model
-    from tests.helpers import seeded_torch_state
-    from utils.weights import read_weights
+    from utils.files.weights import read_weights
 
     output = text_output(demo.notebook(NOTEBOOKS[0]))
     data = os.path.join(demo.work_dir, "data")
@@ -148,8 +149,9 @@ def test_01_extracts_the_archives_and_converts_both_weight_files(demo):
     assert "10_images.zip: 2 extracted" in output
 
     weights = os.path.join(demo.work_dir, "weights")
+    paddle.seed(aistudio.DEMO_WEIGHTS_SEED)
     model = build_model("DeeplabMulti")
-    stand_in = seeded_torch_state(model, aistudio.DEMO_WEIGHTS_SEED)
+    stand_in = {name: value.numpy() for name, value in model.state_dict().items()}
     released = read_weights(os.path.join(weights, "GTA2Cityscapes_multi-ed35151c.pdparams"), model)
     assert released.kind == "paddle" and len(released.params) == len(model.state_dict())
     np.testing.assert_array_equal(released.params["layer6.conv2d_list.0.weight"],
@@ -168,7 +170,8 @@ def test_02_trains_stops_and_continues_from_the_latest_snapshot(demo):
         for suffix in (".pdparams", "_D1.pdparams", "_D2.pdparams", "_state.pdopt"):
             assert os.path.isfile(os.path.join(snapshots, "GTA5_{}{}".format(iteration, suffix)))
     assert "--continue-train" in output
-    assert "resumed from {} at iteration {}".format(snapshots, DEMO_FIRST_STOP) in output
+    assert "resumed from GTA5_{0} at iteration {0}".format(DEMO_FIRST_STOP) in output
+    assert os.path.isfile(os.path.join(snapshots, "GTA5_best.pdparams"))  # VALIDATE is on in DEMO mode
     with open(os.path.join(snapshots, "metrics.jsonl")) as f:
         assert [json.loads(line)["step"] for line in f] == list(range(1, DEMO_NUM_STEPS_STOP + 1))
     assert os.path.getsize(os.path.join(snapshots, "losses.png")) > 0
@@ -178,6 +181,8 @@ def test_02_trains_stops_and_continues_from_the_latest_snapshot(demo):
 def test_03_scores_every_snapshot_and_draws_pictures(demo):
     notebook = demo.notebook(NOTEBOOKS[2])
     snapshots = os.path.join(demo.work_dir, "snapshots", "GTA2Cityscapes_multi")
+    # Notebook 2 validated every snapshot with the same settings: nothing is evaluated again.
+    assert text_output(notebook).count("(cached in") == DEMO_NUM_STEPS_STOP // DEMO_SAVE_EVERY
     results = os.path.join(demo.work_dir, "results")
     with open(os.path.join(snapshots, "snapshots_mIoU.json")) as f:
         table = json.load(f)

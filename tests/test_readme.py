@@ -16,7 +16,7 @@ import pytest
 from dataset.synthetic import make_synthetic
 from model import DeeplabMulti, FCDiscriminator
 from tests.helpers import seeded_torch_state
-from tests.torch_format import save_legacy
+from utils.files.torch_writer import save_legacy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_TRAINING = ["--input-size", "48,32", "--input-size-target", "48,32", "--num-steps", "100",

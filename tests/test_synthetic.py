@@ -34,10 +34,10 @@ def test_layout(out_dir):
     train = [path for path in files if path.startswith("Cityscapes/leftImg8bit/train/")]
     val = [path for path in files if path.startswith("Cityscapes/leftImg8bit/val/")]
     labels = [path for path in files if path.startswith("Cityscapes/gtFine/")]
-    assert len(train) == 10 and len(val) == 6 and len(files) == 40 + 10 + 6 + 6
+    assert len(train) == 10 and len(val) == 6 and len(files) == 40 + 2 * (10 + 6)
     assert "Cityscapes/leftImg8bit/val/frankfurt/frankfurt_000000_000019_leftImg8bit.png" in val
     assert sorted(path.replace("leftImg8bit/", "gtFine/").replace("_leftImg8bit.png", "_gtFine_labelIds.png")
-                  for path in val) == labels
+                  for path in train + val) == labels
     assert {path.split("/")[3] for path in train}.isdisjoint({path.split("/")[3] for path in val})  # cities
 
 
@@ -107,10 +107,12 @@ def test_same_class_looks_alike_within_a_domain(out_dir):
 
 def test_cli(tmp_path, capsys):
     main([str(tmp_path / "cli"), "--num-source", "2", "--num-target-train", "1", "--num-target-val", "1",
-          "--source-size", "32,18", "--target-size", "32,16", "--seed", "1"])
-    assert "GTA5 root:" in capsys.readouterr().out
+          "--num-synthia", "3", "--source-size", "32,18", "--target-size", "32,16", "--seed", "1"])
+    printed = capsys.readouterr().out
+    assert "GTA5 root:" in printed and "SYNTHIA root:" in printed
     files, _ = tree(str(tmp_path / "cli"))
-    assert len(files) == 4 + 1 + 2
+    assert len(files) == 4 + 2 * 2 + 2 * 3
+    assert "SYNTHIA/GT/LABELS/0000002.png" in files and "SYNTHIA/RGB/0000000.png" in files
     with pytest.raises(SystemExit):
         main([str(tmp_path / "bad"), "--source-size", "8,8"])
     assert "--source-size must be at least 16,16" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Tests for utils.torch_pickle: reading torch.save checkpoints with numpy only.
+"""Tests for utils.files.torch_pickle: reading torch.save checkpoints with numpy only.
 
 The fixtures in tests/fixtures/torch_files/ were written by real PyTorch
 (see tests/fixtures/make_torch_files.py); everything else is fabricated here
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.torch_format import RawTensor, save_legacy, save_zip
-from utils.torch_pickle import ALLOWED_GLOBALS, TorchFileError, UnsafePickleError, load_torch_file
+from utils.files.torch_writer import RawTensor, save_legacy, save_zip
+from utils.files.torch_pickle import ALLOWED_GLOBALS, TorchFileError, UnsafePickleError, load_torch_file
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "torch_files"
 FORMATS = ("zip", "legacy")

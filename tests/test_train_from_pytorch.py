@@ -1,4 +1,5 @@
 """Finishing a PyTorch AdaptSegNet run: three .pth snapshots and --start-iter N, no --continue-train."""
+import contextlib
 import json
 import os
 
@@ -10,9 +11,9 @@ import train_gta2cityscapes_multi as train
 from dataset.synthetic import make_synthetic
 from model import DeeplabMulti, FCDiscriminator
 from tests.helpers import seeded_torch_state
-from tests.torch_format import save_legacy
-from utils.train_options import get_arguments
-from utils.weights import WeightsError, load_weights
+from utils.files.torch_writer import save_legacy
+from utils.files.weights import WeightsError, load_weights
+from utils.training.session import TrainingSession
 
 START = 40
 
@@ -51,17 +52,27 @@ def expected_params(net, seed):
     return renamed
 
 
-def test_run_starts_from_all_three_files_at_iteration_n(data, pytorch_run, tmp_path):
-    run = train.prepare(get_arguments(run_args(data, tmp_path, pytorch_run)))
-    assert run.start_iter == START
-    for net, seed in zip(run.nets, (1, 2, 3)):
-        expected = expected_params(net, seed)
-        for key, value in net.state_dict().items():
-            np.testing.assert_array_equal(value.numpy(), expected[key], err_msg=key)
-    # Optimizers start fresh: no momentum or Adam moments yet.
-    assert all(not opt.state_dict() for opt in run.optimizers)
-    assert any("PyTorch state dict" in line for line in run.messages)
-    assert any("fresh optimizers" in line for line in run.messages)
+@contextlib.contextmanager
+def started(argv):
+    """The run as it stands before its first iteration."""
+    args = train.get_arguments(argv)
+    with TrainingSession(args) as session:
+        method = train.AdaptSegNet(args)
+        session.start(method)
+        yield session, method
+
+
+def test_run_starts_from_all_three_files_at_iteration_n(data, pytorch_run, tmp_path, capsys):
+    with started(run_args(data, tmp_path, pytorch_run)) as (session, method):
+        assert session.start_iter == START
+        for net, seed in zip(method.networks, (1, 2, 3)):
+            expected = expected_params(net, seed)
+            for key, value in net.state_dict().items():
+                np.testing.assert_array_equal(value.numpy(), expected[key], err_msg=key)
+        # Optimizers start fresh: no momentum or Adam moments yet.
+        assert all(not state.state_dict() for state in method.state.values())
+    printed = capsys.readouterr().out
+    assert "PyTorch state dict" in printed and "fresh optimizers" in printed
 
 
 def test_first_iteration_uses_the_learning_rates_of_iteration_n_and_snapshots_count_on(data, pytorch_run, tmp_path):
@@ -93,11 +104,6 @@ def test_wrong_shape_segmentation_file_fails_naming_key_and_shapes(data, tmp_pat
         train.main(args)
 
 
-def test_continue_train_refuses_restore_flags(data, pytorch_run, tmp_path):
-    with pytest.raises(SystemExit):
-        get_arguments(run_args(data, tmp_path, pytorch_run) + ["--continue-train"])
-
-
 def test_paddle_files_work_the_same_way(data, pytorch_run, tmp_path):
     converted = {}
     for name, path in pytorch_run.items():
@@ -105,7 +111,8 @@ def test_paddle_files_work_the_same_way(data, pytorch_run, tmp_path):
         load_weights(net, path)
         converted[name] = str(tmp_path / "GTA5_{}{}.pdparams".format(START, name))
         paddle.save(net.state_dict(), converted[name])
-    run = train.prepare(get_arguments(run_args(data, tmp_path / "run", converted)))
-    expected = expected_params(run.nets[2], 3)
-    for key, value in run.nets[2].state_dict().items():
-        np.testing.assert_array_equal(value.numpy(), expected[key], err_msg=key)
+    with started(run_args(data, tmp_path / "run", converted)) as (_, method):
+        D2 = method.nets["D2"]
+        expected = expected_params(D2, 3)
+        for key, value in D2.state_dict().items():
+            np.testing.assert_array_equal(value.numpy(), expected[key], err_msg=key)

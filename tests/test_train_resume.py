@@ -17,8 +17,9 @@ import pytest
 
 import train_gta2cityscapes_multi as train
 from dataset.synthetic import make_synthetic
-from utils.checkpoint import CheckpointError
-from utils.weights import WeightsError
+from utils.files.checkpoint import CheckpointError
+from utils.files.snapshots import SnapshotDir
+from utils.files.weights import WeightsError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOP = 4
@@ -49,8 +50,8 @@ def assert_same_snapshot(dir_a, dir_b, iteration):
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg="GTA5_{}{} {}".format(iteration, suffix, key))
-    state_a = load(os.path.join(dir_a, "GTA5_{}_state.pdopt".format(iteration)))["optimizers"]
-    state_b = load(os.path.join(dir_b, "GTA5_{}_state.pdopt".format(iteration)))["optimizers"]
+    state_a = load(os.path.join(dir_a, "GTA5_{}_state.pdopt".format(iteration)))["state"]
+    state_b = load(os.path.join(dir_b, "GTA5_{}_state.pdopt".format(iteration)))["state"]
     for name in ("model", "D1", "D2"):
         assert state_a[name].keys() == state_b[name].keys() and state_a[name]
         for key in state_a[name]:
@@ -83,8 +84,7 @@ def test_resumed_run_equals_uninterrupted_run(data, straight_run, tmp_path):
 def test_stop_after_minutes_writes_a_snapshot_and_the_run_continues_exactly(data, straight_run, tmp_path, capsys):
     train.main(run_args(data, tmp_path, STOP, "--stop-after-minutes", "0.0001"))
     assert "stopped after 0.0001 minutes at iteration 1" in capsys.readouterr().out
-    with open(os.path.join(str(tmp_path), "latest")) as f:
-        assert f.read().strip() == "1"
+    assert SnapshotDir(str(tmp_path)).latest() == 1
     train.main(run_args(data, tmp_path, STOP, "--continue-train"))
     assert_same_snapshot(straight_run, str(tmp_path), STOP)
 
@@ -189,8 +189,7 @@ def test_keep_last_prunes_old_snapshots_but_keeps_the_newest(data, tmp_path):
     train.main(run_args(data, tmp_path, 3, "--keep-last", "1", "--save-pred-every", "1"))
     names = sorted(n for n in os.listdir(str(tmp_path)) if n.startswith("GTA5_"))
     assert names == ["GTA5_3.pdparams", "GTA5_3_D1.pdparams", "GTA5_3_D2.pdparams", "GTA5_3_state.pdopt"]
-    with open(os.path.join(str(tmp_path), "latest")) as f:
-        assert f.read().strip() == "3"
+    assert SnapshotDir(str(tmp_path)).latest() == 3
 
 
 # Fail fast: every one of these stops before iteration 1 with a message naming what is wrong.
@@ -226,9 +225,29 @@ def test_existing_run_needs_continue_train(data, straight_run):
         train.main(run_args(data, straight_run, STOP))
 
 
-def test_continue_without_snapshots_says_what_exists(data, tmp_path):
-    with pytest.raises(CheckpointError, match="no snapshot files in"):
-        train.main(run_args(data, tmp_path, 1, "--continue-train"))
+def test_the_same_command_starts_the_run_then_resumes_it(data, straight_run, tmp_path, capsys):
+    """A notebook's one training cell, run in two sessions: the first starts (nothing to resume),
+    the second resumes; together they are the uninterrupted run."""
+    train.main(run_args(data, tmp_path, STOP // 2, "--continue-train"))
+    assert "no snapshot in {} yet: starting the run".format(tmp_path) in capsys.readouterr().out
+    train.main(run_args(data, tmp_path, STOP, "--continue-train"))
+    assert "resumed from GTA5_2 at iteration 2" in capsys.readouterr().out
+    assert_same_snapshot(straight_run, str(tmp_path), STOP)
+    assert logged_losses(str(tmp_path)) == logged_losses(straight_run)
+
+
+def test_resuming_ignores_the_initial_weights_and_says_so(data, straight_run, tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(straight_run, run_dir)
+    train.main(run_args(data, run_dir, STOP + 1, "--continue-train", "--restore-from", "does_not_exist.pth"))
+    assert "--restore-from not used: the run continues from its snapshot" in capsys.readouterr().out
+
+
+def test_continue_without_snapshots_or_weights_says_what_to_give(data, tmp_path):
+    args = [a for a in run_args(data, tmp_path, 1, "--continue-train") if a != "--from-scratch"]
+    with pytest.raises(CheckpointError, match="has no snapshot yet, and nothing to start a new run from: give "
+                                              "--restore-from"):
+        train.main(args)
 
 
 def test_start_iter_that_does_not_exist_lists_the_snapshots(data, straight_run):
@@ -262,8 +281,8 @@ def test_unwritable_checkpoint_dir_is_refused(data, tmp_path):
 
 def test_too_little_disk_for_two_snapshots_is_refused(data, tmp_path, monkeypatch):
     import collections
-    import utils.checkpoint
+    import utils.files.checkpoint
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(utils.checkpoint.shutil, "disk_usage", lambda path: usage(10 ** 9, 10 ** 9, 10 ** 6))
+    monkeypatch.setattr(utils.files.checkpoint.shutil, "disk_usage", lambda path: usage(10 ** 9, 10 ** 9, 10 ** 6))
     with pytest.raises(CheckpointError, match="1 MB free; 2 snapshots need about"):
         train.main(run_args(data, tmp_path, 1))

@@ -12,8 +12,11 @@ import paddle.nn.functional as F
 import pytest
 
 from model import FCDiscriminator
-from train_gta2cityscapes_multi import TrainingDiverged, lr_poly, train_iteration
+from model.common import parameters_per_enclosing_layer
+from train_gta2cityscapes_multi import train_iteration
 from utils.loss import adv_loss, seg_loss
+from utils.training.optimizer import build_sgd, lr_poly
+from utils.training.session import TrainingDiverged
 
 NUM_CLASSES = 4
 SOURCE_SIZE = (40, 32)  # (width, height)
@@ -21,11 +24,12 @@ TARGET_SIZE = (32, 32)
 
 
 class TinyMultiNet(nn.Layer):
-    """Stands in for DeeplabMulti: two heads at 1/4 resolution, a backbone group and a 10x group."""
+    """Stands in for DeeplabMulti: two heads at 1/4 resolution, a backbone group whose walk lists
+    its parameters twice (the Sequential and the conv) and a 10x group."""
 
     def __init__(self):
         super().__init__()
-        self.backbone = nn.Conv2D(3, 8, 3, stride=4, padding=1)
+        self.backbone = nn.Sequential(nn.Conv2D(3, 8, 3, stride=4, padding=1))
         self.layer5 = nn.Conv2D(8, NUM_CLASSES, 1)
         self.layer6 = nn.Conv2D(8, NUM_CLASSES, 3, padding=1)
 
@@ -33,16 +37,16 @@ class TinyMultiNet(nn.Layer):
         features = F.relu(self.backbone(x))
         return self.layer5(features), self.layer6(features)
 
-    def parameter_groups(self):
-        return [{"params": list(self.backbone.parameters()), "learning_rate": 1.0},
-                {"params": list(self.layer5.parameters()) + list(self.layer6.parameters()), "learning_rate": 10.0}]
+    def optim_parameters(self):
+        return [(parameters_per_enclosing_layer([self.backbone]), 1.0),
+                (list(self.layer5.parameters()) + list(self.layer6.parameters()), 10.0)]
 
 
-def make_args(gan, iter_size=1):
+def make_args(gan, iter_size=1, sgd_groups="paper"):
     return argparse.Namespace(input_size=SOURCE_SIZE, input_size_target=TARGET_SIZE, ignore_label=255,
                               lambda_seg=0.1, lambda_adv_target1=0.3, lambda_adv_target2=0.7, gan=gan,
                               learning_rate=0.05, learning_rate_D=0.01, num_steps=10, power=0.9,
-                              iter_size=iter_size, momentum=0.9, weight_decay=0.01)
+                              iter_size=iter_size, momentum=0.9, weight_decay=0.01, sgd_groups=sgd_groups)
 
 
 def make_batches(seed, iter_size):
@@ -62,8 +66,7 @@ def build(seed, args):
     paddle.seed(seed)
     nets = (TinyMultiNet(), FCDiscriminator(NUM_CLASSES, ndf=4), FCDiscriminator(NUM_CLASSES, ndf=4))
     optimizers = (
-        paddle.optimizer.Momentum(learning_rate=args.learning_rate, momentum=args.momentum,
-                                  parameters=nets[0].parameter_groups(), weight_decay=args.weight_decay),
+        build_sgd(nets[0], args),
         paddle.optimizer.Adam(learning_rate=args.learning_rate_D, beta1=0.9, beta2=0.99, parameters=nets[1].parameters()),
         paddle.optimizer.Adam(learning_rate=args.learning_rate_D, beta1=0.9, beta2=0.99, parameters=nets[2].parameters()),
     )
@@ -100,10 +103,16 @@ def reference_gradients(nets, batches, args):
     return grads
 
 
-def sgd_momentum_first_step(w, g, lr, weight_decay):
-    """PyTorch SGD(momentum) first step: the velocity starts as the (decayed) gradient."""
-    velocity = g + weight_decay * w
-    return w - lr * velocity
+def sgd_momentum_first_step(w, g, lr, weight_decay, momentum, entries=1):
+    """PyTorch 0.4 SGD(momentum) on a fresh buffer, for a parameter listed ``entries`` times:
+    per entry, g += wd * w (in place), buf = momentum * buf + g (buf starts at 0), w -= lr * buf."""
+    buf = np.zeros_like(w)
+    g = g.copy()
+    for _ in range(entries):
+        g += weight_decay * w
+        buf = momentum * buf + g
+        w = w - lr * buf
+    return w
 
 
 def adam_first_step(w, g, lr, beta1=0.9, beta2=0.99, eps=1e-8):
@@ -113,9 +122,11 @@ def adam_first_step(w, g, lr, beta1=0.9, beta2=0.99, eps=1e-8):
     return w - lr * m_hat / (np.sqrt(v_hat) + eps)
 
 
-@pytest.mark.parametrize("gan,iter_size", [("Vanilla", 1), ("LS", 1), ("Vanilla", 2)])
-def test_one_iteration_matches_independent_recomputation(gan, iter_size):
-    args = make_args(gan, iter_size)
+@pytest.mark.parametrize("gan,iter_size,sgd_groups", [("Vanilla", 1, "paper"), ("LS", 1, "paper"),
+                                                      ("Vanilla", 2, "paper"), ("Vanilla", 1, "original"),
+                                                      ("LS", 2, "original")])
+def test_one_iteration_matches_independent_recomputation(gan, iter_size, sgd_groups):
+    args = make_args(gan, iter_size, sgd_groups)
     iteration = 3
     batches = make_batches(0, iter_size)
 
@@ -124,21 +135,29 @@ def test_one_iteration_matches_independent_recomputation(gan, iter_size):
     expected_grads = reference_gradients(nets, batches, args)
     for net in nets:
         net.clear_gradients()
-    losses, lr, lr_D = train_iteration(nets, optimizers, batches, iteration, args)
+    losses, rates = train_iteration(nets, optimizers, batches, iteration, args)
+    lr, lr_D = rates["G"], rates["D"]
 
     assert lr == pytest.approx(0.05 * (1 - 3 / 10) ** 0.9)
     assert lr_D == pytest.approx(0.01 * (1 - 3 / 10) ** 0.9)
     model, D1, D2 = nets
+    worst = 0.0
     for name, w in before[0].items():
-        multiplier = 10.0 if name.startswith(("layer5", "layer6")) else 1.0
-        expected = sgd_momentum_first_step(w, expected_grads[0][name], lr * multiplier, args.weight_decay)
+        classifier = name.startswith(("layer5", "layer6"))
+        entries = 2 if sgd_groups == "original" and not classifier else 1  # the Sequential and the conv
+        expected = sgd_momentum_first_step(w, expected_grads[0][name], lr * (10.0 if classifier else 1.0),
+                                           args.weight_decay, args.momentum, entries)
         np.testing.assert_allclose(weights(model)[name], expected, rtol=1e-5, atol=1e-6, err_msg=name)
+        worst = max(worst, np.abs(weights(model)[name] - expected).max() / np.abs(expected).max())
+    print("G after one iteration ({}, {}, iter-size {}): largest relative difference {:.2e}".format(
+        sgd_groups, gan, iter_size, worst))
     for index, D in ((1, D1), (2, D2)):
         for name, w in before[index].items():
             expected = adam_first_step(w, expected_grads[index][name], lr_D)
             np.testing.assert_allclose(weights(D)[name], expected, rtol=1e-5, atol=1e-6, err_msg=name)
     # The classifier group really moved 10x as far as a plain step would have.
-    plain = sgd_momentum_first_step(before[0]["layer6.weight"], expected_grads[0]["layer6.weight"], lr, args.weight_decay)
+    plain = sgd_momentum_first_step(before[0]["layer6.weight"], expected_grads[0]["layer6.weight"], lr,
+                                    args.weight_decay, args.momentum)
     assert not np.allclose(weights(model)["layer6.weight"], plain)
     assert set(losses) == {"seg1", "seg2", "adv_target1", "adv_target2", "D1", "D2"}
     assert all(np.isfinite(v) for v in losses.values())
@@ -159,7 +178,7 @@ def test_logged_losses_are_the_terms_of_the_objective():
         d2_source = D2(F.softmax(s2, axis=1)).numpy()
         d2_target = D2(F.softmax(t2, axis=1)).numpy()
         expected["D2"] = 0.5 * float(np.mean(d2_source ** 2)) + 0.5 * float(np.mean((d2_target - 1) ** 2))
-    losses, _, _ = train_iteration(nets, optimizers, batches, 0, args)
+    losses, _ = train_iteration(nets, optimizers, batches, 0, args)
     for name, value in expected.items():
         assert losses[name] == pytest.approx(value, rel=1e-5), name
 

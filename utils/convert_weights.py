@@ -11,8 +11,8 @@ import sys
 
 from model import build_model
 from model.deeplab_multi import ResNetMulti
-from utils.checkpoint import atomic_save
-from utils.weights import CLASSIFIER_PREFIXES, WeightsError, read_weights
+from utils.files.checkpoint import atomic_save
+from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, read_weights
 
 
 def convert(src, dst, model_name="DeeplabMulti", num_classes=19):
@@ -35,7 +35,7 @@ def main(argv=None):
     parser.add_argument("src", help="PyTorch weights (.pth)")
     parser.add_argument("dst", help="where to write the Paddle weights (.pdparams)")
     parser.add_argument("--model", default="DeeplabMulti",
-                        choices=["DeeplabMulti", "DeepLab", "DeeplabVGG", "FCDiscriminator"])
+                        choices=["DeeplabMulti", "DeepLab", "DeeplabVGG", "FCDiscriminator", "CWDiscriminator"])
     parser.add_argument("--num-classes", type=int, default=19)
     args = parser.parse_args(argv)
     if not args.dst.endswith(".pdparams"):

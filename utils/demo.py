@@ -3,16 +3,19 @@
     python -m utils.demo [--out demo_output]
 
 Generates GTA5- and Cityscapes-format data, trains a few iterations at a small size, stops,
-continues from the latest snapshot, evaluates the result, and says where everything is. It runs
-the same command lines as a real run, only with smaller sizes; each is printed before it runs.
+continues from the latest snapshot with the same command, evaluates the result, and says where
+everything is. It runs the same command lines as a real run, only with smaller sizes; each is
+printed before it runs. Run again, it replaces its own earlier output.
 """
 import argparse
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MARKER = ".adaptsegnet_demo"  # marks a folder this demo wrote, which a later demo may replace
 
 
 def run(command):
@@ -27,18 +30,23 @@ def main(argv=None):
     args = parser.parse_args(argv)
     out = os.path.abspath(args.out)
     data, snapshots, predictions = (os.path.join(out, name) for name in ("data", "snapshots", "predictions"))
-    if os.path.exists(snapshots):
-        sys.exit("{} holds a previous demo; remove it or pass another --out".format(out))
+    if os.path.isdir(out) and os.listdir(out):
+        if not os.path.exists(os.path.join(out, MARKER)):
+            sys.exit("{} exists and was not written by the demo; pass another --out".format(out))
+        print("replacing the previous demo in {}".format(out))
+        shutil.rmtree(out)
+    os.makedirs(out)
+    open(os.path.join(out, MARKER), "w").close()
     train = ["python", "train_gta2cityscapes_multi.py", "--data-dir", os.path.join(data, "GTA5"),
              "--data-dir-target", os.path.join(data, "Cityscapes"), "--input-size", "96,56",
              "--input-size-target", "96,48", "--random-mirror", "--num-workers", "2", "--num-steps", "100",
              "--save-pred-every", "2", "--log-every", "1", "--picture-every", "2", "--snapshot-dir", snapshots,
-             "--from-scratch"]
+             "--from-scratch", "--continue-train"]
     half = max(1, args.iterations // 2)
     run(["python", "-m", "dataset.synthetic", data])
     run(train + ["--num-steps-stop", str(half)])
-    print("\n(stopped at iteration {}: as if the notebook session had died)".format(half))
-    run(train + ["--num-steps-stop", str(args.iterations), "--continue-train", "--start-iter", "latest"])
+    print("\n(stopped at iteration {}: as if the notebook session had died; the same command continues)".format(half))
+    run(train + ["--num-steps-stop", str(args.iterations)])
     run(["python", "evaluate_cityscapes.py", "--restore-from",
          os.path.join(snapshots, "GTA5_{}.pdparams".format(args.iterations)),
          "--data-dir", os.path.join(data, "Cityscapes"), "--input-size", "96,48", "--save", predictions])

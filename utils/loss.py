@@ -1,4 +1,8 @@
-"""The losses of AdaptSegNet: segmentation cross-entropy and the two adversarial losses."""
+"""The losses of AdaptSegNet (segmentation cross-entropy and the adversarial losses) and of its
+weak-label follow-up (image-level, category-wise adversarial and point losses)."""
+import math
+
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 
@@ -30,3 +34,84 @@ def adv_loss(d_out, label, gan="Vanilla"):
     if gan == "LS":
         return F.mse_loss(d_out, target)
     raise ValueError("unknown --gan {!r}: choose one of {}".format(gan, ", ".join(GAN_KINDS)))
+
+
+# -- the weak-label method (Paul et al., ECCV 2020) ----------------------------------------------
+
+PROBABILITY_EPS = 1e-7
+
+
+def image_level_prediction(logits):
+    """(B, C) probability that each class is in the image, from (B, C, h, w) logits: the sigmoid
+    of a smooth maximum over positions, log(mean(exp(logits))), clamped away from 0 and 1."""
+    batch, classes = logits.shape[:2]
+    flat = logits.reshape([batch, classes, -1])
+    smooth_max = paddle.logsumexp(flat, axis=2) - math.log(flat.shape[2])
+    return paddle.clip(F.sigmoid(smooth_max), PROBABILITY_EPS, 1 - PROBABILITY_EPS)
+
+
+def pseudo_weak_labels(logits, threshold):
+    """(B, C) 1/0: the classes the network itself says are present (unsupervised adaptation)."""
+    return (image_level_prediction(logits.detach()) > threshold).astype("float32")
+
+
+def weak_loss(logits, weak_labels):
+    """Binary cross-entropy between the image-level prediction and the weak labels, averaged over
+    images and classes."""
+    p = image_level_prediction(logits)
+    return -paddle.mean(weak_labels * paddle.log(p) + (1 - weak_labels) * paddle.log(1 - p))
+
+
+def domain_loss(d_out, domain, ls_gan=False):
+    """A discriminator's loss against a domain (SOURCE_LABEL or TARGET_LABEL), as the weak-label
+    reference computes it: BCE with logits; or, with --ls-gan, half the squared distance of the
+    clamped sigmoid to 1 for the source and 0 for the target (not AdaptSegNet's LS-GAN)."""
+    if not ls_gan:
+        return F.binary_cross_entropy_with_logits(d_out, paddle.full_like(d_out, domain))
+    p = paddle.clip(F.sigmoid(d_out), PROBABILITY_EPS, 1 - PROBABILITY_EPS)
+    return 0.5 * paddle.mean((p - (1.0 - domain)) ** 2)
+
+
+def category_adversarial_loss(cw_out, present, domain, ls_gan=False):
+    """The category-wise discriminator's loss: per image, over the classes present in it only;
+    averaged over those classes, then over the images that have at least one. A batch where no
+    image has a class present gives 0 (with zero gradients), not NaN.
+
+    ``cw_out``: (B, C) logits; ``present``: (B, C) 1/0.
+    """
+    if ls_gan:
+        p = paddle.clip(F.sigmoid(cw_out), PROBABILITY_EPS, 1 - PROBABILITY_EPS)
+        per_class = 0.5 * (p - (1.0 - domain)) ** 2
+    else:
+        per_class = F.binary_cross_entropy_with_logits(cw_out, paddle.full_like(cw_out, domain), reduction="none")
+    classes = present.sum(axis=1)
+    per_image = (per_class * present).sum(axis=1) / paddle.clip(classes, min=1.0)
+    images = (classes > 0).astype(per_image.dtype)
+    return (per_image * images).sum() / paddle.clip(images.sum(), min=1.0)
+
+
+def point_loss(logits, points, weak_labels, images=1):
+    """Cross-entropy at the clicked points: -log softmax(logits)[c] at image b's point of class c,
+    for the points whose class is in b's weak labels, averaged; 0 without any.
+
+    ``logits``: (B, C, H, W) at the points' resolution; ``points``: (B, C, 2) int (row, column),
+    -1 for no point; ``images``: how many images of the batch count (the reference: the first).
+    """
+    points = points.numpy() if hasattr(points, "numpy") else np.asarray(points)
+    present = weak_labels.numpy() if hasattr(weak_labels, "numpy") else np.asarray(weak_labels)
+    picked = [(b, c, int(points[b, c, 0]), int(points[b, c, 1])) for b in range(min(images, len(points)))
+              for c in range(points.shape[1]) if points[b, c, 0] >= 0 and present[b, c] > 0]
+    if not picked:
+        return logits.sum() * 0.0
+    scores = paddle.stack([logits[b, :, row, column] for b, _, row, column in picked])
+    classes = paddle.to_tensor(np.array([c for _, c, _, _ in picked], dtype=np.int64))
+    return F.cross_entropy(scores, classes)
+
+
+def dropout(x, rate, seed):
+    """Dropout (training mode) whose mask is a function of ``seed`` (a sequence of integers), so a
+    resumed run draws the masks an uninterrupted one did; ``rate`` 0 returns ``x``."""
+    if rate <= 0:
+        return x
+    keep = np.random.default_rng(seed).random(x.shape) >= rate
+    return x * paddle.to_tensor(keep.astype(np.float32) / (1.0 - rate))

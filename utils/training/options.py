@@ -1,21 +1,27 @@
-"""Command line of train_gta2cityscapes_multi.py: the original's flags and the documented schedule."""
+"""Command lines of the training scripts: the flags both share, with the documented schedule.
+
+Each script adds its own method's flags (loss weights, its discriminators' files) and defaults.
+"""
 import argparse
 
 from dataset.classes import IGNORE_LABEL, NUM_CLASSES
+from dataset.sources import SOURCES
 from utils.cli import size_argument
-from utils.loss import GAN_KINDS
 from utils.runtime import add_device_args
+from utils.training.optimizer import SGD_GROUPS
 
-# The documented schedule of the paper's code; batch size 2 where the original used 1.
+# AdaptSegNet's documented schedule; batch size 2 where the original used 1.
 DEFAULTS = dict(
-    model="DeepLab", batch_size=2, iter_size=1, num_workers=4,
-    data_dir="./data/GTA5", data_list=None, input_size="1280,720",
+    model="DeepLab", batch_size=2, iter_size=1, num_workers=4, data_list=None,
     data_dir_target="./data/Cityscapes", data_list_target=None, input_size_target="1024,512",
     set="train", learning_rate=2.5e-4, learning_rate_D=1e-4, momentum=0.9, weight_decay=5e-4,
-    power=0.9, num_steps=250000, num_steps_stop=150000, lambda_seg=0.1, lambda_adv_target1=2e-4,
-    lambda_adv_target2=1e-3, gan="Vanilla", num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL,
+    power=0.9, num_steps=250000, num_steps_stop=150000, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL,
     random_seed=1234, save_pred_every=5000, snapshot_dir="./snapshots/", restore_from=None,
 )
+# Flags a continued run must share with its snapshot for the continuation to be exact.
+RESUME_INVARIANTS = ("source", "batch_size", "iter_size", "random_seed", "random_mirror", "num_steps", "power",
+                     "learning_rate", "learning_rate_D", "momentum", "weight_decay", "sgd_groups", "input_size",
+                     "input_size_target", "set")
 
 
 def _start_iter(text):
@@ -27,61 +33,77 @@ def _start_iter(text):
         raise argparse.ArgumentTypeError("expected 'latest' or an iteration number, got {!r}".format(text))
 
 
-def training_parser():
-    d = DEFAULTS
-    p = argparse.ArgumentParser(description="AdaptSegNet multi-level training, GTA5 -> Cityscapes.")
+def _seconds(text):
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("expected a positive number of seconds, got {!r}".format(text))
+    return value
+
+
+def training_parser(description, defaults):
+    """The flags every training script takes; ``defaults`` overrides DEFAULTS."""
+    d = dict(DEFAULTS, **defaults)
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--model", default=d["model"], choices=["DeepLab", "DeeplabMulti"],
                    help="segmentation network (the multi-level DeepLab-v2 ResNet-101)")
-    p.add_argument("--target", default="cityscapes", choices=["cityscapes"])
+    p.add_argument("--source", default="gta5", choices=sorted(SOURCES),
+                   help="the labelled source domain; sets the default --input-size and the snapshots' names")
+    p.add_argument("--target", default="cityscapes", choices=["cityscapes"], help="the unlabelled target domain")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per domain per iteration")
     p.add_argument("--iter-size", type=int, default=d["iter_size"], help="gradient accumulation steps")
     p.add_argument("--num-workers", type=int, default=d["num_workers"], help="data loading processes per domain")
-    p.add_argument("--data-dir", default=d["data_dir"], help="GTA5 root (images/, labels/)")
-    p.add_argument("--data-list", default=d["data_list"], help="GTA5 list file; default: every image")
+    p.add_argument("--data-dir", default=None,
+                   help="source root (GTA5: images/ and labels/; SYNTHIA: RGB/ and GT/LABELS/); default ./data/GTA5 "
+                        "or ./data/SYNTHIA")
+    p.add_argument("--data-list", default=d["data_list"], help="source list file; default: every image")
     p.add_argument("--ignore-label", type=int, default=d["ignore_label"])
-    p.add_argument("--input-size", type=size_argument, default=d["input_size"], help="source WIDTH,HEIGHT")
+    p.add_argument("--input-size", type=size_argument, default=None,
+                   help="source WIDTH,HEIGHT (default: GTA5 1280,720; SYNTHIA 1280,760)")
     p.add_argument("--data-dir-target", default=d["data_dir_target"], help="Cityscapes root (leftImg8bit/)")
     p.add_argument("--data-list-target", default=d["data_list_target"], help="Cityscapes list; default: every image")
-    p.add_argument("--input-size-target", type=size_argument, default=d["input_size_target"], help="target WIDTH,HEIGHT")
+    p.add_argument("--input-size-target", type=size_argument, default=d["input_size_target"],
+                   help="target WIDTH,HEIGHT")
     p.add_argument("--set", default=d["set"], help="Cityscapes split used as the target domain")
-    p.add_argument("--is-training", action="store_true", help="accepted for compatibility; no effect")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"])
     p.add_argument("--learning-rate-D", type=float, default=d["learning_rate_D"])
-    p.add_argument("--lambda-seg", type=float, default=d["lambda_seg"], help="weight of the conv4 head's seg loss")
-    p.add_argument("--lambda-adv-target1", type=float, default=d["lambda_adv_target1"])
-    p.add_argument("--lambda-adv-target2", type=float, default=d["lambda_adv_target2"])
     p.add_argument("--momentum", type=float, default=d["momentum"])
-    p.add_argument("--not-restore-last", action="store_true", help="accepted for compatibility; no effect")
+    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
+    p.add_argument("--sgd-groups", default="original", choices=SGD_GROUPS,
+                   help="original: the segmentation network's SGD as the authors' code ran it (most backbone "
+                        "parameters listed 3-4 times, so about 3x the base learning rate); paper: each once")
     p.add_argument("--num-classes", type=int, default=d["num_classes"])
     p.add_argument("--num-steps", type=int, default=d["num_steps"], help="length of the poly schedule")
     p.add_argument("--num-steps-stop", type=int, default=d["num_steps_stop"], help="stop after this many iterations")
     p.add_argument("--power", type=float, default=d["power"], help="poly decay power")
     p.add_argument("--random-mirror", action="store_true", help="mirror image and label together at random")
-    p.add_argument("--random-scale", action="store_true", help="not supported: the original never rescaled")
-    p.add_argument("--random-seed", type=int, default=d["random_seed"], help="seeds initialisation and data order")
+    p.add_argument("--random-seed", type=int, default=d["random_seed"],
+                   help="seeds initialisation, data order and every random draw of the run")
     p.add_argument("--restore-from", default=d["restore_from"],
-                   help="initial segmentation weights: the ImageNet/COCO init .pth ('Scale.' keys) or any "
-                        ".pth/.pdparams state dict")
+                   help="initial segmentation weights (.pth or .pdparams)")
     p.add_argument("--from-scratch", action="store_true",
                    help="start the segmentation network from random weights (without --restore-from)")
-    p.add_argument("--restore-from-D1", default=None,
-                   help="initial weights of the conv4-head discriminator (.pth or .pdparams)")
-    p.add_argument("--restore-from-D2", default=None,
-                   help="initial weights of the conv5-head discriminator (.pth or .pdparams)")
-    p.add_argument("--save-num-images", type=int, default=2, help="accepted for compatibility; no effect")
     p.add_argument("--save-pred-every", type=int, default=d["save_pred_every"], help="snapshot period (iterations)")
     p.add_argument("--snapshot-dir", "--checkpoint-dir", dest="snapshot_dir", default=d["snapshot_dir"],
                    help="where snapshots and logs go")
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
-    p.add_argument("--gan", default=d["gan"], choices=GAN_KINDS, help="Vanilla: BCE; LS: least squares")
-    p.add_argument("--continue-train", action="store_true", help="resume a run from its snapshot in --snapshot-dir")
+    p.add_argument("--continue-train", action="store_true",
+                   help="resume the run in --snapshot-dir if it has a snapshot; otherwise start it from "
+                        "--restore-from (the same command works in every session)")
     p.add_argument("--start-iter", type=_start_iter, default="latest",
                    help="with --continue-train: 'latest' or the iteration of the snapshot to resume; "
                         "without it: the iteration a new run starts at (to finish a PyTorch run)")
-    p.add_argument("--keep-last", type=int, default=None, help="keep only the newest K snapshots")
+    p.add_argument("--keep-last", type=int, default=d.get("keep_last"), help="keep only the newest K snapshots")
     p.add_argument("--stop-after-minutes", type=float, default=None,
                    help="write a snapshot and stop cleanly after this long (before a notebook session ends); "
                         "continue later with --continue-train")
+    p.add_argument("--val", action="store_true",
+                   help="evaluate on the target's val set at every snapshot and keep the best as <SOURCE>_best")
+    p.add_argument("--val-list", default=None, help="with --val: a list of val images to use (default: all)")
+    p.add_argument("--val-backend", default="inference", choices=["inference", "dygraph"],
+                   help="with --val: run the network with Paddle Inference (fast) or the dynamic graph")
+    p.add_argument("--check-data", action="store_true",
+                   help="decode every image and label once before training (python -m dataset.check)")
+    p.add_argument("--data-timeout", type=_seconds, default=600.0,
+                   help="stop with a message when no batch arrives for this many seconds")
     p.add_argument("--log-every", type=int, default=10, help="iterations between logged losses")
     p.add_argument("--picture-every", type=int, default=1000,
                    help="iterations between logged target predictions (0: never)")
@@ -89,10 +111,11 @@ def training_parser():
     return p
 
 
-def get_arguments(argv=None):
-    parser = training_parser()
-    args = parser.parse_args(argv)
-    args.input_size, args.input_size_target = tuple(args.input_size), tuple(args.input_size_target)
+def check_arguments(parser, args):
+    """Refuse contradictory or impossible settings before anything is loaded."""
+    source = SOURCES[args.source]
+    args.data_dir = args.data_dir or "./data/{}".format(source.snapshot_prefix)
+    args.input_size, args.input_size_target = tuple(args.input_size or source.input_size), tuple(args.input_size_target)
     for flag, value in (("--batch-size", args.batch_size), ("--iter-size", args.iter_size),
                         ("--num-steps", args.num_steps), ("--num-steps-stop", args.num_steps_stop),
                         ("--save-pred-every", args.save_pred_every), ("--log-every", args.log_every)):
@@ -101,21 +124,17 @@ def get_arguments(argv=None):
     if args.num_steps_stop > args.num_steps:
         parser.error("--num-steps-stop {} is past the end of the schedule --num-steps {}".format(
             args.num_steps_stop, args.num_steps))
-    if args.random_scale:
-        parser.error("--random-scale is not supported: the original accepted it but never rescaled")
     if args.stop_after_minutes is not None and args.stop_after_minutes <= 0:
         parser.error("--stop-after-minutes must be positive")
     if args.keep_last is not None and args.keep_last < 1:
         parser.error("--keep-last must be at least 1")
     if not args.continue_train and args.restore_from is None and not args.from_scratch:
-        parser.error("--restore-from is required to start a run: the paper starts from "
-                     "DeepLab_resnet_pretrained_init-f81d91e8.pth (a .pth works as it is). To train from random "
-                     "weights, say --from-scratch; to resume, --continue-train")
+        parser.error("--restore-from is required to start a run (a .pth works as it is). To train from "
+                     "random weights, say --from-scratch; to resume, --continue-train")
     if args.from_scratch and args.restore_from:
         parser.error("--from-scratch and --restore-from contradict each other: choose one")
-    if args.continue_train and (args.restore_from or args.restore_from_D1 or args.restore_from_D2):
-        parser.error("--continue-train resumes the snapshot's weights; --restore-from* would be ignored. "
-                     "Drop them, or start a new run without --continue-train")
     if args.num_workers < 0:
         parser.error("--num-workers must be 0 or more")
+    if args.val_list and not args.val:
+        parser.error("--val-list needs --val")
     return args

@@ -5,7 +5,6 @@ from them whenever a run starts. VisualDL files can only be written from the sta
 directory shows one file, so this is how a resumed run continues the same curves: whatever the
 killed run logged after the snapshot it resumes from is dropped first, and no step appears twice.
 """
-import PIL.Image  # noqa: F401  (before paddle; see utils/runtime.py)
 from PIL import Image
 
 import glob
@@ -16,7 +15,7 @@ import warnings
 
 import numpy as np
 
-from utils.atomic import atomic_write_text
+from utils.files.atomic import atomic_write_text
 
 METRICS_FILE = "metrics.jsonl"
 TEXT_LOG = "train.log"
@@ -59,6 +58,7 @@ class TrainLog(object):
         self._text_path = os.path.join(directory, TEXT_LOG)
 
         records = _records_up_to(self._metrics_path, start_iter)
+        self.records = records  # every record of the run, kept in memory
         atomic_write_text(self._metrics_path, "".join(json.dumps(record) + "\n" for record in records))
 
         def keep_text(line):
@@ -92,7 +92,9 @@ class TrainLog(object):
 
     def scalars(self, step, values):
         """``values``: {tag: float}, e.g. {"loss/seg2": 0.7, "lr/G": 2.5e-4}."""
-        self._metrics.write(json.dumps({"step": step, "scalars": values}) + "\n")
+        record = {"step": step, "scalars": values}
+        self.records.append(record)
+        self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
         if self._visualdl is not None:
             for tag, value in values.items():
@@ -110,8 +112,49 @@ class TrainLog(object):
         self._text.write(line.rstrip("\n") + "\n")
         self._text.flush()
 
+    def best(self, tag):
+        """(step, value) of the highest ``tag`` logged so far, or None."""
+        logged = [(r["scalars"][tag], -r["step"]) for r in self.records if tag in r["scalars"]]
+        if not logged:
+            return None
+        value, step = max(logged)
+        return -step, value
+
     def close(self):
         self._metrics.close()
         self._text.close()
         if self._visualdl is not None:
             self._visualdl.close()
+
+
+class SilentLog(object):
+    """What ranks other than the main one log: nothing (only rank 0 writes)."""
+
+    records = ()
+
+    def scalars(self, step, values):
+        pass
+
+    def picture(self, step, rgb):
+        pass
+
+    def text(self, line):
+        pass
+
+    def best(self, tag):
+        return None
+
+    def close(self):
+        pass
+
+
+def read_metrics(directory):
+    """A run's metrics.jsonl as {tag: (steps, values)}, tags in the order first logged; lines a
+    crash cut short are left out."""
+    metrics = {}
+    for record in _records_up_to(os.path.join(directory, METRICS_FILE), float("inf")):
+        for tag, value in record["scalars"].items():
+            steps, values = metrics.setdefault(tag, ([], []))
+            steps.append(record["step"])
+            values.append(value)
+    return metrics

@@ -1,4 +1,4 @@
-"""Write PyTorch checkpoint files from numpy arrays, without PyTorch (test helper).
+"""Write PyTorch checkpoint files from numpy arrays, without PyTorch.
 
 ``save_legacy(obj, path)`` writes the pre-1.6 layout (like the released
 AdaptSegNet ``.pth`` files) and ``save_zip(obj, path)`` the zip layout that
@@ -30,7 +30,7 @@ import numpy as np
 
 __all__ = ["RawTensor", "save_legacy", "save_zip"]
 
-# Legacy layout constants (see utils/torch_pickle.py).
+# Legacy layout constants (see utils/files/torch_pickle.py).
 _LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL_VERSION = 1001
 # What torch.save records about the writing machine; torch measures the

@@ -6,7 +6,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dataset.classes import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES, label_id_to_train_id_lut
-from utils.atomic import atomic_write_json
+from utils.files.atomic import atomic_write_json
 
 
 class MIoUResult(NamedTuple):

@@ -9,10 +9,11 @@ import pickle
 
 import numpy as np
 
-from utils.torch_pickle import TorchFileError, UnsafePickleError, load_torch_file
+from utils.files.torch_pickle import TorchFileError, UnsafePickleError, load_torch_file
 
 # PyTorch BN buffer name -> Paddle BN buffer name.
 _BN_BUFFER_RENAMES = {"running_mean": "_mean", "running_var": "_variance"}
+_TORCH_NAMES = {paddle_name: torch_name for torch_name, paddle_name in _BN_BUFFER_RENAMES.items()}
 _DROPPED_SUFFIX = "num_batches_tracked"
 # The ImageNet/COCO-initialised DeepLab file (DeepLab_resnet_pretrained_init-*.pth) prefixes
 # every key with this.
@@ -40,7 +41,11 @@ class LoadReport(object):
             "pytorch": "PyTorch state dict",
             "paddle": "Paddle state dict",
         }[self.kind])]
-        lines += ["  skipped {}: {}".format(key, why) for key, why in self.skipped]
+        reasons = collections.OrderedDict()
+        for key, why in self.skipped:
+            reasons.setdefault(why, []).append(key)
+        lines += ["  skipped {}: {}".format(keys[0] if len(keys) == 1 else "{} keys (e.g. {})".format(len(keys), keys[0]),
+                                           why) for why, keys in reasons.items()]
         lines += ["  not in the file, left at fresh initialisation: {}*".format(p) for p in self.fresh]
         return "\n".join(lines)
 
@@ -76,7 +81,9 @@ def torch_to_paddle(torch_state, path, expected_shapes):
 
     Keys with no Paddle counterpart are skipped with a reason. The init file's ``layer5`` is a
     classifier for another class count; the reference does not copy it when training for 19
-    classes, so it is skipped whenever its shapes do not fit the model.
+    classes, so it is skipped whenever its shapes do not fit the model. A 2-D ``weight`` is a
+    Linear layer's (every other weight here is a conv's, 4-D): PyTorch stores it (out, in),
+    Paddle (in, out), so it is transposed.
     """
     kind = "pytorch"
     if all(k.startswith(INIT_FILE_PREFIX) for k in torch_state):
@@ -95,8 +102,20 @@ def torch_to_paddle(torch_state, path, expected_shapes):
             skipped.append((key_in_file, "classifier of the init file for another class "
                             "count ({}); the reference trains it from scratch".format(value.shape[0])))
             continue
-        params[name] = value
+        params[name] = np.ascontiguousarray(value.T) if leaf == "weight" and value.ndim == 2 else value
     return params, skipped, kind
+
+
+def as_torch_state(paddle_state):
+    """A Paddle state dict as the reference would save it: {PyTorch name: float32 ndarray}, Linear
+    weights (out, in)."""
+    renamed = {}
+    for name, value in paddle_state.items():
+        module, _, leaf = name.rpartition(".")
+        value = np.asarray(value, dtype=np.float32)
+        renamed[module + "." + _TORCH_NAMES.get(leaf, leaf) if module else leaf] = \
+            value.T if leaf == "weight" and value.ndim == 2 else value
+    return renamed
 
 
 def check_against_model(params, expected, path, allow_fresh=()):

@@ -1,0 +1,142 @@
+"""Decode every image and label of the datasets once, before a long run meets a bad file.
+
+    python -m dataset.check data/GTA5 data/Cityscapes [data/SYNTHIA] [--num-workers N]
+    python -m dataset.check data            # every dataset found below data/
+
+Reports files that cannot be decoded (a cut-short extraction), labels holding ids outside the
+dataset's table, and image/label pairs whose sizes disagree (GTA5 has a few of those; training
+resizes both, so they are reported but not counted as errors there). Exits 1 if anything is
+wrong. Training does the same with --check-data.
+"""
+import argparse
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+
+from PIL import Image
+
+import numpy as np
+from tqdm import tqdm
+
+from dataset.files import summarize
+
+SIZE_MISMATCH_IS_NORMAL = ("GTA5DataSet",)
+
+
+def _check_sample(image_path, label_path, read_label, known_ids):
+    """(errors, notes) of one image and its label."""
+    errors, notes = [], []
+    try:
+        with Image.open(image_path) as image:
+            image.load()
+            image_size = image.size
+    except Exception as exc:  # noqa: BLE001  (every decoding failure is a finding)
+        return ["{}: cannot be decoded ({})".format(image_path, exc)], notes
+    if label_path is None:
+        return errors, notes
+    try:
+        ids = np.asarray(read_label(label_path))
+    except Exception as exc:  # noqa: BLE001
+        return ["{}: cannot be decoded ({})".format(label_path, exc)], notes
+    unknown = np.unique(ids[ids >= known_ids])
+    if unknown.size:
+        errors.append("{}: label ids {} are outside the dataset's table (0..{})".format(
+            label_path, ", ".join(str(v) for v in unknown[:8]), known_ids - 1))
+    if (ids.shape[1], ids.shape[0]) != image_size:
+        notes.append("{}: label is {}x{} but its image {} is {}x{}".format(
+            label_path, ids.shape[1], ids.shape[0], image_path, *image_size))
+    return errors, notes
+
+
+def _check_chunk(chunk):
+    return [_check_sample(*job) for job in chunk]
+
+
+def samples_of(dataset):
+    """(image path, label path or None, label reader, number of known ids) of every entry."""
+    reader = type(dataset).raw_label_ids
+    known = type(dataset).KNOWN_LABEL_IDS
+    jobs = []
+    for entry in dict.fromkeys(dataset.img_ids):
+        label = dataset.label_path(entry) if dataset.with_labels else None
+        jobs.append((dataset.image_path(entry), label, reader, known))
+    return jobs
+
+
+def check_datasets(datasets, num_workers=None, progress=True, only=None):
+    """Check every sample of ``datasets`` (with ``only``: those reading one of these paths).
+
+    Returns (errors, notes); raises ValueError listing the errors if there are any.
+    """
+    errors, notes = [], []
+    for dataset in datasets:
+        jobs = samples_of(dataset)
+        if only is not None:
+            jobs = [job for job in jobs if job[0] in only or job[1] in only]
+        if not jobs:
+            continue
+        chunks = [jobs[i:i + 32] for i in range(0, len(jobs), 32)]
+        name = type(dataset).__name__
+        bar = tqdm(total=len(jobs), unit="file", desc="checking {}".format(name), disable=not progress)
+        with ProcessPoolExecutor(max_workers=num_workers or os.cpu_count() or 1) as pool:
+            for chunk, results in zip(chunks, pool.map(_check_chunk, chunks)):
+                for sample_errors, sample_notes in results:
+                    errors += sample_errors
+                    (notes if name in SIZE_MISMATCH_IS_NORMAL else errors).extend(sample_notes)
+                bar.update(len(chunk))
+        bar.close()
+    if errors:
+        raise ValueError("{} problem(s) in the data: {}. Re-extract or replace these files (or leave them out "
+                         "of the list file)".format(len(errors), summarize(errors, shown=10, separator="\n  ")))
+    return errors, notes
+
+
+def datasets_below(root):
+    """The datasets at ``root`` (a GTA5, Cityscapes or SYNTHIA root) or in its sub-folders."""
+    from dataset.cityscapes_dataset import cityscapesDataSet
+    from dataset.gta5_dataset import GTA5DataSet
+    from dataset.synthia_dataset import SYNTHIADataSet
+
+    def at(folder):
+        found = []
+        if os.path.isdir(os.path.join(folder, "images")) and os.path.isdir(os.path.join(folder, "labels")):
+            found.append(GTA5DataSet(folder))
+        if os.path.isdir(os.path.join(folder, "RGB")):
+            found.append(SYNTHIADataSet(folder))
+        for split in ("train", "val"):
+            if os.path.isdir(os.path.join(folder, "leftImg8bit", split)):
+                with_labels = os.path.isdir(os.path.join(folder, "gtFine", split))
+                found.append(cityscapesDataSet(folder, set=split, return_label=with_labels))
+        return found
+
+    found = at(root)
+    if not found and os.path.isdir(root):
+        for name in sorted(os.listdir(root)):
+            found += at(os.path.join(root, name))
+    if not found:
+        raise FileNotFoundError("{}: no GTA5 (images/, labels/), Cityscapes (leftImg8bit/) or SYNTHIA (RGB/) "
+                                "dataset there or in its folders".format(root))
+    return found
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m dataset.check", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("roots", nargs="+", help="dataset roots, or folders holding them")
+    parser.add_argument("--num-workers", type=int, default=None, help="decoding processes (default: CPU count)")
+    args = parser.parse_args(argv)
+    try:
+        datasets = [d for root in args.roots for d in datasets_below(root)]
+        for dataset in datasets:
+            print("{}: {} samples in {}".format(type(dataset).__name__, len(set(dataset.img_ids)), dataset.root))
+        _, notes = check_datasets(datasets, args.num_workers)
+    except (OSError, ValueError) as exc:
+        sys.exit("error: {}".format(exc))
+    for note in notes:
+        print("note (resized anyway): {}".format(note))
+    print("all files decode{}".format("; {} size differences noted".format(len(notes)) if notes else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

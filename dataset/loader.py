@@ -1,0 +1,207 @@
+"""Batches for training, validation and evaluation that fail with one clear line and never hang.
+
+Paddle's DataLoader, as found in 2.6 and 3.3 (read and run): with ``num_workers=0`` an exception
+in the dataset leaves the main thread waiting forever; with workers it surfaces as "Blocking
+queue is killed" far below the message that names the file; and workers of a SIGKILLed trainer
+go on running. So here:
+
+- a sample that cannot be read becomes a marker that travels with the batch, and the consumer
+  raises DataError with the dataset's own message (the file and what is wrong);
+- ``num_workers=0`` reads in the calling thread, without Paddle's loader;
+- workers ask the kernel to end them when their parent dies (Linux), and watch the parent
+  otherwise;
+- a Watchdog ends the process, naming the loader and the files of the batch it waited for,
+  when no batch arrives within its timeout.
+"""
+import ctypes
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import paddle
+
+from dataset.files import summarize
+
+_FAILED = "__sample_failed__"
+
+
+class DataError(RuntimeError):
+    """A sample could not be read; the message names the file and what to do."""
+
+
+class _Guarded(paddle.io.Dataset):
+    """Turns a sample's exception into a value, so that it reaches the consumer from any process."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        try:
+            return self.dataset[index]
+        except Exception as exc:  # noqa: BLE001  (every failure must travel as data)
+            return _FAILED, "{}: {}".format(type(exc).__name__, exc)
+
+
+def collate(samples):
+    """Stack the samples field by field: arrays of one shape into one array, anything else (names,
+    arrays of several shapes) into a list.
+
+    A failed sample turns the batch into a marker (with an array, which Paddle's loader needs to
+    pass a batch on at all)."""
+    for sample in samples:
+        if isinstance(sample[0], str) and sample[0] == _FAILED:
+            return [np.zeros(1, np.uint8), [_FAILED, sample[1]]]
+    return [np.stack(field) if _same_shape_arrays(field) else list(field) for field in zip(*samples)]
+
+
+def _same_shape_arrays(values):
+    return all(isinstance(v, np.ndarray) and v.shape == values[0].shape for v in values)
+
+
+def _failure(batch):
+    marker = batch[1] if len(batch) == 2 else None
+    if isinstance(marker, list) and len(marker) == 2 and marker[0] == _FAILED:
+        return marker[1]
+    return None
+
+
+def watch_parent(_worker_id=None):
+    """Run in a loader worker: end it when the process that started it ends, even by SIGKILL."""
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills us with the parent
+    except (OSError, AttributeError):
+        pass  # not Linux: the thread below does it within a second
+
+    def poll():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=poll, name="watch-parent", daemon=True).start()
+
+
+class Watchdog(object):
+    """Ends the process when a wait for data lasts longer than ``timeout`` seconds.
+
+    A hang (a stalled network disk, a worker stuck in a decoder) cannot be interrupted from
+    Python, so the watchdog prints why, runs ``on_timeout`` (release the run's lock) and exits;
+    the snapshots written so far are intact. ``timeout`` None: never.
+    """
+
+    def __init__(self, timeout, on_timeout=None, log=None):
+        self.timeout = timeout
+        self.on_timeout = on_timeout
+        self.log = log
+        self._waiting = None  # (since, description)
+        self._lock = threading.Lock()
+        if timeout is not None:
+            threading.Thread(target=self._watch, name="data-watchdog", daemon=True).start()
+
+    def waiting(self, description):
+        return _Waiting(self, description)
+
+    def _watch(self):
+        while True:
+            time.sleep(min(1.0, self.timeout / 4.0))
+            with self._lock:
+                waiting = self._waiting
+            if waiting is not None and time.time() - waiting[0] > self.timeout:
+                self._expire(waiting[1])
+
+    def _expire(self, description):
+        message = ("error: no data for {:.0f} s from {}. Check that the disk holding the data responds "
+                   "(a network mount?), then continue with --continue-train; --data-timeout sets this "
+                   "limit".format(self.timeout, description))
+        try:
+            if self.log is not None:
+                self.log(message)
+            if self.on_timeout is not None:
+                self.on_timeout()
+        finally:
+            sys.stderr.write("\n" + message + "\n")  # past a progress bar's unfinished line
+            sys.stderr.flush()
+            os._exit(3)
+
+
+class _Waiting(object):
+    def __init__(self, watchdog, description):
+        self.watchdog, self.description = watchdog, description
+
+    def __enter__(self):
+        with self.watchdog._lock:
+            self.watchdog._waiting = (time.time(), self.description)
+
+    def __exit__(self, *exc):
+        with self.watchdog._lock:
+            self.watchdog._waiting = None
+
+
+class Batches(object):
+    """Iterates ``batch_sampler``'s batches of ``dataset`` as lists of fields (arrays as Tensors).
+
+    ``name`` says which loader this is in messages ("the source dataset"); ``files(index)`` (a
+    dataset method, if any) names the files a sample reads, for the watchdog's message.
+    """
+
+    def __init__(self, dataset, batch_sampler, num_workers=0, name="the dataset", watchdog=None):
+        self.dataset = dataset
+        self.batch_sampler = batch_sampler
+        self.num_workers = num_workers
+        self.name = name
+        self.watchdog = watchdog or Watchdog(None)
+        self._loader_iter = None
+
+    def __iter__(self):
+        batches = self._read_here() if self.num_workers == 0 else self._read_in_workers()
+        for indices in self.batch_sampler:
+            with self.watchdog.waiting(self._describe(indices)):
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    return
+                except DataError:
+                    raise
+                except Exception as exc:  # a worker killed (out of memory?) or the loader broke
+                    raise DataError("{} stopped: {}: {}".format(self.name, type(exc).__name__, exc))
+            message = _failure(batch)
+            if message is not None:
+                raise DataError("{}: {}. Re-extract or replace the file, or leave it out of the list; "
+                                "python -m dataset.check finds every such file".format(self.name, message))
+            yield batch
+
+    def _read_here(self):
+        guarded = _Guarded(self.dataset)
+        for indices in self.batch_sampler:
+            batch = collate([guarded[index] for index in indices])
+            yield [paddle.to_tensor(field) if isinstance(field, np.ndarray) else
+                   [paddle.to_tensor(v) if isinstance(v, np.ndarray) else v for v in field] for field in batch]
+
+    def _read_in_workers(self):
+        loader = paddle.io.DataLoader(_Guarded(self.dataset), batch_sampler=self.batch_sampler,
+                                      num_workers=self.num_workers, collate_fn=collate,
+                                      worker_init_fn=watch_parent)
+        self._loader_iter = iter(loader)
+        return self._loader_iter
+
+    def _describe(self, indices):
+        files = getattr(self.dataset, "files", None)
+        if files is None:
+            return self.name
+        names = [path for index in indices for path in files(index)]
+        return "{} (waiting for {})".format(self.name, summarize(names))
+
+    def close(self):
+        """Stop the worker processes now (an iterator not run to its end keeps them)."""
+        if self._loader_iter is not None:
+            getattr(self._loader_iter, "_try_shutdown_all", lambda: None)()
+            self._loader_iter = None

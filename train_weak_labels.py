@@ -1,0 +1,272 @@
+"""Domain adaptation with weak labels (Paul, Tsai et al., ECCV 2020): AdaptSegNet's network and
+output-space discriminator, plus image-level labels on the target domain.
+
+    # UDA: pseudo-weak labels, category-wise alignment, pixel adaptation (48.2 mIoU in the paper)
+    python train_weak_labels.py --restore-from gta5_pretrained.pth --snapshot-dir snapshots/pseudoweak \
+        --use-weak --use-pseudo --use-weak-cw --use-pixeladapt --continue-train
+    # WDA: image labels from the target's ground truth (53.0), or one point per class (56.4)
+    python train_weak_labels.py ... --use-weak --use-weak-cw --use-pixeladapt
+    python train_weak_labels.py ... --use-weak --use-pointloss --use-weak-cw --use-pixeladapt
+
+The iteration (weak_label_step, train_iteration) follows the reference's order; everything around
+it is utils/training/session.py, shared with train_gta2cityscapes_multi.py.
+"""
+import utils.runtime  # noqa: F401  (first: settings that must precede paddle)
+
+import sys
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from dataset import cityscapesDataSet
+from dataset.loader import DataError
+from dataset.sources import TranslatedImages, make_source
+from dataset.weak_labels import Thresholds, WeakTargetDataSet, present_classes
+from model import CWDiscriminator, FCDiscriminator, build_model
+from model.discriminator import pooled_features
+from utils.files.checkpoint import CheckpointError, PaddleOptimizerState
+from utils.files.lock import DirectoryLocked
+from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
+from utils.loss import (SOURCE_LABEL, TARGET_LABEL, category_adversarial_loss, domain_loss, dropout, point_loss,
+                        pseudo_weak_labels, seg_loss, weak_loss)
+from utils.training.optimizer import build_sgd, clip_grad_norm, describe, lr_poly
+from utils.training.options import check_arguments, training_parser
+from utils.training.session import TrainingDiverged, check_finite, run_training, upsample
+
+# What the reference prints, but seg1, adv1 and D1: its conv4 head and D1 are never used.
+LOSS_NAMES = ("seg2", "adv_target2", "D2", "weak", "cw_adv", "cw_D", "point", "present")
+# The reference's hard-coded location of CycleGAN-translated source images.
+PIXELADAPT_DIRS = {"gta5": "./data/cycleGAN_output/gta5_deeplab", "synthia": "./data/cycleGAN_output/syn_deeplab"}
+
+
+def set_trainable(nets, trainable):
+    for net in nets:
+        for p in net.parameters():
+            p.stop_gradient = not trainable
+
+
+def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, scale=1.0):
+    """The reference's steps on one (sub-)batch; gradients accumulate, nothing is stepped.
+
+    ``nets``: (G, D2 or None, cwD or None); ``seed``: of this sub-batch's dropout mask.
+    """
+    model, D2, cwD = nets
+    source_images, source_labels = source_batch[:2]
+    losses = dict.fromkeys(LOSS_NAMES, 0.0)
+
+    # 1. Source: segmentation loss on the conv5 head (the reference's lambda_seg is 0).
+    _, source_out, source_features = model(source_images, return_features=True)
+    if cwD is not None:
+        source_pooled = pooled_features(source_out.detach(), source_features.detach())
+    source_out = upsample(source_out, args.input_size)
+    loss_seg = seg_loss(source_out, source_labels, args.ignore_label)
+    (loss_seg * scale).backward()
+    losses["seg2"] = float(loss_seg)
+    if args.source_only:
+        return losses
+
+    # 2. Target: fool the frozen discriminators; weak-label and point losses.
+    set_trainable([net for net in (D2, cwD) if net is not None], False)
+    target_images = target_batch[0]
+    _, target_out, target_features = model(target_images, return_features=True)
+    weak = None
+    if needs_weak_labels(args):
+        weak = pseudo_weak_labels(target_out, args.pweak_th) if args.use_pseudo else target_batch[1]
+    loss_point = point_loss(upsample(target_out, args.input_size_target), target_batch[2], weak,
+                            images=len(target_images) if args.point_loss_all_images else 1) \
+        if args.use_pointloss else None
+    loss_weak = weak_loss(dropout(target_out, args.weak_dropout, seed), weak) if args.use_weak else None
+    if cwD is not None:
+        target_pooled = pooled_features(target_out.detach(), target_features)
+        loss_cw_adv = category_adversarial_loss(cwD(target_pooled), weak, SOURCE_LABEL, args.ls_gan)
+    target_out = upsample(target_out, args.input_size_target)
+    loss_adv = domain_loss(D2(F.softmax(target_out, axis=1)), SOURCE_LABEL, args.ls_gan)
+    total = args.lambda_adv_target2 * loss_adv
+    for weight, term, name in ((args.lambda_weak_target2, loss_weak, "weak"), (1.0, loss_point, "point"),
+                               (args.lambda_weak_cwadv2, loss_cw_adv if cwD is not None else None, "cw_adv")):
+        if term is not None:
+            total = total + weight * term
+            losses[name] = float(term)
+    (total * scale).backward()
+    set_trainable([net for net in (D2, cwD) if net is not None], True)
+    losses["adv_target2"] = float(loss_adv)
+    if weak is not None:
+        losses["present"] = float(weak.mean())
+
+    # 3. The discriminators, source then target, each half weighted 1/2.
+    if cwD is not None:
+        source_present = paddle.to_tensor(np.stack([present_classes(labels, thresholds)
+                                                    for labels in source_labels.numpy()]))
+    halves = ((source_out, source_pooled if cwD is not None else None, SOURCE_LABEL, source_present if cwD else None),
+              (target_out, target_pooled if cwD is not None else None, TARGET_LABEL, weak))
+    for out, pooled, domain, present in halves:
+        half_D2 = domain_loss(D2(F.softmax(out.detach(), axis=1)), domain, args.ls_gan) / 2
+        (half_D2 * scale).backward()
+        losses["D2"] += float(half_D2)
+        if cwD is not None:
+            half_cw = category_adversarial_loss(cwD(pooled.detach()), present, domain, args.ls_gan) / 2
+            (half_cw * scale).backward()
+            losses["cw_D"] += float(half_cw)
+    return losses
+
+
+def train_iteration(nets, optimizers, batches, iteration, args, thresholds, parallel=None):
+    """One iteration: the steps over --iter-size sub-batches, then the gradient of G clipped to
+    norm 1 (as the reference; not when training on the source alone) and every optimizer stepped."""
+    lr = lr_poly(args.learning_rate, iteration, args.num_steps, args.power)
+    lr_D = lr_poly(args.learning_rate_D, iteration, args.num_steps, args.power)
+    optimizers[0].set_lr(lr)
+    for opt in optimizers[1:]:
+        opt.set_lr(lr_D)
+    losses = dict.fromkeys(LOSS_NAMES, 0.0)
+    rank = parallel.rank if parallel is not None else 0
+    for sub, (source_batch, target_batch) in enumerate(batches):
+        seed = (args.random_seed, iteration, sub, rank)
+        for name, value in weak_label_step(nets, source_batch, target_batch, args, thresholds, seed,
+                                           scale=1.0 / args.iter_size).items():
+            losses[name] += value / args.iter_size
+    if parallel is not None:
+        losses = parallel.average_values(losses)
+        parallel.average_gradients([net for net in nets if net is not None])
+    check_finite(losses, iteration)
+    if not args.source_only:
+        clip_grad_norm(nets[0].parameters(), 1.0)
+    for opt in optimizers:
+        opt.step()
+        opt.clear_grad()
+    return losses, {"G": lr, "D": lr_D}
+
+
+def needs_weak_labels(args):
+    return args.use_weak or args.use_weak_cw or args.use_pointloss
+
+
+def target_dataset(args):
+    """What the mode reads of the target: nothing (source only), images (pseudo-weak labels), or
+    images with image-level labels and points from the ground truth (weak supervision)."""
+    if args.source_only:
+        return None
+    images = cityscapesDataSet(args.data_dir_target, args.data_list_target, crop_size=args.input_size_target,
+                               set=args.set)
+    if not args.use_pointloss and (args.use_pseudo or not needs_weak_labels(args)):
+        return images
+    thresholds = Thresholds.from_file(args.target_thresholds) if args.target_thresholds else \
+        Thresholds.reference("cityscapes")
+    return WeakTargetDataSet(images, thresholds, with_points=args.use_pointloss, label_file=args.weak_label_file,
+                             seed=args.random_seed)
+
+
+class WeakLabels(object):
+    """The method as the training session sees it (see utils/training/session.py)."""
+
+    invariants = ("use_weak", "use_weak_cw", "use_pseudo", "pweak_th", "use_pointloss", "use_pixeladapt",
+                  "lambda_weak_target2", "lambda_weak_cwadv2", "lambda_adv_target2", "ls_gan", "source_only",
+                  "weak_dropout", "point_loss_all_images")
+
+    def __init__(self, args):
+        self.args = args
+        source = make_source(args)
+        if args.use_pixeladapt:
+            source = TranslatedImages(source, args.pixeladapt_dir or PIXELADAPT_DIRS[args.source])
+        self.source, self.target = source, target_dataset(args)
+        self.source_thresholds = Thresholds.from_file(args.source_thresholds) if args.source_thresholds else \
+            Thresholds.reference(args.source)
+        paddle.seed(args.random_seed)
+        self.networks = model, D2, cwD = self.build_networks(args)
+        self.nets = {name: net for name, net in zip(("model", "D2", "cwD"), self.networks) if net is not None}
+        self.parts = tuple(name for name in self.nets if name != "model")
+        self.optimizers = [build_sgd(model, args)] + [
+            paddle.optimizer.Adam(learning_rate=args.learning_rate_D, beta1=0.9, beta2=0.99, parameters=net.parameters())
+            for net in (D2, cwD) if net is not None]
+        self.state = {"model": self.optimizers[0]}
+        self.state.update((name, PaddleOptimizerState(opt, self.nets[name]))
+                          for name, opt in zip(self.parts, self.optimizers[1:]))
+
+    @staticmethod
+    def build_networks(args):
+        """G, and the discriminators the mode uses (None for the others)."""
+        model = build_model(args.model, num_classes=args.num_classes)
+        D2 = None if args.source_only else FCDiscriminator(num_classes=args.num_classes)
+        cwD = CWDiscriminator(num_classes=args.num_classes) if args.use_weak_cw else None
+        return model, D2, cwD
+
+    def describe(self):
+        args = self.args
+        mode = "source only" if args.source_only else "{} weak labels{}{}{}".format(
+            "pseudo-" if args.use_pseudo else "ground-truth", ", weak loss" if args.use_weak else "",
+            ", points" if args.use_pointloss else "", ", category-wise alignment" if args.use_weak_cw else "")
+        return ["weak-label method: {}{}".format(mode, ", pixel adaptation" if args.use_pixeladapt else ""),
+                describe(self.optimizers[0], args.sgd_groups)]
+
+    def load_initial_weights(self, log):
+        """--restore-from (a source-only model, or the ImageNet/COCO init), -D2 and -cwD, strictly."""
+        args = self.args
+        if args.restore_from is None:
+            log("--from-scratch: the segmentation network starts from random initialisation")
+        else:
+            log(load_weights(self.nets["model"], args.restore_from, allow_fresh=CLASSIFIER_PREFIXES).summary())
+        for name, path in (("D2", args.restore_from_D2), ("cwD", args.restore_from_cwD)):
+            if path is not None:
+                if name not in self.nets:
+                    raise WeightsError("--restore-from-{} {}: this mode has no such discriminator".format(name, path))
+                log(load_weights(self.nets[name], path).summary())
+
+    def iteration(self, batches, iteration, parallel):
+        return train_iteration(self.networks, self.optimizers, batches, iteration, self.args, self.source_thresholds,
+                               parallel)
+
+
+def get_arguments(argv=None):
+    parser = training_parser("Domain adaptation with weak labels (ECCV 2020), GTA5 or SYNTHIA -> Cityscapes.", dict(
+        batch_size=1, num_steps_stop=120000, save_pred_every=1000, keep_last=3))
+    p = parser.add_argument
+    p("--use-weak", action="store_true", help="the weak (image-level) label loss on the target")
+    p("--use-weak-cw", action="store_true", help="category-wise feature alignment (its discriminator: 159.5M parameters)")
+    p("--use-pseudo", action="store_true", help="pseudo-weak labels from the network's own prediction (unsupervised)")
+    p("--pweak-th", type=float, default=0.2, help="a class is pseudo-present above this image-level probability")
+    p("--use-pointloss", action="store_true", help="one labelled point per class in each target image")
+    p("--point-loss-all-images", action="store_true",
+      help="the point loss over the whole batch (the reference uses the first image only)")
+    p("--use-pixeladapt", action="store_true", help="add each source image's CycleGAN translation, with its label")
+    p("--pixeladapt-dir", default=None,
+      help="root of the translated source images, laid out as the source (images/ or RGB/); default: the "
+           "reference's {}".format(", ".join("{} for {}".format(d, s) for s, d in PIXELADAPT_DIRS.items())))
+    p("--lambda-weak-target2", type=float, default=0.01,
+      help="weight of the weak label loss (the reference's scripts: 0.01 in every mode; its notes suggest 0.2 "
+           "with ground-truth labels)")
+    p("--lambda-weak-cwadv2", type=float, default=0.001, help="weight of the category-wise adversarial loss")
+    p("--lambda-adv-target2", type=float, default=0.001, help="weight of the output-space adversarial loss")
+    p("--ls-gan", action="store_true", help="least-squares GAN losses (the reference's sigmoid variant)")
+    p("--source-only", action="store_true", help="train on the source alone (no target, no discriminators)")
+    p("--weak-dropout", type=float, default=0.1,
+      help="dropout on the target logits before the weak loss (the reference's hard-coded 0.1; 0: none)")
+    p("--weak-label-file", default=None,
+      help="image-level labels of the target images: a line per image, its entry and the classes present")
+    p("--source-thresholds", default=None, help="JSON of python -m dataset.weak_labels thresholds for the source")
+    p("--target-thresholds", default=None, help="JSON of python -m dataset.weak_labels thresholds for the target")
+    p("--restore-from-D2", default=None, help="initial weights of the output-space discriminator")
+    p("--restore-from-cwD", default=None, help="initial weights of the category-wise discriminator")
+    args = parser.parse_args(argv)
+    if args.source_only and (args.use_weak or args.use_weak_cw or args.use_pointloss or args.use_pseudo):
+        parser.error("--source-only trains on the source alone: drop --use-weak, --use-weak-cw, --use-pseudo and "
+                     "--use-pointloss, or --source-only")
+    if not 0 <= args.weak_dropout < 1:
+        parser.error("--weak-dropout must be in [0, 1), got {}".format(args.weak_dropout))
+    if args.pixeladapt_dir and not args.use_pixeladapt:
+        parser.error("--pixeladapt-dir needs --use-pixeladapt")
+    if args.weak_label_file and args.use_pseudo:
+        parser.error("--weak-label-file gives ground-truth image labels; --use-pseudo predicts them: choose one")
+    return check_arguments(parser, args)
+
+
+def main(argv=None):
+    return run_training(get_arguments(argv), WeakLabels)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (CheckpointError, WeightsError, TrainingDiverged, DataError, DirectoryLocked, FileNotFoundError,
+            ValueError) as exc:
+        sys.exit("error: {}".format(exc))

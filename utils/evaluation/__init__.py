@@ -1,0 +1,1 @@
+"""Scoring segmentations: the metric (numpy only) and the Cityscapes evaluation pass."""

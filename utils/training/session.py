@@ -1,0 +1,364 @@
+"""Everything of a training run around its iteration, shared by the training scripts.
+
+A script defines its method (networks, optimizers, datasets, the iteration) and calls
+``run_training``; the session checks and loads before iteration 1 (so that a bad start fails at
+once), resumes or starts the run, and after every iteration logs, draws, snapshots (validating
+with --val) and stops when asked to. A method object provides:
+
+    parts           the networks besides the segmentation network, as named in snapshots
+    nets            {"model": G, <part>: network}
+    state           {name: optimizer or other object with state_dict() / set_state_dict()}
+    source, target  datasets (``target`` None when the method reads no target images)
+    invariants      its flags a continued run must keep
+    describe()      lines for the log at start
+    load_initial_weights(log)    --restore-from and its method's other files
+    iteration(batches, i)        one iteration; returns {loss name: value}, {rate name: value}
+"""
+import contextlib
+import os
+import random
+import shlex
+import sys
+import time
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+from tqdm import tqdm
+
+from dataset import cityscapesDataSet
+from dataset.classes import CLASS_NAMES, IMG_MEAN_BGR, colorize
+from dataset.loader import Batches, Watchdog
+from dataset.sampler import SOURCE_STREAM, TARGET_STREAM, ResumableBatchSampler
+from dataset.sources import SOURCES
+from model.inference import SegmentationPredictor
+from utils.evaluation.cityscapes import evaluate, evaluation_settings, ground_truth_paths, save_score
+from utils.files.atomic import atomic_copy
+from utils.files.checkpoint import Checkpointer, CheckpointError, SnapshotWriteError, ensure_room_for_snapshots
+from utils.files.lock import DirectoryLock
+from utils.files.snapshots import SEGMENTATION, SnapshotDir
+from utils.runtime import select_device
+from utils.training.distributed import Parallel
+from utils.training.log import SilentLog, TrainLog
+from utils.training.options import RESUME_INVARIANTS
+from utils.training.optimizer import lr_poly
+
+# Flags of snapshots written before these settings existed, as those runs had them.
+_EARLIER_DEFAULTS = {"source": "gta5", "sgd_groups": "paper"}
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+def check_finite(losses, iteration):
+    bad = [name for name, value in losses.items() if not np.isfinite(value)]
+    if bad:
+        raise TrainingDiverged("iteration {}: loss {} is not finite; the snapshots written so far are intact. "
+                               "Lower --learning-rate or resume from an earlier snapshot.".format(
+                                   iteration + 1, ", ".join("{}={}".format(n, losses[n]) for n in bad)))
+
+
+def upsample(logits, size):
+    """Bilinear with align_corners=True to ``size`` = (width, height), as the reference."""
+    return F.interpolate(logits, size=[size[1], size[0]], mode="bilinear", align_corners=True)
+
+
+def prediction_picture(model, images):
+    """The first image next to its colourised prediction (conv5 head)."""
+    with paddle.no_grad():
+        logits = model(images[:1])[-1]
+    labels = paddle.argmax(F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=True), axis=1)
+    image = (images[0].numpy().transpose(1, 2, 0) + IMG_MEAN_BGR)[:, :, ::-1]
+    return np.concatenate([np.clip(image, 0, 255).astype(np.uint8), colorize(labels[0].numpy())], axis=1)
+
+
+@contextlib.contextmanager
+def random_state_kept():
+    """Whatever runs inside leaves Python's, numpy's and Paddle's generators as it found them."""
+    python, numpy, device = random.getstate(), np.random.get_state(), paddle.get_rng_state()
+    try:
+        yield
+    finally:
+        random.setstate(python)
+        np.random.set_state(numpy)
+        paddle.set_rng_state(device)
+
+
+def continue_command():
+    """This process's command line turned into the one that continues the run."""
+    argv = list(sys.argv)
+    if "--start-iter" in argv:
+        index = argv.index("--start-iter")
+        del argv[index:index + 2]
+    if "--continue-train" not in argv:
+        argv.append("--continue-train")
+    return "python " + " ".join(shlex.quote(a) for a in argv)
+
+
+class Validation(object):
+    """--val: the segmentation network on the target's val set at every snapshot, scored as
+    evaluate_cityscapes.py scores it, into the same cache; the best snapshot is kept."""
+
+    def __init__(self, args, use_gpu, gpu_id, watchdog):
+        self.args, self.use_gpu, self.gpu_id, self.watchdog = args, use_gpu, gpu_id, watchdog
+        self.images = cityscapesDataSet(args.data_dir_target, args.val_list, crop_size=args.input_size_target,
+                                        set="val")
+        gt_dir = os.path.join(args.data_dir_target, "gtFine", "val")
+        self.gt_paths = ground_truth_paths(self.images, gt_dir)
+        self.settings = evaluation_settings(args.data_dir_target, args.val_list, "val", gt_dir, None,
+                                            "DeeplabMulti", args.input_size_target, len(self.images))
+
+    def __call__(self, model, model_path, iteration, log, best_path):
+        with random_state_kept():
+            predictor = SegmentationPredictor(model, self.args.val_backend, self.use_gpu, self.gpu_id)
+            result = evaluate(predictor, self.images, self.gt_paths, batch_size=1,
+                              num_workers=min(self.args.num_workers, 2), progress=False, watchdog=self.watchdog)
+            del predictor
+        save_score(model_path, self.settings, result, iteration)
+        best = log.best("val/mIoU")
+        scalars = {"val/mIoU": result.miou}
+        scalars.update(("val/IoU_" + name, float(iou)) for name, iou in zip(CLASS_NAMES, result.ious)
+                       if np.isfinite(iou))
+        log.scalars(iteration, scalars)
+        if best is None or result.miou > best[1]:
+            atomic_copy(model_path, best_path)
+            best = (iteration, result.miou)
+        message = "iter {} val mIoU {:.2f} on {} images (best {:.2f} at {}, {})".format(
+            iteration, result.miou * 100, result.num_images, best[1] * 100, best[0], os.path.basename(best_path))
+        log.text(message)
+        return message
+
+
+class TrainingSession(object):
+    """The run in --snapshot-dir from its first check to its last snapshot."""
+
+    def __init__(self, args, parallel=None):
+        self.args = args
+        self.parallel = parallel or Parallel()
+        self.parallel.per_rank_batch(args.batch_size)
+        self.use_gpu, self.gpu_id = select_device(args, self.parallel.gpu_id)
+        self.lock = DirectoryLock(args.snapshot_dir) if self.parallel.is_main else None
+        self.log = SilentLog()
+        self.watchdog = Watchdog(args.data_timeout, on_timeout=self._release_lock, log=self._log_text)
+        self.method = self.checkpointer = None
+        self.loaders, self.stopped_early = [], False
+        self._window = {"since": time.time(), "iterations": 0, "data_wait": 0.0}  # since the last logged line
+        self._deadline = None if args.stop_after_minutes is None else time.time() + 60 * args.stop_after_minutes
+        if self.lock is not None:
+            try:
+                self.lock.acquire()
+            except OSError as exc:
+                raise CheckpointError("checkpoint directory {} is not writable: {}".format(args.snapshot_dir, exc))
+
+    def _log_text(self, line):
+        self.log.text(line)
+
+    def _release_lock(self):
+        if self.lock is not None:
+            self.lock.release()
+
+    # -- before iteration 1 --------------------------------------------------------------------
+
+    def start(self, method):
+        """Check and load everything; resume the run or start it. Returns the first iteration."""
+        args, parallel = self.args, self.parallel
+        self.method = method
+        snapshots = SnapshotDir(args.snapshot_dir, SOURCES[args.source].snapshot_prefix, method.parts)
+        self.snapshots = snapshots
+        self.checkpointer = Checkpointer(snapshots, method.nets, method.state, keep_last=args.keep_last)
+        if args.check_data:
+            from dataset.check import check_datasets
+            check_datasets([d for d in (method.source, method.target) if d is not None])
+        self.validation = Validation(args, self.use_gpu, self.gpu_id, self.watchdog) if args.val else None
+        messages = list(method.describe())
+        resume = args.continue_train and (snapshots.complete() or args.start_iter != "latest")
+        if resume:
+            start_iter, extra = self.checkpointer.resume(args.start_iter)
+            parallel.require_same(start_iter, "the iteration to resume from")
+            self._check_resumable(extra["args"])
+            messages.append("resumed from {} at iteration {}".format(snapshots.name(start_iter), start_iter))
+            given = [flag for flag in ("restore_from", "restore_from_D1", "restore_from_D2", "restore_from_cwD")
+                     if getattr(args, flag, None)]
+            if given:
+                messages.append("{} not used: the run continues from its snapshot".format(
+                    ", ".join("--" + flag.replace("_", "-") for flag in given)))
+            parallel.barrier()  # every rank has read its snapshot before newer files move
+            superseded = snapshots.set_aside_newer(start_iter) if parallel.is_main else None
+            if superseded:
+                messages.append("newer snapshots of the abandoned continuation moved to {}".format(superseded))
+        else:
+            start_iter = self._new_run(snapshots, messages)
+        if parallel.is_main:
+            ensure_room_for_snapshots(args.snapshot_dir, self.checkpointer.snapshot_bytes())
+            self.log = TrainLog(args.snapshot_dir, start_iter)
+        if parallel.world_size > 1:
+            messages.append("data parallel over {} processes: {} images per domain each".format(
+                parallel.world_size, parallel.per_rank_batch(args.batch_size)))
+        for line in messages:
+            self.log.text(line)
+            if parallel.is_main:
+                print(line)
+        self.start_iter = start_iter
+        self._open_loaders(start_iter)
+        return start_iter
+
+    def _new_run(self, snapshots, messages):
+        args = self.args
+        if snapshots.complete():
+            raise CheckpointError("{} already holds snapshots of a run: add --continue-train to resume it, or "
+                                  "choose another --snapshot-dir".format(args.snapshot_dir))
+        if args.restore_from is None and not args.from_scratch:
+            raise CheckpointError("--continue-train: {} has no snapshot yet, and nothing to start a new run from: "
+                                  "give --restore-from (or --from-scratch)".format(args.snapshot_dir))
+        if args.continue_train:
+            messages.append("no snapshot in {} yet: starting the run".format(args.snapshot_dir))
+        start_iter = 0 if args.start_iter == "latest" else args.start_iter
+        if start_iter >= args.num_steps_stop:
+            raise CheckpointError("--start-iter {} is not before --num-steps-stop {}".format(
+                start_iter, args.num_steps_stop))
+        self.method.load_initial_weights(messages.append)
+        if start_iter:
+            messages.append("starting at iteration {} of the schedule with fresh optimizers (momentum and Adam "
+                            "moments are not in PyTorch snapshots); learning rates {:.3e} / {:.3e}".format(
+                                start_iter, lr_poly(args.learning_rate, start_iter, args.num_steps, args.power),
+                                lr_poly(args.learning_rate_D, start_iter, args.num_steps, args.power)))
+        return start_iter
+
+    def invariants(self):
+        """What a continued run must share with the snapshot: flags, and the datasets' sizes (the
+        data order is a permutation of each dataset)."""
+        values = {k: getattr(self.args, k) for k in RESUME_INVARIANTS + tuple(self.method.invariants)}
+        values.update(source_images=len(self.method.source),
+                      target_images=len(self.method.target) if self.method.target is not None else 0)
+        return values
+
+    def _check_resumable(self, saved):
+        current = self.invariants()
+        saved = dict(_EARLIER_DEFAULTS, **saved)
+        changed = ["--{} {} (snapshot: {})".format(k.replace("_", "-"), v, saved.get(k))
+                   for k, v in current.items() if k not in ("source_images", "target_images") and saved.get(k) != v]
+        changed += ["{} {} (snapshot: {})".format(k.replace("_", " "), current[k], saved.get(k))
+                    for k in ("source_images", "target_images") if saved.get(k) != current[k]]
+        if changed:
+            raise CheckpointError("cannot continue exactly with changed settings: {}. Use the snapshot's values, "
+                                  "or start a new run from its weights with --restore-from.".format("; ".join(changed)))
+
+    def _open_loaders(self, start_iter):
+        args, parallel = self.args, self.parallel
+
+        def loader(dataset, stream, name):
+            sampler = ResumableBatchSampler(len(dataset), args.batch_size, args.random_seed, stream, args.random_mirror,
+                                            start_batch=start_iter * args.iter_size,
+                                            num_batches=(args.num_steps_stop - start_iter) * args.iter_size,
+                                            rank=parallel.rank, num_replicas=parallel.world_size)
+            batches = Batches(dataset, sampler, args.num_workers, name, self.watchdog)
+            self.loaders.append(batches)
+            return iter(batches)
+
+        self._source = loader(self.method.source, SOURCE_STREAM, "the source dataset ({})".format(args.data_dir))
+        self._target = None if self.method.target is None else loader(
+            self.method.target, TARGET_STREAM, "the target dataset ({})".format(args.data_dir_target))
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def iterations(self):
+        self._bar = tqdm(range(self.start_iter, self.args.num_steps_stop), initial=self.start_iter,
+                         total=self.args.num_steps_stop, desc="training", unit="it", dynamic_ncols=True,
+                         disable=not self.parallel.is_main)
+        self._window["since"] = time.time()
+        return self._bar
+
+    def next_batches(self):
+        """--iter-size pairs of (source batch, target batch or None)."""
+        started = time.time()
+        batches = [(next(self._source), next(self._target) if self._target is not None else None)
+                   for _ in range(self.args.iter_size)]
+        self._window["data_wait"] += time.time() - started
+        self._window["iterations"] += 1
+        return batches
+
+    def log_losses(self, iteration, losses, rates):
+        done = iteration + 1
+        if done % self.args.log_every and done != self.args.num_steps_stop:
+            return
+        window = self._window
+        scalars = {"loss/" + name: value for name, value in losses.items()}
+        scalars.update(("lr/" + name, value) for name, value in rates.items())
+        scalars.update({"speed/iter_per_s": window["iterations"] / (time.time() - window["since"]),
+                        "speed/data_wait_s": window["data_wait"] / window["iterations"]})
+        self.log.scalars(done, scalars)
+        self.log.text("iter {} {} {}".format(done, " ".join("{}={:.4f}".format(n, v) for n, v in losses.items()),
+                                             " ".join("lr_{}={:.3e}".format(n, v) for n, v in rates.items())))
+        self._bar.set_postfix({name: "{:.3f}".format(value) for name, value in list(losses.items())[:2]})
+        self._window = {"since": time.time(), "iterations": 0, "data_wait": 0.0}
+
+    def picture(self, iteration, batches):
+        done = iteration + 1
+        if self.args.picture_every and done % self.args.picture_every == 0 and self.parallel.is_main:
+            source_batch, target_batch = batches[0]
+            images = (target_batch if target_batch is not None else source_batch)[0]
+            self.log.picture(done, prediction_picture(self.method.nets[SEGMENTATION], images))
+
+    def time_is_up(self):
+        """Rank 0's clock decides for every rank, so that all stop at the same iteration."""
+        self.stopped_early = self._deadline is not None and self.parallel.agree(time.time() > self._deadline)
+        return self.stopped_early
+
+    def snapshot(self, iteration):
+        done = iteration + 1
+        due = done % self.args.save_pred_every == 0 or done == self.args.num_steps_stop or self.stopped_early
+        if not (due and self.parallel.is_main):
+            return
+        model_path = self.snapshots.files(done)[SEGMENTATION]
+
+        def validate():
+            message = self.validation(self.method.nets[SEGMENTATION], model_path, done, self.log,
+                                      self.snapshots.best_path)
+            self._bar.write(message)
+
+        try:
+            files = self.checkpointer.save(done, before_state=validate if self.validation else None,
+                                           args=self.invariants())
+        except SnapshotWriteError as exc:
+            raise SnapshotWriteError("{}. Free some space (or fix the permissions), then continue with: {}".format(
+                exc, continue_command()))
+        self.log.text("snapshot {}".format(files[SEGMENTATION]))
+        if self.stopped_early:
+            message = "stopped after {} minutes at iteration {}: continue with --continue-train".format(
+                self.args.stop_after_minutes, done)
+            self.log.text(message)
+            print(message)
+
+    def close(self):
+        for loader in self.loaders:
+            loader.close()
+        if getattr(self, "_bar", None) is not None:
+            self._bar.close()
+        self.log.close()
+        self._release_lock()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def run_training(args, make_method):
+    """Train ``make_method(args)`` (see the module docstring) from its start or its last snapshot."""
+    with TrainingSession(args) as session:
+        method = make_method(args)
+        session.start(method)
+        for iteration in session.iterations():
+            batches = session.next_batches()
+            losses, rates = method.iteration(batches, iteration, session.parallel)
+            session.log_losses(iteration, losses, rates)
+            session.picture(iteration, batches)
+            stopping = session.time_is_up()
+            session.snapshot(iteration)
+            if stopping:
+                break
+    if session.parallel.is_main and not session.stopped_early:
+        print("finished: {} iterations; snapshots in {}".format(args.num_steps_stop, os.path.abspath(args.snapshot_dir)))
+    return 0
