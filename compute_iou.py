@@ -1,12 +1,15 @@
 """mIoU of Cityscapes predictions (PNGs of train ids) against gtFine labelIds.
 
-    python compute_iou.py gt_dir pred_dir [--devkit_dir DIR] [--num-workers N]
+    python compute_iou.py gt_dir pred_dir [--devkit_dir DIR] [--source synthia] [--num-workers N]
+    python compute_iou.py NTHU/Rome/Labels/Test pred_dir --target nthu
 
 With --devkit_dir, the authors' lists decide the pairs: gt_dir/<line of label.txt> against
 pred_dir/<file name of the same line of val.txt>; an info.json there with label2train
 maps label ids to train ids. Without it, every *_gtFine_labelIds.png under gt_dir is paired
-with pred_dir/<city>_<seq>_<frame>_leftImg8bit.png. A missing, mis-sized or out-of-range
-prediction is an error, never skipped.
+with pred_dir/<city>_<seq>_<frame>_leftImg8bit.png; with --target nthu, every <id>_eval.png
+with pred_dir/<id>.png. A missing, mis-sized or out-of-range prediction is an error, never
+skipped. --source synthia scores the 16 classes SYNTHIA shares with Cityscapes and 13 of them;
+--target nthu the 13 classes the NTHU cities annotate.
 """
 from PIL import Image
 
@@ -21,8 +24,9 @@ import numpy as np
 from dataset.files import scan, summarize
 from dataset.cityscapes_dataset import LABEL_SUFFIX, image_name_of_label
 from dataset.classes import NUM_CLASSES, label_id_to_train_id_lut
-from utils.evaluation.metrics import (MIoUResult, confusion_matrix, devkit_lut, format_iou_table, mean_iou,
-                           per_class_iou, save_iou_json)
+from dataset.nthu_dataset import LABEL_SUFFIX as NTHU_LABEL_SUFFIX, NTHU_LABEL_ID_TO_TRAIN_ID
+from dataset.sources import SOURCES, TARGETS, scored_class_sets
+from utils.evaluation.metrics import confusion_matrix, devkit_lut, format_iou_table, miou_result, save_iou_json
 
 RESULT_FILE = "mIoU.json"
 
@@ -37,12 +41,19 @@ def _read_devkit_list(path):
         return [line.strip() for line in handle if line.strip()]
 
 
-def pair_files(gt_dir, pred_dir, devkit_dir=None):
+def pair_files(gt_dir, pred_dir, devkit_dir=None, target="cityscapes"):
     """(gt paths, prediction paths, label id -> train id LUT), in evaluation order."""
     for path, flag in ((gt_dir, "gt_dir"), (pred_dir, "pred_dir")):
         if not os.path.isdir(path):
             raise FileNotFoundError("{} {!r} is not a directory".format(flag, path))
-    if devkit_dir is None:
+    if target == "nthu":
+        if devkit_dir is not None:
+            raise ValueError("--devkit_dir holds Cityscapes lists; it cannot pair NTHU files")
+        layout = "gt_dir/<id>" + NTHU_LABEL_SUFFIX + " (an NTHU city's Labels/Test)"
+        gt_entries = scan(gt_dir, NTHU_LABEL_SUFFIX, "compute_iou", layout)
+        pred_names = [entry.split("/")[-1][:-len(NTHU_LABEL_SUFFIX)] + ".png" for entry in gt_entries]
+        lut = label_id_to_train_id_lut(NTHU_LABEL_ID_TO_TRAIN_ID)
+    elif devkit_dir is None:
         layout = "gt_dir/<city>/<city>_<seq>_<frame>" + LABEL_SUFFIX
         gt_entries = scan(gt_dir, LABEL_SUFFIX, "compute_iou", layout)
         pred_names = [image_name_of_label(entry.split("/")[-1]) for entry in gt_entries]
@@ -96,12 +107,14 @@ def _pair_confusion(gt_path, pred_path, lut):
         return None, "{}: {}".format(pred_path, error)
 
 
-def compute_mIoU(gt_dir, pred_dir, devkit_dir=None, num_workers=None):
-    """Score every prediction; raise (listing the files) if any is missing or invalid."""
+def compute_mIoU(gt_dir, pred_dir, devkit_dir=None, num_workers=None, source="gta5", target="cityscapes"):
+    """Score every prediction on the class sets of ``source`` and ``target``
+    (dataset.sources.scored_class_sets); raise (listing the files) if any is missing or invalid."""
     workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
     if workers < 1:
         raise ValueError("num_workers (--num-workers) must be at least 1, got {}".format(workers))
-    gt_paths, pred_paths, lut = pair_files(gt_dir, pred_dir, devkit_dir)
+    class_sets = scored_class_sets(source, target)
+    gt_paths, pred_paths, lut = pair_files(gt_dir, pred_dir, devkit_dir, target)
     total = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
     problems = []
     # Threads suffice: PIL releases the GIL while decoding, which dominates the cost.
@@ -114,8 +127,7 @@ def compute_mIoU(gt_dir, pred_dir, devkit_dir=None, num_workers=None):
     if problems:
         raise ValueError("{} of {} predictions cannot be scored:\n  {}".format(
             len(problems), len(gt_paths), summarize(problems, separator="\n  ")))
-    ious = per_class_iou(total)
-    return MIoUResult(ious=ious, miou=mean_iou(ious), num_images=len(gt_paths), confusion=total)
+    return miou_result(total, len(gt_paths), class_sets)
 
 
 def main(argv=None):
@@ -131,14 +143,19 @@ def main(argv=None):
                              "deciding which files are paired")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="threads decoding PNGs (default: CPU count, at most 8)")
+    parser.add_argument("--source", default="gta5", choices=sorted(SOURCES),
+                        help="the domain the model was trained on; synthia: score the 16 shared classes and 13")
+    parser.add_argument("--target", default="cityscapes", choices=sorted(TARGETS),
+                        help="nthu: gt_dir is a city's Labels/Test (<id>_eval.png), predictions <id>.png, 13 classes")
     args = parser.parse_args(argv)
     try:
-        result = compute_mIoU(args.gt_dir, args.pred_dir, args.devkit_dir, args.num_workers)
+        result = compute_mIoU(args.gt_dir, args.pred_dir, args.devkit_dir, args.num_workers, args.source,
+                              args.target)
     except (OSError, ValueError) as error:
         sys.exit("compute_iou.py: error: {}".format(error))
-    print(format_iou_table(result.ious))
+    print(format_iou_table(result.ious, class_sets=result.class_sets))
     json_path = os.path.join(args.pred_dir, RESULT_FILE)
-    save_iou_json(json_path, result.ious, result.num_images)
+    save_iou_json(json_path, result.ious, result.num_images, class_sets=result.class_sets)
     print("saved {}".format(json_path))
     return result
 

@@ -1,12 +1,20 @@
-"""Evaluate a segmentation model (or every snapshot of a run) on Cityscapes.
+"""Evaluate a segmentation model (or every snapshot of a run) on Cityscapes val, or on the test
+images of one NTHU city.
 
     python evaluate_cityscapes.py --restore-from GTA2Cityscapes_multi-ed35151c.pth --data-dir data/Cityscapes
     python evaluate_cityscapes.py --restore-from snapshots/GTA2Cityscapes_multi   # a directory of snapshots
+    python evaluate_cityscapes.py --restore-from SYNTHIA2Cityscapes.pdparams --source synthia
+    python evaluate_cityscapes.py --restore-from snapshots/Cityscapes2Rome --target nthu --city Rome --data-dir data/NTHU
 
 Writes <name>.png (train ids) and <name>_color.png into --save, prints the per-class IoU table
-and saves it as mIoU.json there. With a directory, each GTA5_<iter>.pdparams is evaluated once
-(the result is cached beside it), the iteration -> mIoU table is printed and saved, and the best
-snapshot is copied to GTA5_best.pdparams.
+and saves it as mIoU.json there. With a directory, each <SOURCE>_<iter>.pdparams (GTA5_<iter>,
+SYNTHIA_<iter>, Cityscapes_<iter>) is evaluated once (the result is cached beside it), the
+iteration -> mIoU table is printed and saved, and the best snapshot is copied to
+<SOURCE>_best.pdparams.
+
+What is scored: a model of a SYNTHIA run (--source synthia, or read off SYNTHIA_<N> snapshot
+names) on the 16 classes SYNTHIA shares with Cityscapes, and also on 13 of them; an NTHU city on
+its 13 annotated classes; otherwise all 19 classes.
 """
 import utils.runtime  # noqa: F401  (first: settings that must precede paddle)
 
@@ -14,13 +22,15 @@ import argparse
 import os
 import sys
 
-from dataset.cityscapes_dataset import cityscapesDataSet
-from dataset.classes import IGNORE_LABEL, NUM_CLASSES
+from dataset.classes import CLASS_SETS, IGNORE_LABEL, NUM_CLASSES
 from dataset.loader import DataError
+from dataset.nthu_dataset import NTHU_CITIES
+from dataset.sources import SOURCES, TARGETS, scored_class_sets
 from model import build_model
 from model.inference import BACKENDS, SegmentationPredictor
 from utils.cli import size_argument
-from utils.evaluation.cityscapes import evaluate, evaluate_snapshots, evaluation_settings, ground_truth_paths, lut_for
+from utils.evaluation.cityscapes import evaluate, evaluate_snapshots, evaluation_set, evaluation_settings, \
+    snapshot_source
 from utils.evaluation.metrics import format_iou_table, save_iou_json
 from utils.runtime import add_device_args, select_device
 from utils.files.weights import WeightsError, load_weights
@@ -29,16 +39,28 @@ from utils.files.weights import WeightsError, load_weights
 def get_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="DeeplabMulti", choices=["DeeplabMulti", "DeepLab", "DeeplabVGG"])
-    parser.add_argument("--data-dir", default="./data/Cityscapes", help="Cityscapes root (holds leftImg8bit/)")
+    parser.add_argument("--source", default=None, choices=sorted(SOURCES),
+                        help="the domain the model was trained on; decides the classes scored (synthia: 16 and "
+                             "13). Default: read off the snapshot names (SYNTHIA_<N> -> synthia), else gta5")
+    parser.add_argument("--target", default="cityscapes", choices=sorted(TARGETS),
+                        help="cityscapes: val with gtFine labels; nthu: the test images of --city (13 classes)")
+    parser.add_argument("--city", default=None, choices=NTHU_CITIES, help="with --target nthu: the city")
+    parser.add_argument("--data-dir", default=None,
+                        help="Cityscapes root (holds leftImg8bit/; default {}), or with --target nthu the NTHU "
+                             "root (holds <City>/Images/; default {})".format(TARGETS["cityscapes"].data_dir,
+                                                                             TARGETS["nthu"].data_dir))
     parser.add_argument("--data-list", default=None,
-                        help="image list in the original's format (entries relative to leftImg8bit/<set>); "
-                             "default: every image of the set")
-    parser.add_argument("--set", default="val", help="leftImg8bit/<set> to evaluate")
-    parser.add_argument("--gt-dir", default=None, help="gtFine labelIds root; default <data-dir>/gtFine/<set>")
+                        help="image list in the original's format (entries relative to leftImg8bit/<set>, or for "
+                             "NTHU to <City>/Images/Test); default: every image of the set")
+    parser.add_argument("--set", default=None,
+                        help="leftImg8bit/<set> to evaluate (default val); NTHU: test (default) or train")
+    parser.add_argument("--gt-dir", default=None, help="gtFine labelIds root; default <data-dir>/gtFine/<set> "
+                                                       "(NTHU: <data-dir>/<City>/Labels/Test)")
     parser.add_argument("--devkit-dir", default=None,
                         help="the original's cityscapes_list folder; its info.json label2train is used if present")
     parser.add_argument("--restore-from", required=True,
-                        help=".pdparams or PyTorch .pth weights, or a directory of GTA5_<iter>.pdparams snapshots")
+                        help=".pdparams or PyTorch .pth weights, or a directory of <SOURCE>_<iter>.pdparams snapshots "
+                             "(GTA5_<iter>, SYNTHIA_<iter>, Cityscapes_<iter>)")
     parser.add_argument("--save", default="./result/cityscapes", help="where predictions and mIoU.json go")
     parser.add_argument("--num-classes", type=int, default=NUM_CLASSES)
     parser.add_argument("--ignore-label", type=int, default=IGNORE_LABEL)
@@ -54,50 +76,68 @@ def get_arguments(argv=None):
         parser.error("--num-classes {}: the Cityscapes evaluation scores {} classes".format(args.num_classes, NUM_CLASSES))
     if args.ignore_label != IGNORE_LABEL:
         parser.error("--ignore-label: only {} is supported (the Cityscapes convention)".format(IGNORE_LABEL))
+    if args.target == "nthu" and args.city is None:
+        parser.error("--target nthu needs --city ({})".format(", ".join(NTHU_CITIES)))
+    if args.target != "nthu" and args.city is not None:
+        parser.error("--city {} is for --target nthu".format(args.city))
+    if args.target == "nthu" and args.devkit_dir:
+        parser.error("--devkit-dir holds Cityscapes lists; the NTHU evaluation does not use it")
+    args.data_dir = args.data_dir or TARGETS[args.target].data_dir
     return args
+
+
+def describe_classes(source, class_sets, prefix):
+    """'source: synthia (snapshots SYNTHIA_<N>); scored on 16 classes (mIoU), also 13'."""
+    origin = " (snapshots {}_<N>)".format(prefix) if prefix else ""
+    sizes = ["{} classes".format(len(CLASS_SETS[name])) for name in class_sets]
+    return "source: {}{}; scored on {} (mIoU){}".format(source, origin, sizes[0], "".join(
+        ", also " + size for size in sizes[1:]))
 
 
 def main(argv=None):
     args = get_arguments(argv)
+    source, prefix = snapshot_source(args.restore_from, args.source)
+    class_sets = scored_class_sets(source, args.target)
     use_gpu, gpu_id = select_device(args)
-    images = cityscapesDataSet(args.data_dir, args.data_list, crop_size=args.input_size, set=args.set)
-    gt_dir = args.gt_dir or os.path.join(args.data_dir, "gtFine", args.set)
-    gt_paths = None
-    if args.gt_dir or os.path.isdir(gt_dir):
-        gt_paths = ground_truth_paths(images, gt_dir)
-    lut = lut_for(args.devkit_dir)
+    data = evaluation_set(args.target, args.data_dir, args.input_size, args.data_list, args.set, args.gt_dir,
+                          args.devkit_dir, args.city)
     model = build_model(args.model, num_classes=args.num_classes)
+    print(describe_classes(source, class_sets, prefix))
 
     def make_predictor(net):
         return SegmentationPredictor(net, backend=args.backend, use_gpu=use_gpu, gpu_id=gpu_id)
 
     if os.path.isdir(args.restore_from):
-        if gt_paths is None:
+        if data.gt_paths is None:
             sys.exit("--restore-from is a directory of snapshots, but there is no ground truth at {} to rank "
-                     "them: give --gt-dir".format(gt_dir))
-        settings = evaluation_settings(args.data_dir, args.data_list, args.set, gt_dir, args.devkit_dir, args.model,
-                                       args.input_size, len(images))
-        table, best, snapshots = evaluate_snapshots(model, args.restore_from, make_predictor, images, gt_paths, lut,
-                                                    args.batch_size, args.num_workers, settings)
-        print("iteration\tmIoU")
-        for iteration, miou in table.items():
-            print("{}\t{:.2f}{}".format(iteration, miou * 100, "\t<- best" if iteration == best else ""))
-        best_path = snapshots.best_path
-        print("best: {}.pdparams ({:.2f} mIoU), copied to {}".format(snapshots.name(best), table[best] * 100,
-                                                                   best_path))
+                     "them: give --gt-dir".format(data.gt_dir))
+        settings = evaluation_settings(args.data_dir, args.data_list, data.split, data.gt_dir, args.devkit_dir,
+                                       args.model, args.input_size, len(data.images), class_sets)
+        scores = evaluate_snapshots(model, args.restore_from, make_predictor, data.images, data.gt_paths, data.lut,
+                                    args.batch_size, args.num_workers, settings, class_sets=class_sets, prefix=prefix)
+        extra = class_sets[1:]
+        print("iteration\tmIoU" + "".join("\tmIoU ({} classes)".format(len(CLASS_SETS[name])) for name in extra))
+        for iteration, mious in scores.mious_by_classes.items():
+            print("{}\t{:.2f}{}{}".format(iteration, scores.mious[iteration] * 100,
+                                          "".join("\t{:.2f}".format(mious[name] * 100) for name in extra),
+                                          "\t<- best" if iteration == scores.best else ""))
+        best_path = scores.snapshots.best_path
+        print("best: {}.pdparams ({:.2f} mIoU), copied to {}".format(
+            scores.snapshots.name(scores.best), scores.mious[scores.best] * 100, best_path))
+        city = " --target nthu --city {}".format(args.city) if args.target == "nthu" else ""
         print("no predictions are written for a directory; for the best snapshot's: "
-              "python evaluate_cityscapes.py --restore-from {} --save DIR".format(best_path))
+              "python evaluate_cityscapes.py --restore-from {}{} --save DIR".format(best_path, city))
         return 0
 
     print(load_weights(model, args.restore_from).summary())
-    result = evaluate(make_predictor(model), images, gt_paths, lut, save_dir=args.save,
-                      batch_size=args.batch_size, num_workers=args.num_workers)
+    result = evaluate(make_predictor(model), data.images, data.gt_paths, data.lut, save_dir=args.save,
+                      batch_size=args.batch_size, num_workers=args.num_workers, class_sets=class_sets)
     print("predictions: {}".format(os.path.abspath(args.save)))
     if result is None:
-        print("no ground truth at {}: predictions only (give --gt-dir to score them)".format(gt_dir))
+        print("no ground truth at {}: predictions only (give --gt-dir to score them)".format(data.gt_dir))
         return 0
-    print(format_iou_table(result.ious))
-    save_iou_json(os.path.join(args.save, "mIoU.json"), result.ious, result.num_images)
+    print(format_iou_table(result.ious, class_sets=class_sets))
+    save_iou_json(os.path.join(args.save, "mIoU.json"), result.ious, result.num_images, class_sets=class_sets)
     return 0
 
 

@@ -1,4 +1,5 @@
-"""AdaptSegNet, multi-level: adversarial adaptation in the output space, GTA5 (or SYNTHIA) -> Cityscapes.
+"""AdaptSegNet, multi-level: adversarial adaptation in the output space, GTA5 -> Cityscapes (and
+SYNTHIA -> Cityscapes, Cityscapes -> an NTHU city).
 
     python train_gta2cityscapes_multi.py --restore-from DeepLab_resnet_pretrained_init-f81d91e8.pth \
         --snapshot-dir snapshots/GTA2Cityscapes_multi --random-mirror --continue-train
@@ -15,14 +16,14 @@ import sys
 import paddle
 import paddle.nn.functional as F
 
-from dataset import cityscapesDataSet
 from dataset.loader import DataError
-from dataset.sources import make_source
+from dataset.sources import make_source, make_target
 from model import FCDiscriminator, build_model
 from utils.files.checkpoint import CheckpointError, PaddleOptimizerState
 from utils.files.lock import DirectoryLocked
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 from utils.loss import GAN_KINDS, SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
+from utils.training.amp import NO_AMP, MixedPrecision
 from utils.training.optimizer import build_sgd, describe, lr_poly
 from utils.training.options import check_arguments, training_parser
 from utils.training.session import TrainingDiverged, check_finite, run_training, upsample
@@ -36,33 +37,33 @@ def set_trainable(nets, trainable):
             p.stop_gradient = not trainable
 
 
-def adaptation_step(model, D1, D2, source_batch, target_batch, args, scale=1.0):
+def adaptation_step(model, D1, D2, source_batch, target_batch, args, scale=1.0, amp=NO_AMP):
     """Steps 1-3 of an iteration on one (sub-)batch; gradients accumulate, nothing is stepped."""
     source_images, source_labels = source_batch[:2]
     target_images = target_batch[0]
 
     # 1. Supervised segmentation on the source domain, both heads.
-    source_out1, source_out2 = (upsample(out, args.input_size) for out in model(source_images))
+    source_out1, source_out2 = (upsample(out, args.input_size) for out in amp.forward(model, source_images))
     loss_seg1 = seg_loss(source_out1, source_labels, args.ignore_label)
     loss_seg2 = seg_loss(source_out2, source_labels, args.ignore_label)
-    ((loss_seg2 + args.lambda_seg * loss_seg1) * scale).backward()
+    amp.backward((loss_seg2 + args.lambda_seg * loss_seg1) * scale)
 
     # 2. Make target outputs look like source outputs to the frozen discriminators.
     set_trainable([D1, D2], False)
-    target_out1, target_out2 = (upsample(out, args.input_size_target) for out in model(target_images))
-    loss_adv_target1 = adv_loss(D1(F.softmax(target_out1, axis=1)), SOURCE_LABEL, args.gan)
-    loss_adv_target2 = adv_loss(D2(F.softmax(target_out2, axis=1)), SOURCE_LABEL, args.gan)
-    ((args.lambda_adv_target1 * loss_adv_target1 + args.lambda_adv_target2 * loss_adv_target2) * scale).backward()
+    target_out1, target_out2 = (upsample(out, args.input_size_target) for out in amp.forward(model, target_images))
+    loss_adv_target1 = adv_loss(amp.forward(D1, F.softmax(target_out1, axis=1)), SOURCE_LABEL, args.gan)
+    loss_adv_target2 = adv_loss(amp.forward(D2, F.softmax(target_out2, axis=1)), SOURCE_LABEL, args.gan)
+    amp.backward((args.lambda_adv_target1 * loss_adv_target1 + args.lambda_adv_target2 * loss_adv_target2) * scale)
     set_trainable([D1, D2], True)
 
     # 3. Train the discriminators to tell source (0) from target (1), each half weighted 1/2.
     loss_D1 = loss_D2 = 0.0
     for (out1, out2), label in (((source_out1, source_out2), SOURCE_LABEL),
                                 ((target_out1, target_out2), TARGET_LABEL)):
-        half_D1 = adv_loss(D1(F.softmax(out1.detach(), axis=1)), label, args.gan) / 2
-        half_D2 = adv_loss(D2(F.softmax(out2.detach(), axis=1)), label, args.gan) / 2
-        (half_D1 * scale).backward()
-        (half_D2 * scale).backward()
+        half_D1 = adv_loss(amp.forward(D1, F.softmax(out1.detach(), axis=1)), label, args.gan) / 2
+        half_D2 = adv_loss(amp.forward(D2, F.softmax(out2.detach(), axis=1)), label, args.gan) / 2
+        amp.backward(half_D1 * scale)
+        amp.backward(half_D2 * scale)
         loss_D1 += float(half_D1)
         loss_D2 += float(half_D2)
 
@@ -70,7 +71,7 @@ def adaptation_step(model, D1, D2, source_batch, target_batch, args, scale=1.0):
     return {name: float(value) * scale for name, value in zip(LOSS_NAMES, losses)}
 
 
-def train_iteration(nets, optimizers, batches, iteration, args, parallel=None):
+def train_iteration(nets, optimizers, batches, iteration, args, parallel=None, amp=NO_AMP):
     """One iteration: steps 1-3 over --iter-size sub-batches, then step 4 for all three optimizers.
 
     With ``parallel`` (a distributed job), gradients and logged losses are averaged over the
@@ -87,18 +88,16 @@ def train_iteration(nets, optimizers, batches, iteration, args, parallel=None):
     losses = dict.fromkeys(LOSS_NAMES, 0.0)
     for source_batch, target_batch in batches:
         for name, value in adaptation_step(model, D1, D2, source_batch, target_batch, args,
-                                           scale=1.0 / args.iter_size).items():
+                                           scale=1.0 / args.iter_size, amp=amp).items():
             losses[name] += value
     if parallel is not None:
         losses = parallel.average_values(losses)
         parallel.average_gradients(nets)
-    check_finite(losses, iteration)
+    check_finite(losses, iteration, amp)
 
     # 4. Step the segmentation network and both discriminators.
-    for opt in optimizers:
-        opt.step()
-        opt.clear_grad()
-    return losses, {"G": lr, "D": lr_D}
+    amp.step(optimizers, [p for net in nets for p in net.parameters()])
+    return losses, dict({"lr/G": lr, "lr/D": lr_D}, **amp.scalars())
 
 
 def build_networks(args):
@@ -124,13 +123,15 @@ class AdaptSegNet(object):
     def __init__(self, args):
         self.args = args
         self.source = make_source(args)
-        self.target = cityscapesDataSet(args.data_dir_target, args.data_list_target,
-                                        crop_size=args.input_size_target, set=args.set)
+        self.target = make_target(args)
         self.networks, self.optimizers = build_networks(args)
         model, D1, D2 = self.networks
         self.nets = {"model": model, "D1": D1, "D2": D2}
+        self.amp = MixedPrecision(args.amp)
         self.state = {"model": self.optimizers[0], "D1": PaddleOptimizerState(self.optimizers[1], D1),
                       "D2": PaddleOptimizerState(self.optimizers[2], D2)}
+        if self.amp.mode == "fp16":
+            self.state["amp"] = self.amp  # the loss scale
 
     def describe(self):
         return [describe(self.optimizers[0], self.args.sgd_groups)]
@@ -152,11 +153,12 @@ class AdaptSegNet(object):
                 log(load_weights(D, path).summary())
 
     def iteration(self, batches, iteration, parallel):
-        return train_iteration(self.networks, self.optimizers, batches, iteration, self.args, parallel)
+        return train_iteration(self.networks, self.optimizers, batches, iteration, self.args, parallel, self.amp)
 
 
 def get_arguments(argv=None):
-    parser = training_parser("AdaptSegNet multi-level training, GTA5 or SYNTHIA -> Cityscapes.", {})
+    parser = training_parser("AdaptSegNet multi-level training: GTA5 or SYNTHIA -> Cityscapes, or Cityscapes "
+                             "-> a city of the NTHU dataset.", {})
     parser.add_argument("--lambda-seg", type=float, default=0.1, help="weight of the conv4 head's seg loss")
     parser.add_argument("--lambda-adv-target1", type=float, default=2e-4)
     parser.add_argument("--lambda-adv-target2", type=float, default=1e-3)

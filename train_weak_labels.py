@@ -19,9 +19,8 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from dataset import cityscapesDataSet
 from dataset.loader import DataError
-from dataset.sources import TranslatedImages, make_source
+from dataset.sources import TranslatedImages, make_source, make_target
 from dataset.weak_labels import Thresholds, WeakTargetDataSet, present_classes
 from model import CWDiscriminator, FCDiscriminator, build_model
 from model.discriminator import pooled_features
@@ -30,6 +29,7 @@ from utils.files.lock import DirectoryLocked
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 from utils.loss import (SOURCE_LABEL, TARGET_LABEL, category_adversarial_loss, domain_loss, dropout, point_loss,
                         pseudo_weak_labels, seg_loss, weak_loss)
+from utils.training.amp import NO_AMP, MixedPrecision
 from utils.training.optimizer import build_sgd, clip_grad_norm, describe, lr_poly
 from utils.training.options import check_arguments, training_parser
 from utils.training.session import TrainingDiverged, check_finite, run_training, upsample
@@ -46,7 +46,7 @@ def set_trainable(nets, trainable):
             p.stop_gradient = not trainable
 
 
-def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, scale=1.0):
+def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, scale=1.0, amp=NO_AMP):
     """The reference's steps on one (sub-)batch; gradients accumulate, nothing is stepped.
 
     ``nets``: (G, D2 or None, cwD or None); ``seed``: of this sub-batch's dropout mask.
@@ -56,12 +56,12 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
     losses = dict.fromkeys(LOSS_NAMES, 0.0)
 
     # 1. Source: segmentation loss on the conv5 head (the reference's lambda_seg is 0).
-    _, source_out, source_features = model(source_images, return_features=True)
+    _, source_out, source_features = amp.forward(model, source_images, return_features=True)
     if cwD is not None:
         source_pooled = pooled_features(source_out.detach(), source_features.detach())
     source_out = upsample(source_out, args.input_size)
     loss_seg = seg_loss(source_out, source_labels, args.ignore_label)
-    (loss_seg * scale).backward()
+    amp.backward(loss_seg * scale)
     losses["seg2"] = float(loss_seg)
     if args.source_only:
         return losses
@@ -69,7 +69,7 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
     # 2. Target: fool the frozen discriminators; weak-label and point losses.
     set_trainable([net for net in (D2, cwD) if net is not None], False)
     target_images = target_batch[0]
-    _, target_out, target_features = model(target_images, return_features=True)
+    _, target_out, target_features = amp.forward(model, target_images, return_features=True)
     weak = None
     if needs_weak_labels(args):
         weak = pseudo_weak_labels(target_out, args.pweak_th) if args.use_pseudo else target_batch[1]
@@ -79,16 +79,16 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
     loss_weak = weak_loss(dropout(target_out, args.weak_dropout, seed), weak) if args.use_weak else None
     if cwD is not None:
         target_pooled = pooled_features(target_out.detach(), target_features)
-        loss_cw_adv = category_adversarial_loss(cwD(target_pooled), weak, SOURCE_LABEL, args.ls_gan)
+        loss_cw_adv = category_adversarial_loss(amp.forward(cwD, target_pooled), weak, SOURCE_LABEL, args.ls_gan)
     target_out = upsample(target_out, args.input_size_target)
-    loss_adv = domain_loss(D2(F.softmax(target_out, axis=1)), SOURCE_LABEL, args.ls_gan)
+    loss_adv = domain_loss(amp.forward(D2, F.softmax(target_out, axis=1)), SOURCE_LABEL, args.ls_gan)
     total = args.lambda_adv_target2 * loss_adv
     for weight, term, name in ((args.lambda_weak_target2, loss_weak, "weak"), (1.0, loss_point, "point"),
                                (args.lambda_weak_cwadv2, loss_cw_adv if cwD is not None else None, "cw_adv")):
         if term is not None:
             total = total + weight * term
             losses[name] = float(term)
-    (total * scale).backward()
+    amp.backward(total * scale)
     set_trainable([net for net in (D2, cwD) if net is not None], True)
     losses["adv_target2"] = float(loss_adv)
     if weak is not None:
@@ -101,17 +101,17 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
     halves = ((source_out, source_pooled if cwD is not None else None, SOURCE_LABEL, source_present if cwD else None),
               (target_out, target_pooled if cwD is not None else None, TARGET_LABEL, weak))
     for out, pooled, domain, present in halves:
-        half_D2 = domain_loss(D2(F.softmax(out.detach(), axis=1)), domain, args.ls_gan) / 2
-        (half_D2 * scale).backward()
+        half_D2 = domain_loss(amp.forward(D2, F.softmax(out.detach(), axis=1)), domain, args.ls_gan) / 2
+        amp.backward(half_D2 * scale)
         losses["D2"] += float(half_D2)
         if cwD is not None:
-            half_cw = category_adversarial_loss(cwD(pooled.detach()), present, domain, args.ls_gan) / 2
-            (half_cw * scale).backward()
+            half_cw = category_adversarial_loss(amp.forward(cwD, pooled.detach()), present, domain, args.ls_gan) / 2
+            amp.backward(half_cw * scale)
             losses["cw_D"] += float(half_cw)
     return losses
 
 
-def train_iteration(nets, optimizers, batches, iteration, args, thresholds, parallel=None):
+def train_iteration(nets, optimizers, batches, iteration, args, thresholds, parallel=None, amp=NO_AMP):
     """One iteration: the steps over --iter-size sub-batches, then the gradient of G clipped to
     norm 1 (as the reference; not when training on the source alone) and every optimizer stepped."""
     lr = lr_poly(args.learning_rate, iteration, args.num_steps, args.power)
@@ -124,18 +124,16 @@ def train_iteration(nets, optimizers, batches, iteration, args, thresholds, para
     for sub, (source_batch, target_batch) in enumerate(batches):
         seed = (args.random_seed, iteration, sub, rank)
         for name, value in weak_label_step(nets, source_batch, target_batch, args, thresholds, seed,
-                                           scale=1.0 / args.iter_size).items():
+                                           scale=1.0 / args.iter_size, amp=amp).items():
             losses[name] += value / args.iter_size
     if parallel is not None:
         losses = parallel.average_values(losses)
         parallel.average_gradients([net for net in nets if net is not None])
-    check_finite(losses, iteration)
-    if not args.source_only:
-        clip_grad_norm(nets[0].parameters(), 1.0)
-    for opt in optimizers:
-        opt.step()
-        opt.clear_grad()
-    return losses, {"G": lr, "D": lr_D}
+    check_finite(losses, iteration, amp)
+    model = nets[0]
+    clip = None if args.source_only else lambda: clip_grad_norm(model.parameters(), 1.0)
+    amp.step(optimizers, [p for net in nets if net is not None for p in net.parameters()], before_step=clip)
+    return losses, dict({"lr/G": lr, "lr/D": lr_D}, **amp.scalars())
 
 
 def needs_weak_labels(args):
@@ -147,10 +145,12 @@ def target_dataset(args):
     images with image-level labels and points from the ground truth (weak supervision)."""
     if args.source_only:
         return None
-    images = cityscapesDataSet(args.data_dir_target, args.data_list_target, crop_size=args.input_size_target,
-                               set=args.set)
+    images = make_target(args)
     if not args.use_pointloss and (args.use_pseudo or not needs_weak_labels(args)):
         return images
+    if args.target != "cityscapes" and args.weak_label_file is None:
+        raise ValueError("--target {}: its training images have no labels; weak supervision needs --use-pseudo "
+                         "or --weak-label-file".format(args.target))
     thresholds = Thresholds.from_file(args.target_thresholds) if args.target_thresholds else \
         Thresholds.reference("cityscapes")
     return WeakTargetDataSet(images, thresholds, with_points=args.use_pointloss, label_file=args.weak_label_file,
@@ -168,6 +168,8 @@ class WeakLabels(object):
         self.args = args
         source = make_source(args)
         if args.use_pixeladapt:
+            if not (args.pixeladapt_dir or args.source in PIXELADAPT_DIRS):
+                raise ValueError("--use-pixeladapt with --source {} needs --pixeladapt-dir".format(args.source))
             source = TranslatedImages(source, args.pixeladapt_dir or PIXELADAPT_DIRS[args.source])
         self.source, self.target = source, target_dataset(args)
         self.source_thresholds = Thresholds.from_file(args.source_thresholds) if args.source_thresholds else \
@@ -182,6 +184,9 @@ class WeakLabels(object):
         self.state = {"model": self.optimizers[0]}
         self.state.update((name, PaddleOptimizerState(opt, self.nets[name]))
                           for name, opt in zip(self.parts, self.optimizers[1:]))
+        self.amp = MixedPrecision(args.amp)
+        if self.amp.mode == "fp16":
+            self.state["amp"] = self.amp  # the loss scale
 
     @staticmethod
     def build_networks(args):
@@ -214,7 +219,7 @@ class WeakLabels(object):
 
     def iteration(self, batches, iteration, parallel):
         return train_iteration(self.networks, self.optimizers, batches, iteration, self.args, self.source_thresholds,
-                               parallel)
+                               parallel, self.amp)
 
 
 def get_arguments(argv=None):

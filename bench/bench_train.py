@@ -2,11 +2,16 @@
 
     python -m bench.bench_train [--batch-size 1] [--num-workers 2] [--iterations 4] [--warmup 2]
     python -m bench.bench_train --sgd-groups original,paper    # the two SGD semantics, one run
+    python -m bench.bench_train --method adaptsegnet,weak      # AdaptSegNet's and the weak-label iteration
     python -m bench.bench_train --ranks 1,2 --batch-size 2     # data-parallel scaling
 
 Runs the real training iteration (train_gta2cityscapes_multi.AdaptSegNet) on synthetic data at
 the project's baseline sizes (source 640x360, target 512x256), timing only after the warm-up iterations:
 the first optimizer steps are slower. With --num-workers 2 or more the data wait should be ~0.
+
+--method weak times train_weak_labels.WeakLabels in its full UDA mode (pseudo-weak labels,
+category-wise alignment, pixel adaptation); with two methods, each runs in its own process, so
+that each peak memory is its own.
 
 --ranks runs the same global batch on 1, 2, ... processes (paddle.distributed.launch, gloo on a
 CPU; each rank gets cores / ranks threads) and reports iterations/s and the scaling efficiency.
@@ -32,13 +37,63 @@ import time  # noqa: E402
 SOURCE_SIZE, TARGET_SIZE = (640, 360), (512, 256)
 
 
+def time_iterations(args, warmup, iterations, synchronize=None, method=None):
+    """Run the real training iteration (``method``, default train_gta2cityscapes_multi.AdaptSegNet,
+    in a TrainingSession from ``args``) ``warmup + iterations`` times; return ({"data_wait": [s...], "compute": [s...],
+    "sgd_step": [s...]} per timed iteration, rank). "sgd_step" has no entry for an iteration whose
+    step was skipped (--amp fp16 skips a step whose gradients overflowed).
+
+    ``synchronize`` (e.g. paddle.device.cuda.synchronize) is called before every clock reading: a
+    GPU runs its work after the Python call that queued it has returned.
+    """
+    import train_gta2cityscapes_multi as train
+    from utils.training.session import TrainingSession
+
+    synchronize = synchronize or (lambda: None)
+    timings = {"data_wait": [], "compute": [], "sgd_step": []}
+    with TrainingSession(args) as session:
+        method = (method or train.AdaptSegNet)(args)
+        session.start(method)
+        sgd = method.optimizers[0]
+        step, step_seconds = sgd.step, []
+
+        def timed_step():
+            synchronize()
+            started = time.perf_counter()
+            step()
+            synchronize()
+            step_seconds.append(time.perf_counter() - started)
+
+        sgd.step = timed_step
+        for iteration in range(warmup + iterations):
+            steps_before = len(step_seconds)
+            synchronize()
+            start = time.perf_counter()
+            batches = session.next_batches()
+            synchronize()
+            loaded = time.perf_counter()
+            method.iteration(batches, iteration, session.parallel)
+            synchronize()
+            done = time.perf_counter()
+            if iteration >= warmup:
+                timings["data_wait"].append(loaded - start)
+                timings["compute"].append(done - loaded)
+                if len(step_seconds) > steps_before:
+                    timings["sgd_step"].append(step_seconds[-1])
+        rank = session.parallel.rank
+    return timings, rank
+
+
+WEAK_LABEL_UDA = ["--use-weak", "--use-pseudo", "--use-weak-cw", "--use-pixeladapt"]
+
+
 def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size=SOURCE_SIZE,
-                target_size=TARGET_SIZE, device="cpu", data_root=None, sgd_groups="original"):
+                target_size=TARGET_SIZE, device="cpu", data_root=None, sgd_groups="original", method="adaptsegnet"):
     """({"data_wait": [s...], "compute": [s...], "sgd_step": [s...]} per timed iteration, peak RSS in
     MiB, rank)."""
     import train_gta2cityscapes_multi as train
+    import train_weak_labels as weak
     from dataset.synthetic import make_synthetic
-    from utils.training.session import TrainingSession
 
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
         data_root = data_root or os.path.join(tmp, "data")
@@ -46,36 +101,16 @@ def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size
         if not os.path.isdir(gta5):
             make_synthetic(data_root, num_source=8, num_target_train=8, num_target_val=1,
                            source_size=source_size, target_size=target_size)
-        args = train.get_arguments([
-            "--data-dir", gta5, "--data-dir-target", cityscapes, "--snapshot-dir", os.path.join(tmp, "run"),
-            "--input-size", "{},{}".format(*source_size), "--input-size-target", "{},{}".format(*target_size),
-            "--batch-size", str(batch_size), "--num-workers", str(num_workers), "--random-mirror",
-            "--num-steps-stop", str(warmup + iterations), "--device", device, "--from-scratch",
-            "--sgd-groups", sgd_groups])
-        timings = {"data_wait": [], "compute": [], "sgd_step": []}
-        with TrainingSession(args) as session:
-            method = train.AdaptSegNet(args)
-            session.start(method)
-            sgd = method.optimizers[0]
-            step, step_seconds = sgd.step, []
-
-            def timed_step():
-                started = time.perf_counter()
-                step()
-                step_seconds.append(time.perf_counter() - started)
-
-            sgd.step = timed_step
-            for iteration in range(warmup + iterations):
-                start = time.perf_counter()
-                batches = session.next_batches()
-                loaded = time.perf_counter()
-                method.iteration(batches, iteration, session.parallel)
-                done = time.perf_counter()
-                if iteration >= warmup:
-                    timings["data_wait"].append(loaded - start)
-                    timings["compute"].append(done - loaded)
-                    timings["sgd_step"].append(step_seconds[-1])
-            rank = session.parallel.rank
+        argv = ["--data-dir", gta5, "--data-dir-target", cityscapes, "--snapshot-dir", os.path.join(tmp, "run"),
+                "--input-size", "{},{}".format(*source_size), "--input-size-target", "{},{}".format(*target_size),
+                "--batch-size", str(batch_size), "--num-workers", str(num_workers), "--random-mirror",
+                "--num-steps-stop", str(warmup + iterations), "--device", device, "--from-scratch",
+                "--sgd-groups", sgd_groups]
+        if method == "weak":  # the source images stand in for their CycleGAN translations: same cost
+            argv += WEAK_LABEL_UDA + ["--pixeladapt-dir", gta5]
+            timings, rank = time_iterations(weak.get_arguments(argv), warmup, iterations, method=weak.WeakLabels)
+        else:
+            timings, rank = time_iterations(train.get_arguments(argv), warmup, iterations)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     return timings, peak_mib, rank
 
@@ -102,6 +137,30 @@ def run_ranks(ranks, args, data_root):
     return json.loads(result[-1])
 
 
+def compare_methods(methods, args):
+    """Each method's iteration in its own process, on the same synthetic data."""
+    from dataset.synthetic import make_synthetic
+
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_data_") as data_root:
+        make_synthetic(data_root, num_source=8, num_target_train=8, num_target_val=1,
+                       source_size=SOURCE_SIZE, target_size=TARGET_SIZE)
+        for method in methods:
+            command = [sys.executable, os.path.abspath(__file__), "--worker", "--method", method, "--batch-size",
+                       str(args.batch_size), "--num-workers", str(args.num_workers), "--iterations",
+                       str(args.iterations), "--warmup", str(args.warmup), "--data-root", data_root]
+            output = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    check=True).stdout.decode(errors="replace")
+            results[method] = json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
+    print("batch {} per domain, workers {}, source 640x360, target 512x256; median of {} after {} warm-up".format(
+        args.batch_size, args.num_workers, args.iterations, args.warmup))
+    print("method        s/iter  data wait  peak RSS    vs {}".format(methods[0]))
+    for method, r in results.items():
+        print("{:12s}  {:6.2f}  {:8.3f}s  {:6.0f} MiB  {:5.2f}x".format(
+            method, r["seconds"], r["data_wait"], r["peak_mib"], r["seconds"] / results[methods[0]]["seconds"]))
+    return 0
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=1, help="global batch per domain")
@@ -111,6 +170,8 @@ def main(argv=None):
     parser.add_argument("--ranks", default=None, help="comma-separated process counts, e.g. 1,2")
     parser.add_argument("--sgd-groups", default="original",
                         help="original, paper, or both (original,paper): the time of each and their ratio")
+    parser.add_argument("--method", default="adaptsegnet",
+                        help="adaptsegnet, weak (the weak-label UDA iteration), or both (adaptsegnet,weak)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data-root", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -131,9 +192,12 @@ def main(argv=None):
                 r["peak_mib"]))
         return 0
 
+    methods = args.method.split(",")
+    if len(methods) > 1:
+        return compare_methods(methods, args)
     modes = args.sgd_groups.split(",")
     results = {mode: bench_train(args.batch_size, args.num_workers, args.iterations, args.warmup,
-                                 data_root=args.data_root, sgd_groups=mode) for mode in modes}
+                                 data_root=args.data_root, sgd_groups=mode, method=methods[0]) for mode in modes}
     if args.worker:
         timings, peak_mib, rank = results[modes[0]]
         if rank == 0:

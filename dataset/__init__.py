@@ -1,17 +1,8 @@
-"""The datasets: GTA5 and SYNTHIA (source), Cityscapes (target).
-
-``from dataset import GTA5DataSet`` works as in the original; the classes are imported on first
-use, so numpy-only tools (``dataset.classes``, ``dataset.files``) do not load Paddle.
-"""
-import importlib
-
+"""The datasets: GTA5 and SYNTHIA (source), Cityscapes (target), as ``from dataset import
+GTA5DataSet`` in the original. They read files with numpy and Pillow only; dataset/loader.py
+batches them for Paddle."""
 import utils.runtime  # noqa: F401  (process settings that must precede paddle)
+from dataset.cityscapes_dataset import cityscapesDataSet
+from dataset.gta5_dataset import GTA5DataSet
 
-_HOMES = {"GTA5DataSet": "dataset.gta5_dataset", "cityscapesDataSet": "dataset.cityscapes_dataset"}
-__all__ = sorted(_HOMES)
-
-
-def __getattr__(name):
-    if name in _HOMES:
-        return getattr(importlib.import_module(_HOMES[name]), name)
-    raise AttributeError("module 'dataset' has no attribute {!r}".format(name))
+__all__ = ["GTA5DataSet", "cityscapesDataSet"]

@@ -1,4 +1,5 @@
-"""What the datasets share: a paddle.io.Dataset over a list of entries.
+"""What the datasets share: a map-style dataset over a list of entries (numpy and Pillow only; the
+loaders in dataset/loader.py hand it to Paddle).
 
 Both read an entry list (or scan the image folder), resize every image to crop_size with
 BICUBIC, turn RGB into BGR minus the Caffe mean (no std division), and, when labels are
@@ -10,7 +11,6 @@ import operator
 import os
 
 import numpy as np
-import paddle
 
 from dataset.classes import IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID, label_id_to_train_id_lut
 from dataset.files import image_to_input, label_to_train_ids, load_image, load_label_ids, read_list, summarize
@@ -28,7 +28,7 @@ def check_crop_size(crop_size, owner):
     return width, height
 
 
-class ListDataSet(paddle.io.Dataset):
+class ListDataSet(object):
     """Entries from a list file or a sorted scan; every entry gives one image and maybe a label.
 
     Subclasses set LAYOUT and LIST_HINT (shown in errors) and define scan_entries(),

@@ -70,3 +70,17 @@ CLASS_SETS = {
 }
 # The sets a model of each source domain is scored on; the first is its headline.
 SOURCE_CLASS_SETS = {"gta5": ("19",), "synthia": ("16", "13")}
+
+# Cross-city adaptation (Cityscapes -> Rome, Rio, Tokyo or Taipei of the NTHU dataset): its test
+# labels annotate these 13 classes, and both public cross-city loaders (ZJULearning/MaxSquareLoss
+# datasets/crosscity_Dataset.py, joonh-kim/ETM dataset/crosscity_dataset.py) score exactly them.
+# By train id they are the same classes as SYNTHIA's "13"; they are named apart because a
+# different fact decides them (what the target's labels hold, not what the source lacks).
+CROSS_CITY_CLASSES = ("road", "sidewalk", "building", "light", "sign", "vegetation", "sky", "person", "rider",
+                      "car", "bus", "motorcycle", "bicycle")
+CLASS_SETS["crosscity13"] = tuple(CLASS_NAMES.index(name) for name in CROSS_CITY_CLASSES)
+# Cityscapes as a labelled source (for cross-city adaptation) has all 19 classes.
+SOURCE_CLASS_SETS["cityscapes"] = ("19",)
+# A target whose labels hold fewer classes decides the scored set whatever the source;
+# the others leave it to the source.
+TARGET_CLASS_SETS = {"cityscapes": None, "nthu": ("crosscity13",)}

@@ -1,11 +1,13 @@
 """Tiny synthetic stand-ins for GTA5 and Cityscapes, written in their real on-disk layouts.
 
     python -m dataset.synthetic OUT_DIR [--num-source N] [--num-target-train N]
-        [--num-target-val N] [--num-synthia N] [--source-size W,H] [--target-size W,H] [--seed S]
+        [--num-target-val N] [--num-synthia N] [--num-nthu N] [--source-size W,H] [--target-size W,H]
+        [--seed S]
 
 writes OUT_DIR/GTA5/{images,labels}/NNNNN.png, OUT_DIR/Cityscapes/leftImg8bit/{train,val}/ with
 their gtFine labels, and OUT_DIR/SYNTHIA/{RGB,GT/LABELS}/NNNNNNN.png (16-bit labels, as SYNTHIA
-ships them). Every scene is a street: sky on top, buildings and trees
+ships them); with --num-nthu, OUT_DIR/NTHU/Rome/{Images,Labels} as the cross-city dataset
+(make_nthu). Every scene is a street: sky on top, buildings and trees
 along a skyline, road and sidewalk below the horizon, with cars, persons and poles as shapes.
 Each class has its own colour (the class palette) and texture, so a tiny network can learn
 it, and the two domains are rendered with different colour, brightness and noise statistics,
@@ -242,6 +244,40 @@ def make_synthetic(out_dir, num_source=20, num_target_train=10, num_target_val=6
     return gta5_root, cityscapes_root
 
 
+# The cities' cameras: between the game's vivid colours and Cityscapes' washed-out ones, warmer
+# and brighter than Cityscapes, so Cityscapes -> city adaptation has a gap of its own.
+CITY_STYLE = Style(saturation=0.85, gain=(1.0, 0.92, 0.8), bias=(14.0, 8.0, 0.0), noise=6.0)
+
+
+def make_nthu(out_dir, cities=("Rome",), num_train=4, num_test=3, size=(128, 64), seed=0):
+    """Write an NTHU cross-city tree under out_dir/NTHU; return its root. For each city:
+    Images/Train/<id> (unlabelled) and Images/Test/<id>, as .jpg or .png like the real files
+    (mixed), with Labels/Test/<id>_eval.png holding Cityscapes label ids. The scenes' poles stay in
+    the labels, though the real cities do not annotate poles: the evaluation must ignore them."""
+    from dataset.nthu_dataset import LABEL_SUFFIX, SPLITS
+    for count, flag in ((num_train, "--num-nthu (train images)"), (num_test, "--num-nthu (test images)")):
+        if count < 1:
+            raise ValueError("{} must be at least 1, got {}".format(flag, count))
+    _check_size(size, "--target-size")
+    root = os.path.join(out_dir, "NTHU")
+    width, height = size
+    for city_index, city in enumerate(cities):
+        for split, count in (("train", num_train), ("test", num_test)):
+            images = os.path.join(root, city, "Images", SPLITS[split])
+            labels = os.path.join(root, city, "Labels", SPLITS[split])
+            os.makedirs(images, exist_ok=True)
+            for index in range(count):
+                rng = np.random.default_rng([seed, 4, city_index, int(split == "test"), index])
+                ids = scene_label_ids(width, height, rng)
+                stem = "pic_{:03d}".format(index + 1)
+                suffix = ".png" if index % 3 == 1 else ".jpg"
+                Image.fromarray(render(ids, CITY_STYLE, rng)).save(os.path.join(images, stem + suffix), quality=95)
+                if split == "test":
+                    os.makedirs(labels, exist_ok=True)
+                    Image.fromarray(ids).save(os.path.join(labels, stem + LABEL_SUFFIX))
+    return root
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m dataset.synthetic",
@@ -254,6 +290,9 @@ def main(argv=None):
     parser.add_argument("--num-target-val", type=int, default=6,
                         help="Cityscapes val images with gtFine labelIds (default 6)")
     parser.add_argument("--num-synthia", type=int, default=12, help="SYNTHIA image/label pairs (default 12)")
+    parser.add_argument("--num-nthu", type=int, default=0,
+                        help="NTHU cross-city (Rome): this many Train and as many labelled Test images, at "
+                             "--target-size (default 0: none)")
     parser.add_argument("--source-size", type=size_argument, default=(160, 90), help="W,H of GTA5 images (default 160,90)")
     parser.add_argument("--target-size", type=size_argument, default=(128, 64),
                         help="W,H of Cityscapes images (default 128,64)")
@@ -264,9 +303,13 @@ def main(argv=None):
                                args.source_size, args.target_size, args.seed)
         synthia = make_synthia(args.out_dir, args.num_synthia, (args.source_size[0], args.source_size[1] * 19 // 18),
                                args.seed)
+        nthu = make_nthu(args.out_dir, num_train=args.num_nthu, num_test=args.num_nthu, size=args.target_size,
+                         seed=args.seed) if args.num_nthu else None
     except ValueError as error:
         parser.error(str(error))
     print("GTA5 root:       {}\nCityscapes root: {}\nSYNTHIA root:    {}".format(roots[0], roots[1], synthia))
+    if nthu:
+        print("NTHU root:       {}".format(nthu))
 
 
 if __name__ == "__main__":

@@ -6,9 +6,10 @@ tests/test_notebooks.py.
 - ``environment_report``: Paddle, the GPU and the free disk, before anything long starts.
 - ``find_archives`` / ``extract_archives`` / ``check_layout``: the datasets AI Studio mounts as
   zip archives, extracted into the layout the scripts read; a re-run extracts only what is
-  missing or incomplete.
+  missing or incomplete. ``check_translated``: the CycleGAN images of pixel adaptation.
 - ``convert_weights``: the authors' ``.pth`` files to ``.pdparams``, once.
-- ``read_metrics`` / ``plot_losses``, ``read_snapshot_table`` / ``plot_snapshot_miou``,
+- ``read_metrics`` / ``plot_losses`` (AdaptSegNet's losses, or the weak-label ones with
+  ``panels=WEAK_LABEL_PANELS``), ``read_snapshot_table`` / ``plot_snapshot_miou``,
   ``comparison_pictures``: what a run and its evaluation look like.
 - ``make_demo_archives``: DEMO mode's stand-ins for AI Studio's archives and the authors'
   weights, so every step above runs on a CPU in about a minute.
@@ -44,7 +45,8 @@ from utils.training.log import METRICS_FILE, PICTURES_DIR, read_metrics as _read
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 2.0 ** 30
-# Seed of DEMO mode's stand-ins for the authors' weights (tests compare against it).
+# Seed of DEMO mode's stand-ins for the authors' weights (tests compare against it; the
+# weak-label paper's gta5_pretrained.pth stand-in uses the next one).
 DEMO_WEIGHTS_SEED = 0
 
 
@@ -297,6 +299,7 @@ class ExtractionReport(object):
 
     def __init__(self):
         self.per_archive = collections.OrderedDict()  # path -> (extracted, already there)
+        self.written = []  # the files this extraction wrote
 
     @property
     def extracted(self):
@@ -370,6 +373,7 @@ def extract_archives(found, data_dir, progress=True):
                         with archive.open(info) as source, open(partial, "wb") as out:
                             shutil.copyfileobj(source, out, 1 << 20)
                         os.replace(partial, target)
+                        report.written.append(target)
                         bar.update(info.file_size)
             report.per_archive[path] = (len(pending), complete)
     finally:
@@ -377,12 +381,30 @@ def extract_archives(found, data_dir, progress=True):
     return report
 
 
-def check_layout(gta5_dir=None, cityscapes_dir=None, target_splits=("train", "val"), label_split="val"):
+def check_extracted(report, data_dir, num_workers=None):
+    """Decode every image and label ``report`` says was just written (python -m dataset.check), so
+    that a damaged archive member shows now rather than hours into training. Returns the number
+    of samples checked; raises ValueError listing the bad files."""
+    from dataset.check import check_datasets, datasets_below, samples_of
+
+    written = set(report.written)
+    if not written:
+        return 0
+    datasets = datasets_below(data_dir)
+    checked = sum(1 for d in datasets for job in samples_of(d) if job[0] in written or job[1] in written)
+    check_datasets(datasets, num_workers, only=written)
+    return checked
+
+
+def check_layout(gta5_dir=None, cityscapes_dir=None, target_splits=("train", "val"), label_splits=("val",)):
     """Counts of the dataset files the scripts will read; DatasetError naming what is missing.
 
     ``gta5_dir``: images/ and labels/ (None: not checked); ``cityscapes_dir``: leftImg8bit/<split>/
-    for ``target_splits`` and gtFine/<label_split>/ labels for every image of that split.
+    for ``target_splits`` and gtFine/<split>/ labels for every image of the ``label_splits`` among
+    them (val for scoring; train too for training with weak labels).
     """
+    if isinstance(label_splits, str):
+        label_splits = (label_splits,)
     counts, problems = collections.OrderedDict(), []
     if gta5_dir is not None:
         images = files_below(os.path.join(gta5_dir, "images"), ".png")
@@ -400,7 +422,7 @@ def check_layout(gta5_dir=None, cityscapes_dir=None, target_splits=("train", "va
         counts["Cityscapes {} images".format(split)] = len(entries)
         if not entries:
             problems.append("no Cityscapes images in {}".format(image_dir))
-        if split == label_split:
+        if split in label_splits:
             gt_dir = os.path.join(cityscapes_dir, "gtFine", split)
             missing = [gtfine_entry(e) for e in entries if not os.path.isfile(os.path.join(gt_dir, gtfine_entry(e)))]
             counts["Cityscapes {} labels".format(split)] = len(entries) - len(missing)
@@ -411,6 +433,21 @@ def check_layout(gta5_dir=None, cityscapes_dir=None, target_splits=("train", "va
         raise DatasetError("the datasets are incomplete:\n  - {}\nRun 01_prepare_data_and_weights.ipynb (again: it "
                            "extracts only what is missing).".format("\n  - ".join(problems)))
     return counts
+
+
+def check_translated(gta5_dir, translated_dir):
+    """The number of CycleGAN translations of the GTA5 images (``translated_dir/images/``, named as
+    the originals) that pixel adaptation reads; DatasetError naming those missing."""
+    images = files_below(os.path.join(gta5_dir, "images"), ".png")
+    translated = set(files_below(os.path.join(translated_dir, "images"), ".png"))
+    missing = [name for name in images if name not in translated]
+    if missing:
+        raise DatasetError("{} of the {} GTA5 images have no translation in {}: {}. Upload the CycleGAN output "
+                           "(GTA5 translated to Cityscapes' look, one image per GTA5 image, same names) there, "
+                           "or set PIXEL_ADAPT = False.".format(len(missing), len(images),
+                                                               os.path.join(translated_dir, "images"),
+                                                               summarize(missing)))
+    return len(images)
 
 
 # -- weights -----------------------------------------------------------------------------------
@@ -470,32 +507,61 @@ def latest_picture(snapshot_dir):
     return pictures[max(pictures)] if pictures else None
 
 
-# Panel title -> the tags it plots; the numbers are the heads: 1 on conv4 features, 2 on conv5.
-_LOSS_PANELS = collections.OrderedDict([
-    ("segmentation loss (GTA5)", ("loss/seg1", "loss/seg2")),
-    ("adversarial loss (Cityscapes)", ("loss/adv_target1", "loss/adv_target2")),
-    ("discriminator loss", ("loss/D1", "loss/D2")),
-    ("learning rate", ("lr/G", "lr/D")),
+# Panel title -> (tag, legend) of each line it draws. AdaptSegNet's heads: 1 on conv4 features, 2 on conv5.
+ADAPTSEGNET_PANELS = collections.OrderedDict([
+    ("segmentation loss (GTA5)", (("loss/seg1", "seg1 (conv4 head)"), ("loss/seg2", "seg2 (conv5 head)"))),
+    ("adversarial loss (Cityscapes)", (("loss/adv_target1", "adv_target1 (conv4 head)"),
+                                       ("loss/adv_target2", "adv_target2 (conv5 head)"))),
+    ("discriminator loss", (("loss/D1", "D1 (conv4 head)"), ("loss/D2", "D2 (conv5 head)"))),
+    ("learning rate", (("lr/G", "G (segmentation network)"), ("lr/D", "D (discriminators)"))),
 ])
-_HEAD = {"1": "conv4 head", "2": "conv5 head", "G": "segmentation network", "D": "discriminators"}
+# train_weak_labels.py: the conv5 head only, plus the weak-label terms.
+WEAK_LABEL_PANELS = collections.OrderedDict([
+    ("segmentation loss (GTA5)", (("loss/seg2", "seg2"),)),
+    ("adversarial losses (Cityscapes)", (("loss/adv_target2", "adv_target2 (output space)"),
+                                         ("loss/cw_adv", "cw_adv (category-wise)"))),
+    ("discriminator losses", (("loss/D2", "D2 (output space)"), ("loss/cw_D", "cw_D (category-wise)"))),
+    ("weak-label losses (Cityscapes)", (("loss/weak", "weak (image-level labels)"),
+                                        ("loss/point", "point (one point per class)"))),
+    ("classes marked present", (("loss/present", "fraction of the 19 classes"),)),
+    ("learning rate", (("lr/G", "G (segmentation network)"), ("lr/D", "D (discriminators)"))),
+])
 
 
-def plot_losses(metrics, path=None, smooth=1):
-    """The six losses and both learning rates against the iteration; ``smooth``: points averaged."""
+def plot_losses(metrics, path=None, smooth=1, panels=ADAPTSEGNET_PANELS):
+    """The logged losses and learning rates against the iteration, one panel per entry of
+    ``panels`` (ADAPTSEGNET_PANELS, WEAK_LABEL_PANELS); ``smooth``: logged points averaged.
+
+    A tag the run did not log is left out; one that stayed 0 is only named in the legend, so that
+    it does not squash the others' scale (the weak-label script logs every term, 0 for those its
+    mode does not use).
+    """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    figure, axes = plt.subplots(2, 2, figsize=(13, 7), sharex=True)
-    for ax, (title, tags) in zip(axes.ravel(), _LOSS_PANELS.items()):
-        for tag in tags:
-            if tag in metrics:
-                steps, values = metrics[tag]
-                shown = _trailing_mean(values, smooth) if tag.startswith("loss/") else values
-                ax.plot(steps, shown, label="{} ({})".format(tag.split("/")[1], _HEAD[tag[-1]]))
+    columns = 2 if len(panels) <= 4 else 3
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 3.5 * rows), sharex=True, squeeze=False)
+    for ax, (title, lines) in zip(axes.ravel(), panels.items()):
+        for tag, legend in lines:
+            if tag not in metrics:
+                continue
+            steps, values = metrics[tag]
+            if not np.any(np.asarray(values, dtype=np.float64)):
+                ax.plot([], [], linestyle="none", label=legend + ": 0 throughout (not used in this run)")
+                continue
+            shown = _trailing_mean(values, smooth) if tag.startswith("loss/") else values
+            ax.plot(steps, shown, label=legend)
+        if ax.lines:
+            ax.legend(fontsize="small")
+        else:
+            ax.text(0.5, 0.5, "not logged by this run", ha="center", va="center", transform=ax.transAxes,
+                    color="grey")
         ax.set_title(title)
-        ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
-    for ax in axes[1]:
+    for ax in axes.ravel()[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
         ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if smooth > 1:
@@ -632,9 +698,21 @@ def show_pictures(rows):
 
 # -- DEMO mode: stand-ins for AI Studio's archives and the authors' weights ---------------------
 
+DEMO_WEIGHT_FILES = ("DeepLab_resnet_pretrained_init-f81d91e8.pth", "GTA2Cityscapes_multi-ed35151c.pth",
+                     "gta5_pretrained.pth")
+
+
 def make_demo_weights(out_dir, seed=DEMO_WEIGHTS_SEED):
-    """Stand-ins for the authors' two files: a DeeplabMulti initialised with ``seed``, written as
-    PyTorch 0.x wrote them (legacy format, CUDA storages) so that the conversion really runs."""
+    """Stand-ins for the authors' three files, written as PyTorch 0.x wrote them (legacy format,
+    CUDA storages) so that the conversion really runs; returns their paths, in DEMO_WEIGHT_FILES' order.
+
+    AdaptSegNet's init file and released model come from a DeeplabMulti initialised with ``seed``;
+    the weak-label paper's GTA5 source-only model (``gta5_pretrained.pth``, a full DeeplabMulti)
+    from one initialised with ``seed + 1``. Files already there are kept.
+    """
+    paths = tuple(os.path.join(out_dir, name) for name in DEMO_WEIGHT_FILES)
+    if all(os.path.isfile(path) for path in paths):
+        return paths
     import paddle
 
     from model import build_model
@@ -648,10 +726,11 @@ def make_demo_weights(out_dir, seed=DEMO_WEIGHTS_SEED):
     coco = as_torch_state(build_model("DeeplabMulti", num_classes=21).layer5.state_dict())
     init = {INIT_FILE_PREFIX + k: v for k, v in released.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     init.update((INIT_FILE_PREFIX + "layer5." + k, v) for k, v in coco.items())
-    paths = (os.path.join(out_dir, "DeepLab_resnet_pretrained_init-f81d91e8.pth"),
-             os.path.join(out_dir, "GTA2Cityscapes_multi-ed35151c.pth"))
-    for state, path in zip((init, released), paths):
-        save_legacy(state, path, device="cuda:0", old_tensors=True)
+    paddle.seed(seed + 1)
+    source_only = as_torch_state(build_model("DeeplabMulti", num_classes=len(CLASS_NAMES)).state_dict())
+    for state, path in zip((init, released, source_only), paths):
+        if not os.path.isfile(path):
+            save_legacy(state, path, device="cuda:0", old_tensors=True)
     return paths
 
 
@@ -669,11 +748,13 @@ def make_demo_archives(out_dir, gta5_parts=10):
     """Synthetic data packed as AI Studio mounts the real datasets; returns ``out_dir``.
 
     data1001/NN_images.zip and NN_labels.zip: GTA5 in ``gta5_parts`` parts; data1002/: Cityscapes'
-    leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip, with a test split and colour
-    labels that extraction must leave out; data1003/: stand-ins for the two .pth files.
+    leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip (train and val labels), with a test
+    split and colour labels that extraction must leave out; data1003/: stand-ins for the three .pth
+    files (make_demo_weights).
     """
     done = os.path.join(out_dir, ".complete")
     if os.path.isfile(done):
+        make_demo_weights(os.path.join(out_dir, "data1003"))  # earlier demo archives lack gta5_pretrained.pth
         print("demo archives already in {}".format(out_dir))
         return out_dir
     from dataset.synthetic import make_synthetic

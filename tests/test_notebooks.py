@@ -28,8 +28,11 @@ from notebooks import aistudio
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(REPO_ROOT, "notebooks")
-NOTEBOOKS = ("01_prepare_data_and_weights.ipynb", "02_train_and_continue.ipynb", "03_evaluate_and_visualise.ipynb")
-CELL_TIMEOUT = 300  # seconds; the longest DEMO cell (training) takes about 20 on 2 cores
+NOTEBOOKS = ("01_prepare_data_and_weights.ipynb", "02_train_and_continue.ipynb", "03_evaluate_and_visualise.ipynb",
+             "04_weak_labels.ipynb")
+# The notebooks each one needs to have run first, on the same WORK_DIR.
+NEEDS = {NOTEBOOKS[1]: NOTEBOOKS[:1], NOTEBOOKS[2]: NOTEBOOKS[:2], NOTEBOOKS[3]: NOTEBOOKS[:1]}
+CELL_TIMEOUT = 300  # seconds; the longest DEMO cells (training, notebooks 2 and 4) take about 20 on 2 cores
 # DEMO mode's settings, as the notebooks set them.
 DEMO_FIRST_STOP, DEMO_NUM_STEPS_STOP, DEMO_SAVE_EVERY = 2, 4, 2
 DEMO_GTA5_IMAGES, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, DEMO_PICTURES = 20, 10, 6, 3
@@ -90,14 +93,14 @@ def files_below(directory, suffix):
 
 
 class DemoRun(object):
-    """The three notebooks in DEMO mode on one WORK_DIR, each run once, in order, when first asked for."""
+    """The notebooks in DEMO mode on one WORK_DIR, each run once when first asked for, after those it needs."""
 
     def __init__(self, work_dir, output_dir):
         self.work_dir, self.output_dir = work_dir, output_dir
         self.executed, self.seconds, self.failed = {}, {}, set()
 
     def notebook(self, name):
-        for earlier in NOTEBOOKS[:NOTEBOOKS.index(name)]:
+        for earlier in NEEDS.get(name, ()):
             self.notebook(earlier)
         if name in self.failed:
             pytest.fail("{} failed in an earlier test; its outputs are in {}".format(name, self.output_dir))
@@ -119,7 +122,7 @@ class DemoRun(object):
 def demo(tmp_path_factory):
     run = DemoRun(str(tmp_path_factory.mktemp("aistudio_work")), str(tmp_path_factory.mktemp("executed")))
     yield run
-    # About 2 GB of weights and snapshots; the executed notebooks (with outputs) stay.
+    # About 3 GB of weights and snapshots; the executed notebooks (with outputs) stay.
     shutil.rmtree(run.work_dir, ignore_errors=True)
 
 
@@ -141,12 +144,19 @@ def test_01_extracts_the_archives_and_converts_both_weight_files(demo):
     for folder, count in (("GTA5/images", DEMO_GTA5_IMAGES), ("GTA5/labels", DEMO_GTA5_IMAGES),
                           ("Cityscapes/leftImg8bit/train", DEMO_TRAIN_IMAGES),
                           ("Cityscapes/leftImg8bit/val", DEMO_VAL_IMAGES),
+                          ("Cityscapes/gtFine/train", DEMO_TRAIN_IMAGES),  # the weak labels of notebook 4
                           ("Cityscapes/gtFine/val", DEMO_VAL_IMAGES)):
         assert len(files_below(os.path.join(data, folder), ".png")) == count, folder
     # The demo archives' test split and colour labels were left out.
     assert not os.path.exists(os.path.join(data, "Cityscapes", "leftImg8bit", "test"))
     assert files_below(os.path.join(data, "Cityscapes", "gtFine"), "_gtFine_color.png") == []
     assert "10_images.zip: 2 extracted" in output
+    assert "gtFine_trainvaltest.zip: {} extracted".format(DEMO_TRAIN_IMAGES + DEMO_VAL_IMAGES) in output
+    # every sample the extraction wrote was decoded: GTA5 pairs, Cityscapes train and val images
+    assert "decoded {} newly extracted samples: all readable".format(
+        DEMO_GTA5_IMAGES + DEMO_TRAIN_IMAGES + DEMO_VAL_IMAGES) in output
+    # Notebook 4 converts the third stand-in, the weak-label paper's GTA5 source-only model.
+    assert os.path.isfile(os.path.join(demo.work_dir, "demo_archives", "data1003", "gta5_pretrained.pth"))
 
     weights = os.path.join(demo.work_dir, "weights")
     paddle.seed(aistudio.DEMO_WEIGHTS_SEED)
@@ -173,7 +183,11 @@ def test_02_trains_stops_and_continues_from_the_latest_snapshot(demo):
     assert "resumed from GTA5_{0} at iteration {0}".format(DEMO_FIRST_STOP) in output
     assert os.path.isfile(os.path.join(snapshots, "GTA5_best.pdparams"))  # VALIDATE is on in DEMO mode
     with open(os.path.join(snapshots, "metrics.jsonl")) as f:
-        assert [json.loads(line)["step"] for line in f] == list(range(1, DEMO_NUM_STEPS_STOP + 1))
+        records = [json.loads(line) for line in f]
+    # A line per iteration with its losses, and one per validated snapshot with its score.
+    assert [r["step"] for r in records if "loss/seg2" in r["scalars"]] == list(range(1, DEMO_NUM_STEPS_STOP + 1))
+    assert [r["step"] for r in records if "val/mIoU" in r["scalars"]] == list(
+        range(DEMO_SAVE_EVERY, DEMO_NUM_STEPS_STOP + 1, DEMO_SAVE_EVERY))
     assert os.path.getsize(os.path.join(snapshots, "losses.png")) > 0
     assert len(shown(demo.executed[NOTEBOOKS[1]], "image/png")) == 2  # the losses and the latest prediction
 
@@ -202,6 +216,47 @@ def test_03_scores_every_snapshot_and_draws_pictures(demo):
     assert len(shown(notebook, "image/png")) == 2  # the mIoU plot and the pictures
     [table_shown] = shown(notebook, "text/markdown")
     assert table_shown.startswith("| iteration | mIoU |")
+
+
+def test_04_trains_with_weak_labels_continues_and_evaluates(demo):
+    import paddle
+
+    from model import build_model
+    from utils.files.weights import read_weights
+
+    notebook = demo.notebook(NOTEBOOKS[3])
+    output = text_output(notebook)
+    # The stand-in for gta5_pretrained.pth was found and converted: training started from it.
+    paddle.seed(aistudio.DEMO_WEIGHTS_SEED + 1)
+    model = build_model("DeeplabMulti")
+    converted = read_weights(os.path.join(demo.work_dir, "weights", "gta5_pretrained.pdparams"), model)
+    np.testing.assert_array_equal(converted.params["layer6.conv2d_list.0.weight"],
+                                  model.state_dict()["layer6.conv2d_list.0.weight"].numpy())
+
+    # DEMO mode: one point per class, no category-wise alignment; a first session stopped at 2, continued.
+    snapshots = os.path.join(demo.work_dir, "snapshots", "weak_point")
+    assert "weak-label method: ground-truth weak labels, weak loss, points" in output
+    assert aistudio.latest_snapshot(snapshots) == DEMO_NUM_STEPS_STOP > DEMO_FIRST_STOP
+    for iteration in range(DEMO_SAVE_EVERY, DEMO_NUM_STEPS_STOP + 1, DEMO_SAVE_EVERY):
+        for suffix in (".pdparams", "_D2.pdparams", "_state.pdopt"):
+            assert os.path.isfile(os.path.join(snapshots, "GTA5_{}{}".format(iteration, suffix)))
+    assert files_below(snapshots, "_cwD.pdparams") == []
+    assert "resumed from GTA5_{0} at iteration {0}".format(DEMO_FIRST_STOP) in output
+
+    metrics = aistudio.read_metrics(snapshots)
+    for tag in ("loss/weak", "loss/point", "loss/present"):
+        steps, values = metrics[tag]
+        assert steps == list(range(1, DEMO_NUM_STEPS_STOP + 1)), tag
+        assert all(value > 0 for value in values), tag  # the target labels and points were read
+    assert os.path.getsize(os.path.join(snapshots, "losses.png")) > 0
+
+    result = os.path.join(demo.work_dir, "results", "weak_point")
+    with open(os.path.join(result, "mIoU.json")) as f:
+        miou = json.load(f)["mIoU"]
+    assert 0.0 <= miou <= 1.0
+    assert "GTA5_{} of weak_point: mIoU {:.2f} on Cityscapes val".format(DEMO_NUM_STEPS_STOP, miou * 100) in output
+    assert len(files_below(result + "_pictures", ".png")) == DEMO_PICTURES
+    assert len(shown(notebook, "image/png")) == 2  # the losses and the pictures
 
 
 # -- the committed notebooks -------------------------------------------------------------------
@@ -268,7 +323,7 @@ def archive_groups(parts=3):
         aistudio.ArchiveGroup("Cityscapes images", "**/leftImg8bit_trainvaltest.zip", 1,
                               aistudio.cityscapes_files("leftImg8bit", ("train", "val"), "_leftImg8bit.png")),
         aistudio.ArchiveGroup("Cityscapes labels", "**/gtFine_trainvaltest.zip", 1,
-                              aistudio.cityscapes_files("gtFine", ("val",), "_gtFine_labelIds.png")),
+                              aistudio.cityscapes_files("gtFine", ("train", "val"), "_gtFine_labelIds.png")),
     ]
 
 
@@ -281,13 +336,15 @@ def test_extraction_writes_the_layout_and_a_rerun_extracts_nothing(tmp_path):
     archives, data = str(tmp_path / "mounted"), str(tmp_path / "data")
     fake_ai_studio_mount(archives)
     first = prepare(archives, data)
-    assert (first.extracted, first.skipped) == (6 + 6 + 2 + 1, 0)
+    assert (first.extracted, first.skipped) == (6 + 6 + 2 + 2, 0)
     counts = aistudio.check_layout(os.path.join(data, "GTA5"), os.path.join(data, "Cityscapes"))
     assert list(counts.values()) == [6, 6, 1, 1, 1]
     with open(os.path.join(data, "GTA5", "labels", "00004.png"), "rb") as f:
         assert f.read() == b"label 00004.png"
     assert not os.path.exists(os.path.join(data, "Cityscapes", "leftImg8bit", "test"))
-    assert sorted(os.listdir(os.path.join(data, "Cityscapes", "gtFine"))) == ["val"]
+    assert sorted(os.listdir(os.path.join(data, "Cityscapes", "gtFine"))) == ["train", "val"]
+    assert not os.path.exists(os.path.join(data, "Cityscapes", "gtFine", "val", "frankfurt",
+                                           "frankfurt_000000_000294_gtFine_color.png"))
 
     again = prepare(archives, data)
     assert (again.extracted, again.skipped) == (0, first.extracted)
@@ -358,6 +415,33 @@ def test_check_layout_names_the_images_without_labels(tmp_path):
         aistudio.check_layout(os.path.join(data, "GTA5"), os.path.join(data, "Cityscapes"))
 
 
+def test_check_layout_names_the_target_training_images_without_labels(tmp_path):
+    archives, data = str(tmp_path / "mounted"), str(tmp_path / "data")
+    fake_ai_studio_mount(archives)
+    prepare(archives, data)
+    cityscapes = os.path.join(data, "Cityscapes")
+    assert aistudio.check_layout(cityscapes_dir=cityscapes, label_splits=("train", "val")) == {
+        "Cityscapes train images": 1, "Cityscapes train labels": 1, "Cityscapes val images": 1,
+        "Cityscapes val labels": 1}
+    os.remove(os.path.join(cityscapes, "gtFine", "train", "aachen", "aachen_000000_000019_gtFine_labelIds.png"))
+    assert aistudio.check_layout(cityscapes_dir=cityscapes)["Cityscapes val labels"] == 1  # enough to evaluate
+    with pytest.raises(aistudio.DatasetError, match=r"1 Cityscapes train images have no labels in .*train: "
+                                                    r"aachen/aachen_000000_000019_gtFine_labelIds.png"):
+        aistudio.check_layout(cityscapes_dir=cityscapes, label_splits=("train", "val"))
+
+
+def test_check_translated_names_the_gta5_images_without_a_translation(tmp_path):
+    gta5, translated = tmp_path / "GTA5", tmp_path / "cycleGAN_output" / "gta5_deeplab"
+    for folder, names in ((gta5 / "images", ("00001.png", "00002.png")), (translated / "images", ("00001.png",))):
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).write_bytes(b"png")
+    with pytest.raises(aistudio.DatasetError, match=r"1 of the 2 GTA5 images have no translation in .*: 00002.png"):
+        aistudio.check_translated(str(gta5), str(translated))
+    (translated / "images" / "00002.png").write_bytes(b"png")
+    assert aistudio.check_translated(str(gta5), str(translated)) == 2
+
+
 def test_run_streams_the_output_and_raises_with_the_exit_code(capsys):
     aistudio.run(["-c", "print('hello from', __import__('os').getcwd())"])
     assert "hello from {}".format(REPO_ROOT) in capsys.readouterr().out
@@ -365,3 +449,18 @@ def test_run_streams_the_output_and_raises_with_the_exit_code(capsys):
         aistudio.run(["-c", "import sys; print('progress'); sys.exit('error: the reason')"])
     assert error.value.returncode == 1
     assert "error: the reason" in str(error.value)
+
+
+def test_check_extracted_decodes_only_what_this_extraction_wrote(tmp_path):
+    from dataset.synthetic import make_synthetic
+    gta5, _ = make_synthetic(str(tmp_path / "data"), num_source=3, num_target_train=1, num_target_val=1)
+    report = aistudio.ExtractionReport()
+    assert aistudio.check_extracted(report, str(tmp_path / "data")) == 0  # nothing new: nothing decoded
+    damaged = os.path.join(gta5, "images", "00002.png")
+    with open(damaged, "r+b") as f:
+        f.truncate(50)
+    report.written = [os.path.join(gta5, "labels", "00001.png")]
+    assert aistudio.check_extracted(report, str(tmp_path / "data")) == 1  # the damaged file is not among them
+    report.written.append(damaged)
+    with pytest.raises(ValueError, match="00002.png: cannot be decoded"):
+        aistudio.check_extracted(report, str(tmp_path / "data"))

@@ -13,7 +13,9 @@ import sys
 
 import pytest
 
-from dataset.synthetic import make_synthetic
+import shutil
+
+from dataset.synthetic import make_nthu, make_synthetic, make_synthia
 from model import DeeplabMulti, FCDiscriminator
 from tests.helpers import seeded_torch_state
 from utils.files.torch_writer import save_legacy
@@ -48,7 +50,8 @@ def stand_in_weights(workspace):
     discriminator = seeded_torch_state(FCDiscriminator(19), 1)
     files = {"DeepLab_resnet_pretrained_init-f81d91e8.pth": init, "GTA2Cityscapes_multi-ed35151c.pth": segmentation,
              "GTA5_60000.pth": segmentation, "GTA5_60000_D1.pth": discriminator,
-             "GTA5_60000_D2.pth": discriminator, "GTA5_100000_D2.pth": discriminator}
+             "GTA5_60000_D2.pth": discriminator, "GTA5_100000_D2.pth": discriminator,
+             "gta5_pretrained.pth": segmentation, "gta5-cityscapes-pseudoweak-cw-pa.pth": segmentation}
     for name, state in files.items():
         save_legacy(state, os.path.join(workspace, name))
 
@@ -62,8 +65,10 @@ def runnable(command):
     if script.endswith(".py"):
         tokens[1] = os.path.join(ROOT, script)
     if script == "train_gta2cityscapes_multi.py":
-        stop = "3" if "--continue-train" in tokens or "--start-iter" in tokens else "2"
+        stop = "3" if "--start-iter" in tokens else "2"
         tokens += SMALL_TRAINING + ["--num-steps-stop", stop]
+    elif script == "train_weak_labels.py":  # one snapshot: with --use-weak-cw, each is 2.3 GB
+        tokens += SMALL_TRAINING + ["--num-steps-stop", "1"]
     elif script == "evaluate_cityscapes.py":
         tokens += SMALL_EVALUATION
     return tokens
@@ -78,7 +83,12 @@ def test_readme_has_the_commands_users_need():
 
 def test_every_readme_command_runs(tmp_path):
     workspace = str(tmp_path)
-    make_synthetic(os.path.join(workspace, "data"), num_source=4, num_target_train=3, num_target_val=2)
+    gta5, _ = make_synthetic(os.path.join(workspace, "data"), num_source=4, num_target_train=3, num_target_val=2)
+    make_synthia(os.path.join(workspace, "data"), count=4)
+    make_nthu(os.path.join(workspace, "data"), cities=("Rome",))
+    # CycleGAN translations of the source images, where the weak-label reference expects them
+    shutil.copytree(os.path.join(gta5, "images"), os.path.join(workspace, "data", "cycleGAN_output", "gta5_deeplab",
+                                                               "images"))
     stand_in_weights(workspace)
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     ran = 0
@@ -94,6 +104,9 @@ def test_every_readme_command_runs(tmp_path):
     assert os.path.exists(os.path.join(workspace, "result", "cityscapes", "mIoU.json"))
     assert os.path.exists(os.path.join(workspace, "snapshots", "GTA2Cityscapes_multi", "GTA5_best.pdparams"))
     assert os.path.exists(os.path.join(workspace, "snapshots", "from_pytorch", "GTA5_3.pdparams"))
+    for run in ("weak_uda", "weak_point"):
+        assert os.path.exists(os.path.join(workspace, "snapshots", run, "GTA5_1_cwD.pdparams"))
+        assert os.path.exists(os.path.join(workspace, "snapshots", run, "GTA5_best.pdparams"))  # --val
 
 
 @pytest.mark.parametrize("line", [c for c in readme_commands() if "utils.demo" in c])

@@ -136,7 +136,7 @@ def test_one_iteration_matches_independent_recomputation(gan, iter_size, sgd_gro
     for net in nets:
         net.clear_gradients()
     losses, rates = train_iteration(nets, optimizers, batches, iteration, args)
-    lr, lr_D = rates["G"], rates["D"]
+    lr, lr_D = rates["lr/G"], rates["lr/D"]
 
     assert lr == pytest.approx(0.05 * (1 - 3 / 10) ** 0.9)
     assert lr_D == pytest.approx(0.01 * (1 - 3 / 10) ** 0.9)

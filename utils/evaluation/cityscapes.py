@@ -1,28 +1,36 @@
-"""Cityscapes evaluation: predictions as PNGs and mIoU in one pass, and scores of snapshots.
+"""Evaluation on Cityscapes val (or an NTHU city's test images): predictions as PNGs and mIoU
+in one pass, and scores of snapshots.
 
 The reference evaluates at 1024x512, upsamples layer6's output bilinearly (align_corners=True)
 to the ground truth's 1024x2048 and takes the argmax; the confusion matrix is summed over all
 images. Here the scores are computed in memory while the predictions are written in the
 background, so no second pass over the PNGs is needed. Evaluating a snapshot directory and
 validating during training share one cache per snapshot, so nothing is evaluated twice.
+
+What is scored follows the domains (dataset.sources.scored_class_sets): a SYNTHIA model on the 16
+classes SYNTHIA shares with Cityscapes and on 13 of them, an NTHU city on its 13 annotated
+classes, anything else on all 19.
 """
 from PIL import Image
 
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple, Optional
 
 import numpy as np
 import paddle
 from tqdm import tqdm
 
 from dataset.cityscapes_dataset import gtfine_entry
-from dataset.classes import NUM_CLASSES, label_id_to_train_id_lut, palette_256
+from dataset.classes import CLASS_SETS, NUM_CLASSES, label_id_to_train_id_lut, palette_256
 from dataset.files import load_label_ids, summarize
 from dataset.loader import Batches
+from dataset.sources import SOURCE_OF_PREFIX, SOURCES, TARGETS, target_class
 from model import MODEL_ALIASES
 from model.inference import upsample_argmax
-from utils.evaluation.metrics import MIoUResult, confusion_matrix, devkit_lut, iou_report, mean_iou, per_class_iou
+from utils.evaluation.metrics import ALL_CLASSES, confusion_matrix, devkit_lut, iou_report, miou_result
 from utils.files.atomic import atomic_copy, atomic_write_json
 from utils.files.snapshots import SnapshotDir, evaluation_cache
 from utils.files.weights import load_weights
@@ -30,7 +38,7 @@ from utils.files.weights import load_weights
 SNAPSHOT_TABLE_NAME = "snapshots_mIoU.json"
 
 
-class _ValidationSet(paddle.io.Dataset):
+class _ValidationSet(object):
     """(network input, full-resolution ground truth in train ids or the output size, index)."""
 
     def __init__(self, images, gt_paths, lut):
@@ -57,17 +65,16 @@ _PALETTE_BYTES = palette_256().tobytes()
 
 
 def save_prediction(train_ids, save_dir, name):
-    """``<name>.png`` (train ids, 8-bit) and ``<stem>_color.png`` (palette), as the reference."""
-    file_name = os.path.basename(name)
-    Image.fromarray(train_ids, mode="L").save(os.path.join(save_dir, file_name))
+    """``<stem>.png`` (train ids, 8-bit) and ``<stem>_color.png`` (palette), as the reference; a
+    Cityscapes image keeps its file name, an NTHU ``<id>.jpg`` becomes ``<id>.png``."""
+    stem = os.path.splitext(os.path.basename(name))[0]
+    Image.fromarray(train_ids, mode="L").save(os.path.join(save_dir, stem + ".png"))
     colour = Image.fromarray(train_ids, mode="L")
     colour.putpalette(_PALETTE_BYTES)
-    colour.save(os.path.join(save_dir, os.path.splitext(file_name)[0] + "_color.png"))
+    colour.save(os.path.join(save_dir, stem + "_color.png"))
 
 
-def ground_truth_paths(images, gt_dir):
-    """gtFine labelIds path of every image entry; all must exist."""
-    paths = [os.path.join(gt_dir, gtfine_entry(entry)) for entry in images.img_ids]
+def _all_present(paths, gt_dir):
     missing = [p for p in paths if not os.path.isfile(p)]
     if missing:
         raise FileNotFoundError("{} of {} ground-truth files are missing under {}: {}".format(
@@ -75,10 +82,17 @@ def ground_truth_paths(images, gt_dir):
     return paths
 
 
+def ground_truth_paths(images, gt_dir):
+    """gtFine labelIds path of every image entry; all must exist."""
+    return _all_present([os.path.join(gt_dir, gtfine_entry(entry)) for entry in images.img_ids], gt_dir)
+
+
 def evaluate(predictor, images, gt_paths=None, lut=None, save_dir=None, batch_size=1, num_workers=2,
-             progress=True, watchdog=None):
-    """Run ``predictor`` over ``images`` (a cityscapesDataSet); returns an MIoUResult, or None
-    without ground truth. With ``save_dir``, writes every prediction there."""
+             progress=True, watchdog=None, class_sets=None):
+    """Run ``predictor`` over ``images`` (a cityscapesDataSet, or an NTHUDataSet without labels);
+    returns an MIoUResult scored on ``class_sets`` (default all 19 classes; see
+    dataset.sources.scored_class_sets), or None without ground truth. With ``save_dir``, writes
+    every prediction there."""
     lut = label_id_to_train_id_lut() if lut is None else lut
     dataset = _ValidationSet(images, gt_paths, lut)
     sampler = paddle.io.BatchSampler(paddle.io.SequenceSampler(dataset), batch_size=batch_size)
@@ -109,16 +123,61 @@ def evaluate(predictor, images, gt_paths=None, lut=None, save_dir=None, batch_si
         loader.close()
     if gt_paths is None:
         return None
-    ious = per_class_iou(total)
-    return MIoUResult(ious=ious, miou=mean_iou(ious), num_images=len(images), confusion=total)
+    return miou_result(total, len(images), class_sets)
 
 
-def evaluation_settings(data_dir, data_list, split, gt_dir, devkit_dir, model, input_size, num_images):
+class EvaluationSet(NamedTuple):
+    """What a target's evaluation reads: the images (no labels), the ground truth of each (None:
+    predictions only) and the label id -> train id table."""
+    images: object
+    gt_paths: Optional[list]
+    gt_dir: str
+    lut: np.ndarray
+    split: str
+
+
+def evaluation_set(target, data_dir, input_size, data_list=None, split=None, gt_dir=None, devkit_dir=None,
+                   city=None):
+    """The images and ground truth an evaluation on ``target`` scores, as evaluate_cityscapes.py and
+    training's --val read them.
+
+    Cityscapes: leftImg8bit/<split> (default val) against gt_dir (default gtFine/<split>), the
+    labels mapped by the devkit's info.json if ``devkit_dir`` has one. NTHU: the ``city``'s
+    Images/<Split> (default Test) against its Labels/<Split>, only the 13 annotated classes
+    mapped. Ground truth is read when ``gt_dir`` is given or the default one exists; then every
+    file must be there."""
+    if target not in TARGETS:
+        raise ValueError("unknown target {!r}: choose one of {}".format(target, ", ".join(sorted(TARGETS))))
+    split = split or TARGETS[target].val_split
+    if target == "nthu":
+        from dataset.nthu_dataset import NTHU_LABEL_ID_TO_TRAIN_ID, label_name
+        if devkit_dir:
+            raise ValueError("devkit_dir (--devkit-dir) holds Cityscapes lists; the NTHU evaluation does not use it")
+        images = target_class(target)(data_dir, city, split, list_path=data_list, crop_size=input_size,
+                                      return_label=False)
+        default_gt_dir = images.label_dir
+        label_entry = label_name
+        lut = label_id_to_train_id_lut(NTHU_LABEL_ID_TO_TRAIN_ID)
+    else:
+        images = target_class(target)(data_dir, data_list, crop_size=input_size, set=split)
+        default_gt_dir = os.path.join(data_dir, "gtFine", split)
+        label_entry = gtfine_entry
+        lut = lut_for(devkit_dir)
+    gt_paths = None
+    if gt_dir or os.path.isdir(default_gt_dir):
+        gt_dir = gt_dir or default_gt_dir
+        gt_paths = _all_present([os.path.join(gt_dir, label_entry(entry)) for entry in images.img_ids], gt_dir)
+    return EvaluationSet(images, gt_paths, gt_dir or default_gt_dir, lut, split)
+
+
+def evaluation_settings(data_dir, data_list, split, gt_dir, devkit_dir, model, input_size, num_images,
+                        class_sets=ALL_CLASSES):
     """What a snapshot's cached score depends on besides its file: two evaluations with equal
-    settings of the same file give the same numbers."""
+    settings of the same file give the same numbers. ``class_sets`` are those the evaluation
+    scores (a GTA5 and a SYNTHIA evaluation of one file are two entries)."""
     return {"data_dir": os.path.abspath(data_dir), "data_list": data_list, "set": split,
             "gt_dir": os.path.abspath(gt_dir), "devkit_dir": devkit_dir, "model": MODEL_ALIASES.get(model, model),
-            "input_size": list(input_size), "num_images": num_images}
+            "input_size": list(input_size), "num_images": num_images, "class_sets": list(class_sets)}
 
 
 def _fingerprint(path, settings):
@@ -138,45 +197,100 @@ def cached_score(path, settings):
 
 def save_score(path, settings, result, iteration):
     """Cache ``result`` (an MIoUResult) of snapshot file ``path``; returns what was cached."""
-    record = dict(iou_report(result.ious, result.num_images), fingerprint=_fingerprint(path, settings),
-                  iteration=iteration)
+    if "class_sets" in settings and list(settings["class_sets"]) != list(result.class_sets):
+        raise ValueError("{}: the result is scored on class sets {} but its settings say {}; pass the same "
+                         "class_sets to evaluate() and evaluation_settings()".format(
+                             path, list(result.class_sets), list(settings["class_sets"])))
+    record = dict(iou_report(result.ious, result.num_images, class_sets=result.class_sets),
+                  fingerprint=_fingerprint(path, settings), iteration=iteration)
     atomic_write_json(evaluation_cache(path), record)
     return record
 
 
+class SnapshotScores(NamedTuple):
+    mious: dict             # {iteration: mIoU of the headline class set}
+    best: int               # the iteration of the highest headline mIoU
+    snapshots: SnapshotDir
+    mious_by_classes: dict  # {iteration: {class set: mIoU}}
+
+
+def _extra_sets(mious):
+    """' (13 classes: 48.20)' for each class set after the headline."""
+    return "".join(" ({} classes: {:.2f})".format(len(CLASS_SETS[name]), value * 100)
+                   for name, value in list(mious.items())[1:])
+
+
 def evaluate_snapshots(model, directory, make_predictor, images, gt_paths, lut, batch_size=1,
-                       num_workers=2, settings=None, log=print):
-    """Evaluate every snapshot in ``directory`` not already evaluated with the same settings.
+                       num_workers=2, settings=None, log=print, class_sets=None, prefix=None):
+    """Evaluate every snapshot in ``directory`` not already evaluated with the same settings, on
+    ``class_sets`` (those of ``settings``; default all 19). ``prefix`` picks one run if the
+    directory holds several.
 
     Each result is cached beside its snapshot (``<PREFIX>_<N>.eval.json``); the table
-    iteration -> mIoU is saved as ``snapshots_mIoU.json`` and the best snapshot is copied to
-    ``<PREFIX>_best.pdparams``. Returns ``(table, best_iteration, snapshots)``.
+    iteration -> mIoU is saved as ``snapshots_mIoU.json`` and the best snapshot, by the headline
+    class set's mIoU, is copied to ``<PREFIX>_best.pdparams``. Returns a SnapshotScores.
     """
-    snapshots = SnapshotDir.detect(directory)
+    snapshots = SnapshotDir.detect(directory, prefix)
     files = snapshots.segmentation_files()
     if not files:
         raise FileNotFoundError("no snapshots named {}_<iteration>.pdparams in {}; found: {}".format(
             snapshots.prefix, directory, summarize(sorted(os.listdir(directory))) or "nothing"))
     settings = settings or {}
-    table = {}
+    class_sets = tuple(class_sets or settings.get("class_sets") or ALL_CLASSES)
+    by_classes = {}
     for iteration, path in files.items():
         cached = cached_score(path, settings)
         if cached is not None:
-            log("{}: mIoU {:.2f} (cached in {})".format(os.path.basename(path), cached["mIoU"] * 100,
-                                                        evaluation_cache(path)))
-            table[iteration] = cached["mIoU"]
+            by_classes[iteration] = {name: cached["mIoU_by_classes"][name] for name in class_sets}
+            log("{}: mIoU {:.2f}{} (cached in {})".format(os.path.basename(path), cached["mIoU"] * 100,
+                                                          _extra_sets(by_classes[iteration]), evaluation_cache(path)))
             continue
         load_weights(model, path)
         result = evaluate(make_predictor(model), images, gt_paths, lut, batch_size=batch_size,
-                          num_workers=num_workers)
+                          num_workers=num_workers, class_sets=class_sets)
         save_score(path, settings, result, iteration)
-        log("{}: mIoU {:.2f}".format(os.path.basename(path), result.miou * 100))
-        table[iteration] = result.miou
+        by_classes[iteration] = dict(result.miou_by_classes)
+        log("{}: mIoU {:.2f}{}".format(os.path.basename(path), result.miou * 100, _extra_sets(by_classes[iteration])))
+    headline = class_sets[0]
+    table = {iteration: mious[headline] for iteration, mious in by_classes.items()}
     best = max(table, key=lambda it: (table[it], -it))
     atomic_copy(files[best], snapshots.best_path)
     atomic_write_json(os.path.join(directory, SNAPSHOT_TABLE_NAME), {
-        "mIoU": {str(k): v for k, v in table.items()}, "best_iteration": best, "best_mIoU": table[best]})
-    return table, best, snapshots
+        "mIoU": {str(k): v for k, v in table.items()}, "best_iteration": best, "best_mIoU": table[best],
+        "classes": headline,
+        "mIoU_by_classes": {name: {str(k): v[name] for k, v in by_classes.items()} for name in class_sets}})
+    return SnapshotScores(table, best, snapshots, by_classes)
+
+
+_WEIGHTS_FILE = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_(\d+|best)\.pdparams$")
+
+
+def snapshot_source(restore_from, source=None):
+    """The source domain of the run that wrote ``restore_from`` (a snapshot directory, or one of its
+    ``<PREFIX>_<N>``/``<PREFIX>_best`` files), read off the snapshot names (SYNTHIA_<N> -> synthia),
+    and the snapshot prefix (None for other files). ``source`` (--source) must agree with the names;
+    without either, "gta5". A directory of snapshots of no known source needs ``source``."""
+    if os.path.isdir(restore_from):
+        try:
+            prefix = SnapshotDir.detect(restore_from).prefix
+        except ValueError:  # several runs: --source picks one
+            if source is None:
+                raise ValueError("{} holds snapshots of several runs: give --source to choose one".format(restore_from))
+            return source, SOURCES[source].snapshot_prefix
+        if not SnapshotDir(restore_from, prefix).present():
+            prefix = None
+    else:
+        match = _WEIGHTS_FILE.match(os.path.basename(restore_from))
+        prefix = match.group(1) if match else None
+    named = SOURCE_OF_PREFIX.get(prefix)
+    if source is not None and named is not None and named != source:
+        raise ValueError("--source {} contradicts the snapshots' names: {} is written by a {} run ({}_<N>); "
+                         "drop --source or give --source {}".format(source, restore_from, named, prefix, named))
+    if source is None and named is None and prefix is not None and os.path.isdir(restore_from):
+        known = ", ".join("{}_<N> {}".format(SOURCES[s].snapshot_prefix, s) for s in sorted(SOURCES))
+        raise ValueError("{}: snapshots named {}_<N> are of no known source ({}): give --source".format(
+            restore_from, prefix, known))
+    return source or named or "gta5", prefix
 
 
 def lut_for(devkit_dir):

@@ -1,19 +1,44 @@
-"""Segmentation scores in train ids: confusion matrix, per-class IoU, mIoU, the original's table."""
+"""Segmentation scores in train ids: confusion matrix, per-class IoU, mIoU, the original's table.
+
+Every score comes from the 19x19 confusion matrix. A class set (dataset.classes.CLASS_SETS: "19",
+SYNTHIA's "16" and "13", "crosscity13") is scored as the weak-label reference scores SYNTHIA
+models: the mean of its classes' IoUs, the other classes' IoUs left out (NaN ignored). The first
+set named is the headline: its mIoU is "the" mIoU of the table, of the JSON and of snapshot
+selection.
+"""
 import json
 import math
-from typing import NamedTuple
+from collections import OrderedDict
+from typing import NamedTuple, Tuple
 
 import numpy as np
 
-from dataset.classes import CLASS_NAMES, IGNORE_LABEL, NUM_CLASSES, label_id_to_train_id_lut
+from dataset.classes import CLASS_NAMES, CLASS_SETS, IGNORE_LABEL, NUM_CLASSES, label_id_to_train_id_lut
 from utils.files.atomic import atomic_write_json
+
+ALL_CLASSES = ("19",)
 
 
 class MIoUResult(NamedTuple):
     ious: np.ndarray  # per train id, fraction; NaN = absent from the ground truth and never predicted
-    miou: float
+    miou: float  # over the headline class set
     num_images: int
     confusion: np.ndarray  # rows = ground truth, columns = prediction
+    class_sets: Tuple[str, ...] = ALL_CLASSES  # names in CLASS_SETS, the headline first
+
+    @property
+    def miou_by_classes(self):
+        """{class set: mIoU} of every set scored, the headline first."""
+        return class_set_mious(self.ious, self.class_sets)
+
+
+def miou_result(confusion, num_images, class_sets=None):
+    """The MIoUResult of a summed confusion matrix, scored on ``class_sets`` (default: all 19)."""
+    class_sets = tuple(class_sets or ALL_CLASSES)
+    ious = per_class_iou(confusion)
+    headline = class_set_mious(ious, class_sets)[class_sets[0]]
+    return MIoUResult(ious=ious, miou=headline, num_images=int(num_images), confusion=confusion,
+                      class_sets=class_sets)
 
 
 def devkit_lut(info_path):
@@ -81,32 +106,62 @@ def per_class_iou(confusion):
         return true_positive / union
 
 
-def mean_iou(ious):
-    """Mean over the classes whose IoU is defined; NaN if none is."""
+def mean_iou(ious, classes=None):
+    """Mean over the classes (train ids; default all) whose IoU is defined; NaN if none is."""
     ious = np.asarray(ious, dtype=np.float64)
+    if classes is not None:
+        ious = ious[list(classes)]
     defined = ious[~np.isnan(ious)]
     return float(defined.mean()) if defined.size else float("nan")
 
 
-def format_iou_table(ious, class_names=CLASS_NAMES):
-    """The original's report: '===>road:\\t86.46' per class, then '===> mIoU: 42.35' (percent)."""
-    lines = ["===>{}:\t{}".format(name, round(float(iou) * 100, 2)) for name, iou in zip(class_names, ious)]
-    lines.append("===> mIoU: {}".format(round(mean_iou(ious) * 100, 2)))
+def _class_sets(ious, class_sets):
+    """{name: train ids} of the sets scored; None: one set of every class given."""
+    if class_sets is None:
+        return OrderedDict([(str(len(ious)), tuple(range(len(ious))))])
+    unknown = [name for name in class_sets if name not in CLASS_SETS]
+    if unknown or not class_sets:
+        raise ValueError("unknown class set(s) {}: choose among {}".format(
+            ", ".join(map(repr, unknown)) or "(none given)", ", ".join(CLASS_SETS)))
+    return OrderedDict((name, CLASS_SETS[name]) for name in class_sets)
+
+
+def class_set_mious(ious, class_sets=None):
+    """{class set: mIoU over its classes}, in the order given (None: one set of every class)."""
+    return OrderedDict((name, mean_iou(ious, classes)) for name, classes in _class_sets(ious, class_sets).items())
+
+
+def format_iou_table(ious, class_names=CLASS_NAMES, class_sets=None):
+    """The original's report: '===>road:\\t86.46' per class of the headline set, then
+    '===> mIoU: 42.35' over it, then '===> mIoU (13 classes): 48.2' for each further set (percent)."""
+    sets = list(_class_sets(ious, class_sets).values())
+    lines = ["===>{}:\t{}".format(class_names[c], round(float(ious[c]) * 100, 2)) for c in sets[0]]
+    lines.append("===> mIoU: {}".format(round(mean_iou(ious, sets[0]) * 100, 2)))
+    lines += ["===> mIoU ({} classes): {}".format(len(classes), round(mean_iou(ious, classes) * 100, 2))
+              for classes in sets[1:]]
     return "\n".join(lines)
 
 
-def iou_report(ious, num_images, class_names=CLASS_NAMES):
-    """{"mIoU", "IoU": {class: value}, "num_images"}: fractions in [0, 1], None where undefined
-    (a class absent from the ground truth and never predicted)."""
-    def number(value):
-        return None if math.isnan(value) else float(value)
+def _number(value):
+    return None if math.isnan(value) else float(value)
 
+
+def iou_report(ious, num_images, class_names=CLASS_NAMES, class_sets=None):
+    """{"mIoU", "IoU": {class: value}, "num_images", "classes", "mIoU_by_classes"}: fractions in
+    [0, 1], None where undefined (a class absent from the ground truth and never predicted).
+
+    "mIoU" is the headline set's, "classes" names that set and "mIoU_by_classes" has every set's;
+    "IoU" holds every class, scored or not."""
+    mious = class_set_mious(ious, class_sets)
+    headline = next(iter(mious))
     return {
-        "mIoU": number(mean_iou(ious)),
-        "IoU": {name: number(float(iou)) for name, iou in zip(class_names, ious)},
+        "mIoU": _number(mious[headline]),
+        "IoU": {name: _number(float(iou)) for name, iou in zip(class_names, ious)},
         "num_images": int(num_images),
+        "classes": headline,
+        "mIoU_by_classes": {name: _number(miou) for name, miou in mious.items()},
     }
 
 
-def save_iou_json(path, ious, num_images, class_names=CLASS_NAMES):
-    atomic_write_json(path, iou_report(ious, num_images, class_names))
+def save_iou_json(path, ious, num_images, class_names=CLASS_NAMES, class_sets=None):
+    atomic_write_json(path, iou_report(ious, num_images, class_names, class_sets))

@@ -5,15 +5,17 @@ Each script adds its own method's flags (loss weights, its discriminators' files
 import argparse
 
 from dataset.classes import IGNORE_LABEL, NUM_CLASSES
-from dataset.sources import SOURCES
+from dataset.nthu_dataset import NTHU_CITIES
+from dataset.sources import SOURCES, TARGETS
 from utils.cli import size_argument
 from utils.runtime import add_device_args
+from utils.training.amp import AMP_MODES
 from utils.training.optimizer import SGD_GROUPS
 
 # AdaptSegNet's documented schedule; batch size 2 where the original used 1.
 DEFAULTS = dict(
     model="DeepLab", batch_size=2, iter_size=1, num_workers=4, data_list=None,
-    data_dir_target="./data/Cityscapes", data_list_target=None, input_size_target="1024,512",
+    data_list_target=None, input_size_target="1024,512",
     set="train", learning_rate=2.5e-4, learning_rate_D=1e-4, momentum=0.9, weight_decay=5e-4,
     power=0.9, num_steps=250000, num_steps_stop=150000, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL,
     random_seed=1234, save_pred_every=5000, snapshot_dir="./snapshots/", restore_from=None,
@@ -21,7 +23,7 @@ DEFAULTS = dict(
 # Flags a continued run must share with its snapshot for the continuation to be exact.
 RESUME_INVARIANTS = ("source", "batch_size", "iter_size", "random_seed", "random_mirror", "num_steps", "power",
                      "learning_rate", "learning_rate_D", "momentum", "weight_decay", "sgd_groups", "input_size",
-                     "input_size_target", "set")
+                     "input_size_target", "set", "amp", "target", "city")
 
 
 def _start_iter(text):
@@ -48,7 +50,9 @@ def training_parser(description, defaults):
                    help="segmentation network (the multi-level DeepLab-v2 ResNet-101)")
     p.add_argument("--source", default="gta5", choices=sorted(SOURCES),
                    help="the labelled source domain; sets the default --input-size and the snapshots' names")
-    p.add_argument("--target", default="cityscapes", choices=["cityscapes"], help="the unlabelled target domain")
+    p.add_argument("--target", default="cityscapes", choices=sorted(TARGETS),
+                   help="the unlabelled target domain: cityscapes, or nthu (one city of the NTHU dataset, --city)")
+    p.add_argument("--city", default=None, choices=NTHU_CITIES, help="with --target nthu: the city adapted to")
     p.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per domain per iteration")
     p.add_argument("--iter-size", type=int, default=d["iter_size"], help="gradient accumulation steps")
     p.add_argument("--num-workers", type=int, default=d["num_workers"], help="data loading processes per domain")
@@ -59,11 +63,14 @@ def training_parser(description, defaults):
     p.add_argument("--ignore-label", type=int, default=d["ignore_label"])
     p.add_argument("--input-size", type=size_argument, default=None,
                    help="source WIDTH,HEIGHT (default: GTA5 1280,720; SYNTHIA 1280,760)")
-    p.add_argument("--data-dir-target", default=d["data_dir_target"], help="Cityscapes root (leftImg8bit/)")
+    p.add_argument("--data-dir-target", default=None,
+                   help="Cityscapes root (leftImg8bit/; default ./data/Cityscapes), or with --target nthu the NTHU "
+                        "root (<City>/Images/; default ./data/NTHU)")
     p.add_argument("--data-list-target", default=d["data_list_target"], help="Cityscapes list; default: every image")
     p.add_argument("--input-size-target", type=size_argument, default=d["input_size_target"],
                    help="target WIDTH,HEIGHT")
-    p.add_argument("--set", default=d["set"], help="Cityscapes split used as the target domain")
+    p.add_argument("--set", default=d["set"],
+                   help="target split: Cityscapes leftImg8bit/<set>; NTHU train (Images/Train) or test")
     p.add_argument("--learning-rate", type=float, default=d["learning_rate"])
     p.add_argument("--learning-rate-D", type=float, default=d["learning_rate_D"])
     p.add_argument("--momentum", type=float, default=d["momentum"])
@@ -104,6 +111,9 @@ def training_parser(description, defaults):
                    help="decode every image and label once before training (python -m dataset.check)")
     p.add_argument("--data-timeout", type=_seconds, default=600.0,
                    help="stop with a message when no batch arrives for this many seconds")
+    p.add_argument("--amp", default="off", choices=AMP_MODES,
+                   help="mixed precision on a GPU: fp16 (with a dynamic loss scale) or bf16 (Ampere and newer); "
+                        "off (default) trains in float32, as the reference")
     p.add_argument("--log-every", type=int, default=10, help="iterations between logged losses")
     p.add_argument("--picture-every", type=int, default=1000,
                    help="iterations between logged target predictions (0: never)")
@@ -114,7 +124,15 @@ def training_parser(description, defaults):
 def check_arguments(parser, args):
     """Refuse contradictory or impossible settings before anything is loaded."""
     source = SOURCES[args.source]
+    if args.target == "nthu" and args.city is None:
+        parser.error("--target nthu needs --city ({})".format(", ".join(NTHU_CITIES)))
+    if args.target != "nthu" and args.city is not None:
+        parser.error("--city {} is for --target nthu".format(args.city))
+    if args.source == args.target:
+        parser.error("--source {0} --target {0}: one domain; cross-city adaptation is --source cityscapes "
+                     "--target nthu --city NAME".format(args.source))
     args.data_dir = args.data_dir or "./data/{}".format(source.snapshot_prefix)
+    args.data_dir_target = args.data_dir_target or TARGETS[args.target].data_dir
     args.input_size, args.input_size_target = tuple(args.input_size or source.input_size), tuple(args.input_size_target)
     for flag, value in (("--batch-size", args.batch_size), ("--iter-size", args.iter_size),
                         ("--num-steps", args.num_steps), ("--num-steps-stop", args.num_steps_stop),

@@ -12,7 +12,8 @@ with --val) and stops when asked to. A method object provides:
     invariants      its flags a continued run must keep
     describe()      lines for the log at start
     load_initial_weights(log)    --restore-from and its method's other files
-    iteration(batches, i)        one iteration; returns {loss name: value}, {rate name: value}
+    iteration(batches, i, parallel)  one iteration; returns {loss name: value}, {tag: value} of the
+                                 other numbers to log ("lr/G", "amp/loss_scale", ...)
 """
 import contextlib
 import os
@@ -26,33 +27,37 @@ import paddle
 import paddle.nn.functional as F
 from tqdm import tqdm
 
-from dataset import cityscapesDataSet
 from dataset.classes import CLASS_NAMES, IMG_MEAN_BGR, colorize
 from dataset.loader import Batches, Watchdog
 from dataset.sampler import SOURCE_STREAM, TARGET_STREAM, ResumableBatchSampler
-from dataset.sources import SOURCES
+from dataset.sources import SOURCES, scored_class_sets
 from model.inference import SegmentationPredictor
-from utils.evaluation.cityscapes import evaluate, evaluation_settings, ground_truth_paths, save_score
+from utils.evaluation.cityscapes import evaluate, evaluation_set, evaluation_settings, save_score
 from utils.files.atomic import atomic_copy
 from utils.files.checkpoint import Checkpointer, CheckpointError, SnapshotWriteError, ensure_room_for_snapshots
 from utils.files.lock import DirectoryLock
 from utils.files.snapshots import SEGMENTATION, SnapshotDir
 from utils.runtime import select_device
 from utils.training.distributed import Parallel
+from utils.training.amp import check_supported as check_amp_supported
 from utils.training.log import SilentLog, TrainLog
 from utils.training.options import RESUME_INVARIANTS
 from utils.training.optimizer import lr_poly
 
 # Flags of snapshots written before these settings existed, as those runs had them.
-_EARLIER_DEFAULTS = {"source": "gta5", "sgd_groups": "paper"}
+_EARLIER_DEFAULTS = {"source": "gta5", "sgd_groups": "paper", "amp": "off", "target": "cityscapes", "city": None}
 
 
 class TrainingDiverged(RuntimeError):
     pass
 
 
-def check_finite(losses, iteration):
+def check_finite(losses, iteration, amp=None):
+    """Stop a run whose losses are not finite. With an fp16 loss scale, an overflow only skips the
+    step (and halves the scale); a scale that collapsed below 1 means it keeps overflowing."""
     bad = [name for name, value in losses.items() if not np.isfinite(value)]
+    if bad and amp is not None and amp.mode == "fp16" and amp.scale >= 1.0:
+        return
     if bad:
         raise TrainingDiverged("iteration {}: loss {} is not finite; the snapshots written so far are intact. "
                                "Lower --learning-rate or resume from an earlier snapshot.".format(
@@ -102,22 +107,27 @@ class Validation(object):
 
     def __init__(self, args, use_gpu, gpu_id, watchdog):
         self.args, self.use_gpu, self.gpu_id, self.watchdog = args, use_gpu, gpu_id, watchdog
-        self.images = cityscapesDataSet(args.data_dir_target, args.val_list, crop_size=args.input_size_target,
-                                        set="val")
-        gt_dir = os.path.join(args.data_dir_target, "gtFine", "val")
-        self.gt_paths = ground_truth_paths(self.images, gt_dir)
-        self.settings = evaluation_settings(args.data_dir_target, args.val_list, "val", gt_dir, None,
-                                            "DeeplabMulti", args.input_size_target, len(self.images))
+        val = evaluation_set(args.target, args.data_dir_target, args.input_size_target, args.val_list, city=args.city)
+        if val.gt_paths is None:
+            raise FileNotFoundError("--val: no ground truth at {} to score the snapshots with".format(val.gt_dir))
+        self.images, self.gt_paths, self.lut = val.images, val.gt_paths, val.lut
+        self.class_sets = scored_class_sets(args.source, args.target)
+        self.settings = evaluation_settings(args.data_dir_target, args.val_list, val.split, val.gt_dir, None,
+                                            "DeeplabMulti", args.input_size_target, len(self.images),
+                                            class_sets=self.class_sets)
 
     def __call__(self, model, model_path, iteration, log, best_path):
         with random_state_kept():
             predictor = SegmentationPredictor(model, self.args.val_backend, self.use_gpu, self.gpu_id)
-            result = evaluate(predictor, self.images, self.gt_paths, batch_size=1,
-                              num_workers=min(self.args.num_workers, 2), progress=False, watchdog=self.watchdog)
+            result = evaluate(predictor, self.images, self.gt_paths, self.lut, batch_size=1,
+                              num_workers=min(self.args.num_workers, 2), progress=False, watchdog=self.watchdog,
+                              class_sets=self.class_sets)
             del predictor
         save_score(model_path, self.settings, result, iteration)
         best = log.best("val/mIoU")
         scalars = {"val/mIoU": result.miou}
+        scalars.update(("val/mIoU_" + name, miou) for name, miou in list(result.miou_by_classes.items())[1:]
+                       if np.isfinite(miou))
         scalars.update(("val/IoU_" + name, float(iou)) for name, iou in zip(CLASS_NAMES, result.ious)
                        if np.isfinite(iou))
         log.scalars(iteration, scalars)
@@ -138,6 +148,7 @@ class TrainingSession(object):
         self.parallel = parallel or Parallel()
         self.parallel.per_rank_batch(args.batch_size)
         self.use_gpu, self.gpu_id = select_device(args, self.parallel.gpu_id)
+        check_amp_supported(args.amp, self.use_gpu)
         self.lock = DirectoryLock(args.snapshot_dir) if self.parallel.is_main else None
         self.log = SilentLog()
         self.watchdog = Watchdog(args.data_timeout, on_timeout=self._release_lock, log=self._log_text)
@@ -278,18 +289,18 @@ class TrainingSession(object):
         self._window["iterations"] += 1
         return batches
 
-    def log_losses(self, iteration, losses, rates):
+    def log_losses(self, iteration, losses, scalars):
         done = iteration + 1
         if done % self.args.log_every and done != self.args.num_steps_stop:
             return
         window = self._window
-        scalars = {"loss/" + name: value for name, value in losses.items()}
-        scalars.update(("lr/" + name, value) for name, value in rates.items())
-        scalars.update({"speed/iter_per_s": window["iterations"] / (time.time() - window["since"]),
-                        "speed/data_wait_s": window["data_wait"] / window["iterations"]})
-        self.log.scalars(done, scalars)
+        logged = {"loss/" + name: value for name, value in losses.items()}
+        logged.update(scalars)
+        logged.update({"speed/iter_per_s": window["iterations"] / (time.time() - window["since"]),
+                       "speed/data_wait_s": window["data_wait"] / window["iterations"]})
+        self.log.scalars(done, logged)
         self.log.text("iter {} {} {}".format(done, " ".join("{}={:.4f}".format(n, v) for n, v in losses.items()),
-                                             " ".join("lr_{}={:.3e}".format(n, v) for n, v in rates.items())))
+                                             " ".join("{}={:.3e}".format(n, v) for n, v in scalars.items())))
         self._bar.set_postfix({name: "{:.3f}".format(value) for name, value in list(losses.items())[:2]})
         self._window = {"since": time.time(), "iterations": 0, "data_wait": 0.0}
 
@@ -352,8 +363,8 @@ def run_training(args, make_method):
         session.start(method)
         for iteration in session.iterations():
             batches = session.next_batches()
-            losses, rates = method.iteration(batches, iteration, session.parallel)
-            session.log_losses(iteration, losses, rates)
+            losses, scalars = method.iteration(batches, iteration, session.parallel)
+            session.log_losses(iteration, losses, scalars)
             session.picture(iteration, batches)
             stopping = session.time_is_up()
             session.snapshot(iteration)
