@@ -16,17 +16,15 @@ import sys
 import paddle
 import paddle.nn.functional as F
 
-from dataset.loader import DataError
 from dataset.sources import make_source, make_target
 from model import FCDiscriminator, build_model
-from utils.files.checkpoint import CheckpointError, PaddleOptimizerState
-from utils.files.lock import DirectoryLocked
+from utils.files.checkpoint import PaddleOptimizerState
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 from utils.loss import GAN_KINDS, SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
 from utils.training.amp import NO_AMP, MixedPrecision
 from utils.training.optimizer import build_sgd, describe, lr_poly
 from utils.training.options import check_arguments, training_parser
-from utils.training.session import TrainingDiverged, check_finite, run_training, upsample
+from utils.training.session import check_finite, command_line, run_training, upsample
 
 LOSS_NAMES = ("seg1", "seg2", "adv_target1", "adv_target2", "D1", "D2")
 
@@ -182,8 +180,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (CheckpointError, WeightsError, TrainingDiverged, DataError, DirectoryLocked, FileNotFoundError,
-            ValueError) as exc:
-        sys.exit("error: {}".format(exc))
+    sys.exit(command_line(main))

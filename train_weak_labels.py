@@ -19,20 +19,18 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from dataset.loader import DataError
 from dataset.sources import TranslatedImages, make_source, make_target
 from dataset.weak_labels import Thresholds, WeakTargetDataSet, present_classes
 from model import CWDiscriminator, FCDiscriminator, build_model
 from model.discriminator import pooled_features
-from utils.files.checkpoint import CheckpointError, PaddleOptimizerState
-from utils.files.lock import DirectoryLocked
+from utils.files.checkpoint import PaddleOptimizerState
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 from utils.loss import (SOURCE_LABEL, TARGET_LABEL, category_adversarial_loss, domain_loss, dropout, point_loss,
                         pseudo_weak_labels, seg_loss, weak_loss)
 from utils.training.amp import NO_AMP, MixedPrecision
 from utils.training.optimizer import build_sgd, clip_grad_norm, describe, lr_poly
 from utils.training.options import check_arguments, training_parser
-from utils.training.session import TrainingDiverged, check_finite, run_training, upsample
+from utils.training.session import check_finite, command_line, run_training, upsample
 
 # What the reference prints, but seg1, adv1 and D1: its conv4 head and D1 are never used.
 LOSS_NAMES = ("seg2", "adv_target2", "D2", "weak", "cw_adv", "cw_D", "point", "present")
@@ -270,8 +268,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (CheckpointError, WeightsError, TrainingDiverged, DataError, DirectoryLocked, FileNotFoundError,
-            ValueError) as exc:
-        sys.exit("error: {}".format(exc))
+    sys.exit(command_line(main))

@@ -5,9 +5,6 @@
 Writes the pairs into a temporary directory (gtFine layout for the ground truth, flat
 palettised predictions as the evaluation writes them), then times compute_mIoU alone.
 """
-# PIL must come before paddle (pulled in by the dataset package): Paddle 2.6 on
-# Python 3.11 segfaults when zlib is first loaded after it.
-import PIL  # noqa: F401
 from PIL import Image
 
 import argparse

@@ -104,15 +104,19 @@ class Watchdog(object):
         self.log = log
         self._waiting = None  # (since, description)
         self._lock = threading.Lock()
+        self._closed = threading.Event()
         if timeout is not None:
             threading.Thread(target=self._watch, name="data-watchdog", daemon=True).start()
 
     def waiting(self, description):
         return _Waiting(self, description)
 
+    def close(self):
+        """End the watching thread (it holds the run's objects through ``on_timeout``)."""
+        self._closed.set()
+
     def _watch(self):
-        while True:
-            time.sleep(min(1.0, self.timeout / 4.0))
+        while not self._closed.wait(min(1.0, self.timeout / 4.0)):
             with self._lock:
                 waiting = self._waiting
             if waiting is not None and time.time() - waiting[0] > self.timeout:

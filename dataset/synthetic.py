@@ -1,4 +1,4 @@
-"""Tiny synthetic stand-ins for GTA5 and Cityscapes, written in their real on-disk layouts.
+"""Tiny synthetic stand-ins for GTA5, SYNTHIA, Cityscapes and NTHU, written in their real on-disk layouts.
 
     python -m dataset.synthetic OUT_DIR [--num-source N] [--num-target-train N]
         [--num-target-val N] [--num-synthia N] [--num-nthu N] [--source-size W,H] [--target-size W,H]

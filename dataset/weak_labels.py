@@ -214,7 +214,7 @@ def main(argv=None):
     except (OSError, ValueError) as exc:
         sys.exit("error: {}".format(exc))
     tau = thresholds_from_counts(counts)
-    result = {"tau": {name: round(float(t), 1) for name, t in zip(CLASS_NAMES, tau)}, "pixels": width * height,
+    result = {"tau": {name: float(t) for name, t in zip(CLASS_NAMES, tau)}, "pixels": width * height,
               "images": len(counts), "dataset": args.dataset, "root": os.path.abspath(args.root)}
     for name, value in result["tau"].items():
         print("{:>12s} {:10.1f}".format(name, value))

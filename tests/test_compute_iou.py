@@ -1,6 +1,4 @@
 """compute_iou and utils.evaluation.metrics against a plain per-class mask computation."""
-# PIL must come before paddle (imported by the dataset package).
-import PIL  # noqa: F401
 from PIL import Image
 
 import json

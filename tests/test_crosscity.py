@@ -3,8 +3,6 @@
 The label table here is written from Cityscapes' label definitions and the 13 classes the NTHU
 cities annotate, independently of the code under test.
 """
-# PIL before paddle (see utils/runtime.py).
-import PIL.Image  # noqa: F401
 from PIL import Image
 
 import argparse

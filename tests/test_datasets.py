@@ -1,6 +1,4 @@
 """GTA5DataSet and cityscapesDataSet on tiny synthetic trees in the real on-disk layouts."""
-# PIL must come before paddle (imported by the dataset package).
-import PIL  # noqa: F401
 from PIL import Image
 
 import os

@@ -4,8 +4,6 @@ The network is DeeplabMulti with seeded weights, so its predictions are poor but
 what matters is that the files, the table and the numbers are the ones a user would check, and
 that the scores equal what ``compute_iou.py`` computes independently from the written PNGs.
 """
-# PIL before paddle (see utils/runtime.py).
-import PIL.Image  # noqa: F401
 from PIL import Image
 
 import contextlib

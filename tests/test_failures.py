@@ -224,3 +224,10 @@ def test_dataset_check_reports_each_kind_of_bad_file(data, tmp_path, capsys):
     assert check_main([data[0], data[1]]) == 0
     printed = capsys.readouterr().out
     assert "GTA5DataSet: 4 samples" in printed and "all files decode" in printed
+
+
+def test_check_data_refuses_to_start_on_a_damaged_file(data, tmp_path):
+    broken, victim = truncated_copy(data, tmp_path)
+    with pytest.raises(ValueError, match="1 problem\\(s\\) in the data: {}: cannot be decoded".format(victim)):
+        train.main(args_for(broken, tmp_path / "run", 2, 2, "--check-data"))
+    assert not [n for n in os.listdir(str(tmp_path / "run")) if n.startswith("GTA5_")]

@@ -13,7 +13,6 @@ import sys
 import time
 import zipfile
 
-import PIL.Image  # noqa: F401  (before paddle; see utils/runtime.py)
 from PIL import Image
 
 import nbformat

@@ -1,6 +1,4 @@
 """dataset.synthetic writes trees the datasets accept, deterministically, with a domain gap."""
-# PIL must come before paddle (imported by the dataset package).
-import PIL  # noqa: F401
 from PIL import Image
 
 import glob

@@ -3,8 +3,6 @@
 The class tables and the PNG encoder here are written from SYNTHIA's README and the PNG
 specification, independently of the code under test.
 """
-# PIL before paddle (see utils/runtime.py).
-import PIL.Image  # noqa: F401
 from PIL import Image
 
 import contextlib

@@ -519,3 +519,17 @@ def test_a_released_reference_style_category_wise_discriminator_converts(tmp_pat
     for name, value in cw.state_dict().items():
         stored = state["module." + name]
         np.testing.assert_array_equal(value.numpy(), stored.T if stored.ndim == 2 else stored)
+
+
+def test_thresholds_command_writes_what_training_reads(data, tmp_path, capsys):
+    from dataset.weak_labels import count_table, main as weak_labels_main
+    from dataset import cityscapesDataSet
+    out = str(tmp_path / "tau.json")
+    assert weak_labels_main(["thresholds", data[1], "--set", "train", "--out", out]) == 0
+    assert "counted on 4 labels at 128x64" in capsys.readouterr().out
+    thresholds = Thresholds.from_file(out)
+    counts, _ = count_table(cityscapesDataSet(data[1], set="train", return_label=True))
+    np.testing.assert_allclose(thresholds.tau, thresholds_from_counts(counts), rtol=1e-12)
+    assert thresholds.pixels == 128 * 64
+    with pytest.raises(ValueError, match="not a thresholds file"):
+        Thresholds.from_file(str(tmp_path / "missing.json"))

@@ -1,6 +1,6 @@
 """The whole workflow in a few minutes on a CPU, on synthetic data: no dataset needed.
 
-    python -m utils.demo [--out demo_output]
+    python -m utils.demo [--out demo_output] [--source synthia]
 
 Generates GTA5- and Cityscapes-format data, trains a few iterations at a small size, stops,
 continues from the latest snapshot with the same command, evaluates the result, and says where
@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 
+from dataset.sources import SOURCES
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MARKER = ".adaptsegnet_demo"  # marks a folder this demo wrote, which a later demo may replace
 
@@ -23,21 +25,28 @@ def run(command):
     subprocess.run([sys.executable] + command[1:], cwd=ROOT, check=True)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="demo_output", help="where data, snapshots and predictions go")
-    parser.add_argument("--iterations", type=int, default=6, help="training iterations (stopped half-way once)")
-    args = parser.parse_args(argv)
-    out = os.path.abspath(args.out)
-    data, snapshots, predictions = (os.path.join(out, name) for name in ("data", "snapshots", "predictions"))
+def prepare_output(out):
+    """An empty ``out``: a folder of an earlier demo is replaced, any other non-empty one refused."""
     if os.path.isdir(out) and os.listdir(out):
         if not os.path.exists(os.path.join(out, MARKER)):
             sys.exit("{} exists and was not written by the demo; pass another --out".format(out))
         print("replacing the previous demo in {}".format(out))
         shutil.rmtree(out)
-    os.makedirs(out)
+    os.makedirs(out, exist_ok=True)
     open(os.path.join(out, MARKER), "w").close()
-    train = ["python", "train_gta2cityscapes_multi.py", "--data-dir", os.path.join(data, "GTA5"),
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="demo_output", help="where data, snapshots and predictions go")
+    parser.add_argument("--iterations", type=int, default=6, help="training iterations (stopped half-way once)")
+    parser.add_argument("--source", default="gta5", choices=("gta5", "synthia"), help="the source domain")
+    args = parser.parse_args(argv)
+    out = os.path.abspath(args.out)
+    data, snapshots, predictions = (os.path.join(out, name) for name in ("data", "snapshots", "predictions"))
+    prepare_output(out)
+    prefix = SOURCES[args.source].snapshot_prefix
+    train = ["python", "train_gta2cityscapes_multi.py", "--source", args.source, "--data-dir", os.path.join(data, prefix),
              "--data-dir-target", os.path.join(data, "Cityscapes"), "--input-size", "96,56",
              "--input-size-target", "96,48", "--random-mirror", "--num-workers", "2", "--num-steps", "100",
              "--save-pred-every", "2", "--log-every", "1", "--picture-every", "2", "--snapshot-dir", snapshots,
@@ -48,7 +57,7 @@ def main(argv=None):
     print("\n(stopped at iteration {}: as if the notebook session had died; the same command continues)".format(half))
     run(train + ["--num-steps-stop", str(args.iterations)])
     run(["python", "evaluate_cityscapes.py", "--restore-from",
-         os.path.join(snapshots, "GTA5_{}.pdparams".format(args.iterations)),
+         os.path.join(snapshots, "{}_{}.pdparams".format(prefix, args.iterations)),
          "--data-dir", os.path.join(data, "Cityscapes"), "--input-size", "96,48", "--save", predictions])
     print("\npredictions:  {}".format(predictions))
     print("snapshots:    {}".format(snapshots))

@@ -28,18 +28,19 @@ import paddle.nn.functional as F
 from tqdm import tqdm
 
 from dataset.classes import CLASS_NAMES, IMG_MEAN_BGR, colorize
-from dataset.loader import Batches, Watchdog
+from dataset.loader import Batches, DataError, Watchdog
 from dataset.sampler import SOURCE_STREAM, TARGET_STREAM, ResumableBatchSampler
 from dataset.sources import SOURCES, scored_class_sets
 from model.inference import SegmentationPredictor
 from utils.evaluation.cityscapes import evaluate, evaluation_set, evaluation_settings, save_score
 from utils.files.atomic import atomic_copy
 from utils.files.checkpoint import Checkpointer, CheckpointError, SnapshotWriteError, ensure_room_for_snapshots
-from utils.files.lock import DirectoryLock
+from utils.files.lock import DirectoryLock, DirectoryLocked
 from utils.files.snapshots import SEGMENTATION, SnapshotDir
+from utils.files.weights import WeightsError
 from utils.runtime import select_device
-from utils.training.distributed import Parallel
 from utils.training.amp import check_supported as check_amp_supported
+from utils.training.distributed import Parallel
 from utils.training.log import SilentLog, TrainLog
 from utils.training.options import RESUME_INVARIANTS
 from utils.training.optimizer import lr_poly
@@ -342,6 +343,7 @@ class TrainingSession(object):
             print(message)
 
     def close(self):
+        self.watchdog.close()
         for loader in self.loaders:
             loader.close()
         if getattr(self, "_bar", None) is not None:
@@ -373,3 +375,12 @@ def run_training(args, make_method):
     if session.parallel.is_main and not session.stopped_early:
         print("finished: {} iterations; snapshots in {}".format(args.num_steps_stop, os.path.abspath(args.snapshot_dir)))
     return 0
+
+
+def command_line(main):
+    """Run a training script's ``main``: a failure the user can act on ends it with one line."""
+    try:
+        return main()
+    except (CheckpointError, WeightsError, TrainingDiverged, DataError, DirectoryLocked, FileNotFoundError,
+            ValueError) as exc:
+        return "error: {}".format(exc)
