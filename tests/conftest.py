@@ -21,18 +21,20 @@ def parity():
 
 @pytest.fixture(scope="session", autouse=True)
 def no_process_left_behind():
-    """The suite starts trainers, loader workers and kernels; none may outlive it (an orphaned
-    worker of a killed trainer is re-parented, so look for this project's processes by command)."""
+    """The suite starts trainers, loader workers and kernels; none may outlive it. A worker of a
+    killed trainer is re-parented to init, so look for this project's processes that are this
+    session's descendants or orphans (not those of another pytest worker running beside it)."""
     started = time.time()
     yield
+    me = psutil.Process()
 
     def ours(process):
         try:
-            return process.pid != os.getpid() and process.create_time() >= started - 1 and \
-                ROOT in " ".join(process.cmdline())
+            return process.create_time() >= started - 1 and ROOT in " ".join(process.cmdline()) and (
+                process.ppid() == 1 or me in process.parents())
         except psutil.Error:
             return False
 
-    _, alive = psutil.wait_procs([p for p in psutil.process_iter() if ours(p)], timeout=15)
+    _, alive = psutil.wait_procs([p for p in psutil.process_iter() if p.pid != me.pid and ours(p)], timeout=15)
     assert not alive, "processes outlived the tests: {}".format(
         ["{} {}".format(p.pid, " ".join(p.cmdline())[:120]) for p in alive])
