@@ -24,15 +24,9 @@ from utils.loss import GAN_KINDS, SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
 from utils.training.amp import NO_AMP, MixedPrecision
 from utils.training.optimizer import build_sgd, describe, lr_poly
 from utils.training.options import check_arguments, training_parser
-from utils.training.session import check_finite, command_line, run_training, upsample
+from utils.training.session import check_finite, command_line, run_training, set_trainable, upsample
 
 LOSS_NAMES = ("seg1", "seg2", "adv_target1", "adv_target2", "D1", "D2")
-
-
-def set_trainable(nets, trainable):
-    for net in nets:
-        for p in net.parameters():
-            p.stop_gradient = not trainable
 
 
 def adaptation_step(model, D1, D2, source_batch, target_batch, args, scale=1.0, amp=NO_AMP):

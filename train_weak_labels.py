@@ -30,18 +30,12 @@ from utils.loss import (SOURCE_LABEL, TARGET_LABEL, category_adversarial_loss, d
 from utils.training.amp import NO_AMP, MixedPrecision
 from utils.training.optimizer import build_sgd, clip_grad_norm, describe, lr_poly
 from utils.training.options import check_arguments, training_parser
-from utils.training.session import check_finite, command_line, run_training, upsample
+from utils.training.session import check_finite, command_line, run_training, set_trainable, upsample
 
 # What the reference prints, but seg1, adv1 and D1: its conv4 head and D1 are never used.
 LOSS_NAMES = ("seg2", "adv_target2", "D2", "weak", "cw_adv", "cw_D", "point", "present")
 # The reference's hard-coded location of CycleGAN-translated source images.
 PIXELADAPT_DIRS = {"gta5": "./data/cycleGAN_output/gta5_deeplab", "synthia": "./data/cycleGAN_output/syn_deeplab"}
-
-
-def set_trainable(nets, trainable):
-    for net in nets:
-        for p in net.parameters():
-            p.stop_gradient = not trainable
 
 
 def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, scale=1.0, amp=NO_AMP):
@@ -52,6 +46,7 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
     model, D2, cwD = nets
     source_images, source_labels = source_batch[:2]
     losses = dict.fromkeys(LOSS_NAMES, 0.0)
+    source_pooled = target_pooled = source_present = weak = loss_weak = loss_point = loss_cw_adv = None
 
     # 1. Source: segmentation loss on the conv5 head (the reference's lambda_seg is 0).
     _, source_out, source_features = amp.forward(model, source_images, return_features=True)
@@ -68,13 +63,13 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
     set_trainable([net for net in (D2, cwD) if net is not None], False)
     target_images = target_batch[0]
     _, target_out, target_features = amp.forward(model, target_images, return_features=True)
-    weak = None
     if needs_weak_labels(args):
         weak = pseudo_weak_labels(target_out, args.pweak_th) if args.use_pseudo else target_batch[1]
-    loss_point = point_loss(upsample(target_out, args.input_size_target), target_batch[2], weak,
-                            images=len(target_images) if args.point_loss_all_images else 1) \
-        if args.use_pointloss else None
-    loss_weak = weak_loss(dropout(target_out, args.weak_dropout, seed), weak) if args.use_weak else None
+    if args.use_pointloss:
+        loss_point = point_loss(upsample(target_out, args.input_size_target), target_batch[2], weak,
+                                images=len(target_images) if args.point_loss_all_images else 1)
+    if args.use_weak:
+        loss_weak = weak_loss(dropout(target_out, args.weak_dropout, seed), weak)
     if cwD is not None:
         target_pooled = pooled_features(target_out.detach(), target_features)
         loss_cw_adv = category_adversarial_loss(amp.forward(cwD, target_pooled), weak, SOURCE_LABEL, args.ls_gan)
@@ -82,7 +77,7 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
     loss_adv = domain_loss(amp.forward(D2, F.softmax(target_out, axis=1)), SOURCE_LABEL, args.ls_gan)
     total = args.lambda_adv_target2 * loss_adv
     for weight, term, name in ((args.lambda_weak_target2, loss_weak, "weak"), (1.0, loss_point, "point"),
-                               (args.lambda_weak_cwadv2, loss_cw_adv if cwD is not None else None, "cw_adv")):
+                               (args.lambda_weak_cwadv2, loss_cw_adv, "cw_adv")):
         if term is not None:
             total = total + weight * term
             losses[name] = float(term)
@@ -96,9 +91,8 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
     if cwD is not None:
         source_present = paddle.to_tensor(np.stack([present_classes(labels, thresholds)
                                                     for labels in source_labels.numpy()]))
-    halves = ((source_out, source_pooled if cwD is not None else None, SOURCE_LABEL, source_present if cwD else None),
-              (target_out, target_pooled if cwD is not None else None, TARGET_LABEL, weak))
-    for out, pooled, domain, present in halves:
+    for out, pooled, domain, present in ((source_out, source_pooled, SOURCE_LABEL, source_present),
+                                         (target_out, target_pooled, TARGET_LABEL, weak)):
         half_D2 = domain_loss(amp.forward(D2, F.softmax(out.detach(), axis=1)), domain, args.ls_gan) / 2
         amp.backward(half_D2 * scale)
         losses["D2"] += float(half_D2)

@@ -39,8 +39,8 @@ import numpy as np
 from dataset.files import files_below, load_label_ids, summarize
 from dataset.cityscapes_dataset import IMAGE_SUFFIX, LABEL_SUFFIX, gtfine_entry
 from dataset.classes import CLASS_NAMES, PALETTE, colorize, label_id_to_train_id_lut
-from utils.files.snapshots import SnapshotDir
 from utils.evaluation.cityscapes import SNAPSHOT_TABLE_NAME
+from utils.files.snapshots import SnapshotDir
 from utils.training.log import METRICS_FILE, PICTURES_DIR, read_metrics as _read_metrics
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -70,6 +70,13 @@ def upsample(logits, size):
     return F.interpolate(logits, size=[size[1], size[0]], mode="bilinear", align_corners=True)
 
 
+def set_trainable(nets, trainable):
+    """Freeze (or unfreeze) networks: a frozen discriminator passes gradients on to its input only."""
+    for net in nets:
+        for p in net.parameters():
+            p.stop_gradient = not trainable
+
+
 def prediction_picture(model, images):
     """The first image next to its colourised prediction (conv5 head)."""
     with paddle.no_grad():
