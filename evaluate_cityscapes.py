@@ -23,7 +23,7 @@ import os
 import sys
 
 from dataset.classes import CLASS_SETS, IGNORE_LABEL, NUM_CLASSES
-from dataset.loader import DataError
+from dataset.loader import DataError, Watchdog
 from dataset.nthu_dataset import NTHU_CITIES
 from dataset.sources import SOURCES, TARGETS, scored_class_sets
 from model import build_model
@@ -70,6 +70,8 @@ def get_arguments(argv=None):
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--backend", choices=BACKENDS, default="inference",
                         help="inference: exported model run by Paddle Inference (fastest); dygraph: dynamic graph")
+    parser.add_argument("--data-timeout", type=float, default=600.0,
+                        help="stop with a message when no image arrives for this many seconds")
     add_device_args(parser)
     args = parser.parse_args(argv)
     if args.num_classes != NUM_CLASSES:
@@ -102,6 +104,7 @@ def main(argv=None):
     data = evaluation_set(args.target, args.data_dir, args.input_size, args.data_list, args.set, args.gt_dir,
                           args.devkit_dir, args.city)
     model = build_model(args.model, num_classes=args.num_classes)
+    watchdog = Watchdog(args.data_timeout)
     print(describe_classes(source, class_sets, prefix))
 
     def make_predictor(net):
@@ -114,7 +117,8 @@ def main(argv=None):
         settings = evaluation_settings(args.data_dir, args.data_list, data.split, data.gt_dir, args.devkit_dir,
                                        args.model, args.input_size, len(data.images), class_sets)
         scores = evaluate_snapshots(model, args.restore_from, make_predictor, data.images, data.gt_paths, data.lut,
-                                    args.batch_size, args.num_workers, settings, class_sets=class_sets, prefix=prefix)
+                                    args.batch_size, args.num_workers, settings, class_sets=class_sets, prefix=prefix,
+                                    watchdog=watchdog)
         extra = class_sets[1:]
         print("iteration\tmIoU" + "".join("\tmIoU ({} classes)".format(len(CLASS_SETS[name])) for name in extra))
         for iteration, mious in scores.mious_by_classes.items():
@@ -131,7 +135,8 @@ def main(argv=None):
 
     print(load_weights(model, args.restore_from).summary())
     result = evaluate(make_predictor(model), data.images, data.gt_paths, data.lut, save_dir=args.save,
-                      batch_size=args.batch_size, num_workers=args.num_workers, class_sets=class_sets)
+                      batch_size=args.batch_size, num_workers=args.num_workers, class_sets=class_sets,
+                      watchdog=watchdog)
     print("predictions: {}".format(os.path.abspath(args.save)))
     if result is None:
         print("no ground truth at {}: predictions only (give --gt-dir to score them)".format(data.gt_dir))

@@ -1,6 +1,6 @@
 """Decode every image and label of the datasets once, before a long run meets a bad file.
 
-    python -m dataset.check data/GTA5 data/Cityscapes [data/SYNTHIA] [--num-workers N]
+    python -m dataset.check data/GTA5 data/Cityscapes [data/SYNTHIA data/NTHU] [--num-workers N]
     python -m dataset.check data            # every dataset found below data/
 
 Reports files that cannot be decoded (a cut-short extraction), labels holding ids outside the
@@ -92,9 +92,10 @@ def check_datasets(datasets, num_workers=None, progress=True, only=None):
 
 
 def datasets_below(root):
-    """The datasets at ``root`` (a GTA5, Cityscapes or SYNTHIA root) or in its sub-folders."""
+    """The datasets at ``root`` (a GTA5, Cityscapes, SYNTHIA or NTHU root) or in its sub-folders."""
     from dataset.cityscapes_dataset import cityscapesDataSet
     from dataset.gta5_dataset import GTA5DataSet
+    from dataset.nthu_dataset import NTHU_CITIES, NTHUDataSet
     from dataset.synthia_dataset import SYNTHIADataSet
 
     def at(folder):
@@ -107,6 +108,10 @@ def datasets_below(root):
             if os.path.isdir(os.path.join(folder, "leftImg8bit", split)):
                 with_labels = os.path.isdir(os.path.join(folder, "gtFine", split))
                 found.append(cityscapesDataSet(folder, set=split, return_label=with_labels))
+        for city in NTHU_CITIES:
+            for split, folder_name in (("train", "Train"), ("test", "Test")):
+                if os.path.isdir(os.path.join(folder, city, "Images", folder_name)):
+                    found.append(NTHUDataSet(folder, city, split))
         return found
 
     found = at(root)
@@ -114,8 +119,8 @@ def datasets_below(root):
         for name in sorted(os.listdir(root)):
             found += at(os.path.join(root, name))
     if not found:
-        raise FileNotFoundError("{}: no GTA5 (images/, labels/), Cityscapes (leftImg8bit/) or SYNTHIA (RGB/) "
-                                "dataset there or in its folders".format(root))
+        raise FileNotFoundError("{}: no GTA5 (images/, labels/), Cityscapes (leftImg8bit/), SYNTHIA (RGB/) or NTHU "
+                                "(<City>/Images/) dataset there or in its folders".format(root))
     return found
 
 

@@ -124,8 +124,8 @@ class Watchdog(object):
 
     def _expire(self, description):
         message = ("error: no data for {:.0f} s from {}. Check that the disk holding the data responds "
-                   "(a network mount?), then continue with --continue-train; --data-timeout sets this "
-                   "limit".format(self.timeout, description))
+                   "(a network mount?), then run the command again (with --continue-train, a training run "
+                   "resumes); --data-timeout sets this limit".format(self.timeout, description))
         try:
             if self.log is not None:
                 self.log(message)

@@ -236,3 +236,10 @@ def test_evaluate_needs_a_city_for_nthu(nthu, weights, capsys):
     with pytest.raises(SystemExit):
         evaluate_cityscapes.main(["--restore-from", weights, "--target", "nthu", "--data-dir", nthu])
     assert "--target nthu needs --city" in capsys.readouterr().err
+
+
+def test_dataset_check_decodes_a_city(nthu, capsys):
+    from dataset.check import main as check_main
+    assert check_main([nthu]) == 0
+    printed = capsys.readouterr().out
+    assert "NTHUDataSet: 2 samples" in printed and "NTHUDataSet: 3 samples" in printed

@@ -221,7 +221,7 @@ def _extra_sets(mious):
 
 
 def evaluate_snapshots(model, directory, make_predictor, images, gt_paths, lut, batch_size=1,
-                       num_workers=2, settings=None, log=print, class_sets=None, prefix=None):
+                       num_workers=2, settings=None, log=print, class_sets=None, prefix=None, watchdog=None):
     """Evaluate every snapshot in ``directory`` not already evaluated with the same settings, on
     ``class_sets`` (those of ``settings``; default all 19). ``prefix`` picks one run if the
     directory holds several.
@@ -247,7 +247,7 @@ def evaluate_snapshots(model, directory, make_predictor, images, gt_paths, lut, 
             continue
         load_weights(model, path)
         result = evaluate(make_predictor(model), images, gt_paths, lut, batch_size=batch_size,
-                          num_workers=num_workers, class_sets=class_sets)
+                          num_workers=num_workers, class_sets=class_sets, watchdog=watchdog)
         save_score(path, settings, result, iteration)
         by_classes[iteration] = dict(result.miou_by_classes)
         log("{}: mIoU {:.2f}{}".format(os.path.basename(path), result.miou * 100, _extra_sets(by_classes[iteration])))
