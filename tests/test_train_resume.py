@@ -125,7 +125,8 @@ def test_killed_run_continues_from_its_last_complete_snapshot(data, straight_run
         process.kill()
         process.wait()
     print("files when killed:", sorted(os.listdir(str(tmp_path))))
-    train.main(run_args(data, tmp_path, STOP, "--continue-train"))
+    with pytest.warns(UserWarning, match="taking over the lock of pid {}".format(process.pid)):
+        train.main(run_args(data, tmp_path, STOP, "--continue-train"))
     assert_same_snapshot(straight_run, str(tmp_path), STOP)
     assert not [n for n in os.listdir(str(tmp_path)) if n.endswith(".tmp")]
 

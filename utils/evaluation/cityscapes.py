@@ -82,11 +82,6 @@ def _all_present(paths, gt_dir):
     return paths
 
 
-def ground_truth_paths(images, gt_dir):
-    """gtFine labelIds path of every image entry; all must exist."""
-    return _all_present([os.path.join(gt_dir, gtfine_entry(entry)) for entry in images.img_ids], gt_dir)
-
-
 def evaluate(predictor, images, gt_paths=None, lut=None, save_dir=None, batch_size=1, num_workers=2,
              progress=True, watchdog=None, class_sets=None):
     """Run ``predictor`` over ``images`` (a cityscapesDataSet, or an NTHUDataSet without labels);

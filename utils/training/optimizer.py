@@ -82,15 +82,9 @@ class ReferenceSGD(object):
     def set_lr(self, lr):
         self.lr = lr
 
-    def get_lr(self):
-        return self.lr
-
     @property
     def parameters(self):
         return [p for p, _, _ in self.entries]
-
-    def total_entries(self):
-        return sum(m for _, _, m in self.entries)
 
     @paddle.no_grad()
     def step(self):
