@@ -22,7 +22,7 @@ from utils.files.checkpoint import PaddleOptimizerState
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 from utils.loss import GAN_KINDS, SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
 from utils.training.amp import NO_AMP, MixedPrecision
-from utils.training.optimizer import build_sgd, describe, lr_poly
+from utils.training.optimizer import build_sgd, describe, set_learning_rates
 from utils.training.options import check_arguments, training_parser
 from utils.training.session import check_finite, command_line, run_training, set_trainable, upsample
 
@@ -70,13 +70,7 @@ def train_iteration(nets, optimizers, batches, iteration, args, parallel=None, a
     ranks before the optimizers step, so every rank takes the same step.
     """
     model, D1, D2 = nets
-    optimizer, optimizer_D1, optimizer_D2 = optimizers
-    lr = lr_poly(args.learning_rate, iteration, args.num_steps, args.power)
-    lr_D = lr_poly(args.learning_rate_D, iteration, args.num_steps, args.power)
-    optimizer.set_lr(lr)  # the classifiers' 10x is part of their entries
-    optimizer_D1.set_lr(lr_D)
-    optimizer_D2.set_lr(lr_D)
-
+    rates = set_learning_rates(optimizers, iteration, args)
     losses = dict.fromkeys(LOSS_NAMES, 0.0)
     for source_batch, target_batch in batches:
         for name, value in adaptation_step(model, D1, D2, source_batch, target_batch, args,
@@ -89,7 +83,7 @@ def train_iteration(nets, optimizers, batches, iteration, args, parallel=None, a
 
     # 4. Step the segmentation network and both discriminators.
     amp.step(optimizers, [p for net in nets for p in net.parameters()])
-    return losses, dict({"lr/G": lr, "lr/D": lr_D}, **amp.scalars())
+    return losses, dict(rates, **amp.scalars())
 
 
 def build_networks(args):

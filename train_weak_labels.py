@@ -28,7 +28,7 @@ from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 from utils.loss import (SOURCE_LABEL, TARGET_LABEL, category_adversarial_loss, domain_loss, dropout, point_loss,
                         pseudo_weak_labels, seg_loss, weak_loss)
 from utils.training.amp import NO_AMP, MixedPrecision
-from utils.training.optimizer import build_sgd, clip_grad_norm, describe, lr_poly
+from utils.training.optimizer import build_sgd, clip_grad_norm, describe, set_learning_rates
 from utils.training.options import check_arguments, training_parser
 from utils.training.session import check_finite, command_line, run_training, set_trainable, upsample
 
@@ -106,11 +106,7 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
 def train_iteration(nets, optimizers, batches, iteration, args, thresholds, parallel=None, amp=NO_AMP):
     """One iteration: the steps over --iter-size sub-batches, then the gradient of G clipped to
     norm 1 (as the reference; not when training on the source alone) and every optimizer stepped."""
-    lr = lr_poly(args.learning_rate, iteration, args.num_steps, args.power)
-    lr_D = lr_poly(args.learning_rate_D, iteration, args.num_steps, args.power)
-    optimizers[0].set_lr(lr)
-    for opt in optimizers[1:]:
-        opt.set_lr(lr_D)
+    rates = set_learning_rates(optimizers, iteration, args)
     losses = dict.fromkeys(LOSS_NAMES, 0.0)
     rank = parallel.rank if parallel is not None else 0
     for sub, (source_batch, target_batch) in enumerate(batches):
@@ -125,7 +121,7 @@ def train_iteration(nets, optimizers, batches, iteration, args, thresholds, para
     model = nets[0]
     clip = None if args.source_only else lambda: clip_grad_norm(model.parameters(), 1.0)
     amp.step(optimizers, [p for net in nets if net is not None for p in net.parameters()], before_step=clip)
-    return losses, dict({"lr/G": lr, "lr/D": lr_D}, **amp.scalars())
+    return losses, dict(rates, **amp.scalars())
 
 
 def needs_weak_labels(args):

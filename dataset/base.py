@@ -17,6 +17,11 @@ from dataset.files import image_to_input, label_to_train_ids, load_image, load_l
 
 
 
+def split_index(index):
+    """(position, flip) of a dataset index: the sampler's (int, flip), or an int (not mirrored)."""
+    return (index[0], bool(index[1])) if isinstance(index, tuple) else (index, False)
+
+
 def check_crop_size(crop_size, owner):
     try:
         width, height = (int(side) for side in crop_size)
@@ -115,7 +120,7 @@ class ListDataSet(object):
 
     def files(self, index):
         """The files sample ``index`` reads."""
-        entry = self.img_ids[index[0] if isinstance(index, tuple) else index]
+        entry = self.img_ids[split_index(index)[0]]
         return [self.image_path(entry)] + ([self.label_path(entry)] if self.with_labels else [])
 
     def __getitem__(self, index):

@@ -13,6 +13,7 @@ go on running. So here:
 - a Watchdog ends the process, naming the loader and the files of the batch it waited for,
   when no batch arrives within its timeout.
 """
+import contextlib
 import ctypes
 import os
 import signal
@@ -102,14 +103,22 @@ class Watchdog(object):
         self.timeout = timeout
         self.on_timeout = on_timeout
         self.log = log
-        self._waiting = None  # (since, description)
+        self._waiting = None  # (since, describe)
         self._lock = threading.Lock()
         self._closed = threading.Event()
         if timeout is not None:
             threading.Thread(target=self._watch, name="data-watchdog", daemon=True).start()
 
-    def waiting(self, description):
-        return _Waiting(self, description)
+    @contextlib.contextmanager
+    def waiting(self, describe):
+        """Watch the wait inside; ``describe()`` says what it waits for, if it times out."""
+        with self._lock:
+            self._waiting = (time.time(), describe)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting = None
 
     def close(self):
         """End the watching thread (it holds the run's objects through ``on_timeout``)."""
@@ -120,7 +129,7 @@ class Watchdog(object):
             with self._lock:
                 waiting = self._waiting
             if waiting is not None and time.time() - waiting[0] > self.timeout:
-                self._expire(waiting[1])
+                self._expire(waiting[1]())
 
     def _expire(self, description):
         message = ("error: no data for {:.0f} s from {}. Check that the disk holding the data responds "
@@ -135,19 +144,6 @@ class Watchdog(object):
             sys.stderr.write("\n" + message + "\n")  # past a progress bar's unfinished line
             sys.stderr.flush()
             os._exit(3)
-
-
-class _Waiting(object):
-    def __init__(self, watchdog, description):
-        self.watchdog, self.description = watchdog, description
-
-    def __enter__(self):
-        with self.watchdog._lock:
-            self.watchdog._waiting = (time.time(), self.description)
-
-    def __exit__(self, *exc):
-        with self.watchdog._lock:
-            self.watchdog._waiting = None
 
 
 class Batches(object):
@@ -168,7 +164,7 @@ class Batches(object):
     def __iter__(self):
         batches = self._read_here() if self.num_workers == 0 else self._read_in_workers()
         for indices in self.batch_sampler:
-            with self.watchdog.waiting(self._describe(indices)):
+            with self.watchdog.waiting(lambda: self._describe(indices)):
                 try:
                     batch = next(batches)
                 except StopIteration:

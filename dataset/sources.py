@@ -5,6 +5,7 @@ import importlib
 import os
 from typing import NamedTuple, Optional, Tuple
 
+from dataset.base import split_index
 from dataset.classes import SOURCE_CLASS_SETS, TARGET_CLASS_SETS
 from dataset.files import summarize
 
@@ -110,14 +111,14 @@ class TranslatedImages(object):
         return 2 * len(self.source)
 
     def files(self, index):
-        position, flip = index if isinstance(index, tuple) else (index, False)
+        position, flip = split_index(index)
         files = self.source.files((position // 2, flip))
         if position % 2:
             files[0] = self.translated(self.source.img_ids[position // 2])
         return files
 
     def __getitem__(self, index):
-        position, flip = index if isinstance(index, tuple) else (index, False)
+        position, flip = split_index(index)
         if position % 2 == 0:
             return self.source[(position // 2, flip)]
         return self.source.sample(position // 2, flip, image_path=self.translated(self.source.img_ids[position // 2]))

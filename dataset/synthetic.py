@@ -286,7 +286,7 @@ def main(argv=None):
     parser.add_argument("out_dir", help="writes OUT_DIR/GTA5, OUT_DIR/Cityscapes and OUT_DIR/SYNTHIA")
     parser.add_argument("--num-source", type=int, default=20, help="GTA5 image/label pairs (default 20)")
     parser.add_argument("--num-target-train", type=int, default=10,
-                        help="unlabelled Cityscapes train images (default 10)")
+                        help="Cityscapes train images, with gtFine labels for weak supervision (default 10)")
     parser.add_argument("--num-target-val", type=int, default=6,
                         help="Cityscapes val images with gtFine labelIds (default 6)")
     parser.add_argument("--num-synthia", type=int, default=12, help="SYNTHIA image/label pairs (default 12)")

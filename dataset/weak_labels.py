@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 
+from dataset.base import split_index
 from dataset.classes import CLASS_NAMES, NUM_CLASSES, label_id_to_train_id_lut
 from dataset.files import label_to_train_ids, load_label_ids, summarize
 
@@ -153,7 +154,7 @@ class WeakTargetDataSet(object):
         return len(self.images)
 
     def files(self, index):
-        return self.images.files(index) + [self.images.label_path(self.images.img_ids[_position(index)])]
+        return self.images.files(index) + [self.images.label_path(self.images.img_ids[split_index(index)[0]])]
 
     def __getitem__(self, index):
         image, size, entry = self.images[index]
@@ -165,14 +166,11 @@ class WeakTargetDataSet(object):
         if not self.with_points:
             return image, weak, size, entry
         resized = label_to_train_ids(label, self.images.crop_size, self._lut)
-        points = sample_points(resized, np.random.default_rng([self.seed, _position(index)]))
-        if isinstance(index, tuple) and index[1]:  # the image was mirrored: so are its points
+        position, flip = split_index(index)
+        points = sample_points(resized, np.random.default_rng([self.seed, position]))
+        if flip:  # the image was mirrored: so are its points
             points[:, 1] = np.where(points[:, 1] >= 0, resized.shape[1] - 1 - points[:, 1], -1)
         return image, weak, points, size, entry
-
-
-def _position(index):
-    return index[0] if isinstance(index, tuple) else index
 
 
 def count_table(dataset, size=None):

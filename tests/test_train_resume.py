@@ -169,7 +169,6 @@ def test_a_torn_last_log_line_does_not_block_a_resume(data, tmp_path):
 
 
 def test_a_malicious_state_file_is_refused_without_running_it(data, straight_run, tmp_path):
-    import pickle
     run_dir = str(tmp_path / "run")
     shutil.copytree(straight_run, run_dir)
     marker = tmp_path / "pwned"
@@ -224,6 +223,24 @@ def test_missing_dataset_names_the_expected_layout(data, tmp_path):
 def test_existing_run_needs_continue_train(data, straight_run):
     with pytest.raises(CheckpointError, match="--continue-train"):
         train.main(run_args(data, straight_run, STOP))
+
+
+def test_a_snapshot_of_the_first_release_continues_with_the_sgd_it_was_trained_with(data, straight_run, tmp_path):
+    """Round-1 state files keep the optimizers under "optimizers" and lack the flags added since:
+    such a run trained with each parameter listed once, so it continues with --sgd-groups paper."""
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(straight_run, run_dir)
+    for iteration in (2, STOP):
+        path = os.path.join(run_dir, "GTA5_{}_state.pdopt".format(iteration))
+        state = load(path)
+        state["optimizers"] = state.pop("state")
+        for flag in ("source", "sgd_groups", "amp", "target", "city"):
+            del state["extra"]["args"][flag]
+        paddle.save(state, path)
+    with pytest.raises(CheckpointError, match="--sgd-groups original \\(snapshot: paper\\)"):
+        train.main(run_args(data, run_dir, STOP + 1, "--continue-train"))
+    train.main(run_args(data, run_dir, STOP + 1, "--continue-train", "--sgd-groups", "paper"))
+    assert SnapshotDir(run_dir).latest() == STOP + 1
 
 
 def test_the_same_command_starts_the_run_then_resumes_it(data, straight_run, tmp_path, capsys):

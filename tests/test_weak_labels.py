@@ -533,3 +533,19 @@ def test_thresholds_command_writes_what_training_reads(data, tmp_path, capsys):
     assert thresholds.pixels == 128 * 64
     with pytest.raises(ValueError, match="not a thresholds file"):
         Thresholds.from_file(str(tmp_path / "missing.json"))
+
+
+def test_image_labels_from_a_file_need_no_ground_truth(data, tmp_path):
+    from dataset import cityscapesDataSet
+    from dataset.weak_labels import WeakTargetDataSet
+    images_only = str(tmp_path / "Cityscapes")
+    shutil.copytree(os.path.join(data[1], "leftImg8bit"), os.path.join(images_only, "leftImg8bit"))
+    images = cityscapesDataSet(images_only, set="train", crop_size=SIZE)
+    label_file = tmp_path / "labels.txt"
+    label_file.write_text("".join("{} road sky\n".format(entry) for entry in images.img_ids))
+    target = WeakTargetDataSet(images, Thresholds.reference("cityscapes"), label_file=str(label_file))
+    image, weak, _, name = target[(1, True)]
+    assert image.shape == (3, SIZE[1], SIZE[0]) and name == images.img_ids[1]
+    assert np.flatnonzero(weak).tolist() == [0, 10]
+    with pytest.raises(FileNotFoundError, match="needs the target images' labels"):  # points need them
+        WeakTargetDataSet(images, Thresholds.reference("cityscapes"), with_points=True, label_file=str(label_file))

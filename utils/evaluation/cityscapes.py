@@ -15,7 +15,6 @@ from PIL import Image
 
 import json
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple, Optional
 
@@ -32,7 +31,7 @@ from model import MODEL_ALIASES
 from model.inference import upsample_argmax
 from utils.evaluation.metrics import ALL_CLASSES, confusion_matrix, devkit_lut, iou_report, miou_result
 from utils.files.atomic import atomic_copy, atomic_write_json
-from utils.files.snapshots import SnapshotDir, evaluation_cache
+from utils.files.snapshots import SnapshotDir, evaluation_cache, prefix_of
 from utils.files.weights import load_weights
 
 SNAPSHOT_TABLE_NAME = "snapshots_mIoU.json"
@@ -257,9 +256,6 @@ def evaluate_snapshots(model, directory, make_predictor, images, gt_paths, lut, 
     return SnapshotScores(table, best, snapshots, by_classes)
 
 
-_WEIGHTS_FILE = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_(\d+|best)\.pdparams$")
-
-
 def snapshot_source(restore_from, source=None):
     """The source domain of the run that wrote ``restore_from`` (a snapshot directory, or one of its
     ``<PREFIX>_<N>``/``<PREFIX>_best`` files), read off the snapshot names (SYNTHIA_<N> -> synthia),
@@ -275,8 +271,7 @@ def snapshot_source(restore_from, source=None):
         if not SnapshotDir(restore_from, prefix).present():
             prefix = None
     else:
-        match = _WEIGHTS_FILE.match(os.path.basename(restore_from))
-        prefix = match.group(1) if match else None
+        prefix = prefix_of(os.path.basename(restore_from))
     named = SOURCE_OF_PREFIX.get(prefix)
     if source is not None and named is not None and named != source:
         raise ValueError("--source {} contradicts the snapshots' names: {} is written by a {} run ({}_<N>); "

@@ -38,6 +38,19 @@ def _parse(name):
     return prefix, int(iteration), part or SEGMENTATION
 
 
+_BEST = re.compile(r"^([A-Za-z][A-Za-z0-9]*)_best\.pdparams$")
+
+
+def prefix_of(file_name):
+    """The run prefix of a segmentation network's snapshot file ``<PREFIX>_<N>.pdparams`` or of
+    ``<PREFIX>_best.pdparams``; None for any other file."""
+    parsed = _parse(file_name)
+    if parsed is not None:
+        return parsed[0] if parsed[2] == SEGMENTATION else None
+    best = _BEST.match(file_name)
+    return best.group(1) if best else None
+
+
 def evaluation_cache(segmentation_path):
     """Where the evaluation of a ``<PREFIX>_<N>.pdparams`` is kept."""
     return segmentation_path[:-len(".pdparams")] + ".eval.json"

@@ -49,7 +49,8 @@ class MixedPrecision(object):
             with paddle.no_grad():
                 for g in grads:
                     paddle.assign(g * (1.0 / self.scale), output=g)
-                finite = all(bool(paddle.isfinite(g).all()) for g in grads)
+                # one reduction, so that the device is waited for once, not once per parameter
+                finite = not grads or bool(paddle.stack([paddle.isfinite(g).all() for g in grads]).all())
             if not finite:
                 for opt in optimizers:
                     opt.clear_grad()

@@ -26,6 +26,23 @@ def lr_poly(base_lr, iteration, num_steps, power):
     return base_lr * (1 - float(iteration) / num_steps) ** power
 
 
+def learning_rates(iteration, args):
+    """{"lr/G": ..., "lr/D": ...}: the segmentation network's and the discriminators' rates at
+    ``iteration`` of the poly schedule."""
+    return {"lr/G": lr_poly(args.learning_rate, iteration, args.num_steps, args.power),
+            "lr/D": lr_poly(args.learning_rate_D, iteration, args.num_steps, args.power)}
+
+
+def set_learning_rates(optimizers, iteration, args):
+    """Give the first optimizer (the segmentation network's; its classifiers' 10x is part of their
+    entries) and the others (the discriminators') their rates at ``iteration``; returns them."""
+    rates = learning_rates(iteration, args)
+    optimizers[0].set_lr(rates["lr/G"])
+    for opt in optimizers[1:]:
+        opt.set_lr(rates["lr/D"])
+    return rates
+
+
 def parameter_entries(model, sgd_groups):
     """[(parameter, learning-rate multiplier, multiplicity)] of the model's reference groups."""
     if sgd_groups not in SGD_GROUPS:

@@ -43,7 +43,7 @@ from utils.training.amp import check_supported as check_amp_supported
 from utils.training.distributed import Parallel
 from utils.training.log import SilentLog, TrainLog
 from utils.training.options import RESUME_INVARIANTS
-from utils.training.optimizer import lr_poly
+from utils.training.optimizer import learning_rates
 
 # Flags of snapshots written before these settings existed, as those runs had them.
 _EARLIER_DEFAULTS = {"source": "gta5", "sgd_groups": "paper", "amp": "off", "target": "cityscapes", "city": None}
@@ -238,10 +238,10 @@ class TrainingSession(object):
                 start_iter, args.num_steps_stop))
         self.method.load_initial_weights(messages.append)
         if start_iter:
+            rates = learning_rates(start_iter, args)
             messages.append("starting at iteration {} of the schedule with fresh optimizers (momentum and Adam "
                             "moments are not in PyTorch snapshots); learning rates {:.3e} / {:.3e}".format(
-                                start_iter, lr_poly(args.learning_rate, start_iter, args.num_steps, args.power),
-                                lr_poly(args.learning_rate_D, start_iter, args.num_steps, args.power)))
+                                start_iter, rates["lr/G"], rates["lr/D"]))
         return start_iter
 
     def invariants(self):
