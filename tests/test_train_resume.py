@@ -169,6 +169,7 @@ def test_a_torn_last_log_line_does_not_block_a_resume(data, tmp_path):
 
 
 def test_a_malicious_state_file_is_refused_without_running_it(data, straight_run, tmp_path):
+    import pickle
     run_dir = str(tmp_path / "run")
     shutil.copytree(straight_run, run_dir)
     marker = tmp_path / "pwned"
