@@ -4,7 +4,8 @@ SYNTHIA -> Cityscapes, Cityscapes -> an NTHU city).
     python train_gta2cityscapes_multi.py --restore-from DeepLab_resnet_pretrained_init-f81d91e8.pth \
         --snapshot-dir snapshots/GTA2Cityscapes_multi --random-mirror --continue-train
 
-Defaults are the documented schedule. Each iteration does the method's four steps
+Without --recipe it trains the published Paddle port's configuration (--recipe paddle-port; README:
+Which recipe); --recipe authors is the authors' code's. Each iteration does the method's four steps
 (adaptation_step and train_iteration); everything around them (resuming, logging, snapshots,
 validation, stopping) is utils/training/session.py. The same command in every session: it
 resumes the run when the snapshot directory has a snapshot and starts it otherwise.
@@ -23,10 +24,13 @@ from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 from utils.loss import GAN_KINDS, SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
 from utils.training.amp import NO_AMP, MixedPrecision
 from utils.training.optimizer import build_sgd, describe, set_learning_rates
-from utils.training.options import check_arguments, training_parser
+from utils.training.options import RECIPE_DEFAULT, check_arguments, training_parser
+from utils.training.recipes import ADAPTSEGNET
 from utils.training.session import check_finite, command_line, run_training, set_trainable, upsample
 
 LOSS_NAMES = ("seg1", "seg2", "adv_target1", "adv_target2", "D1", "D2")
+# The only configuration shown to reach the paper's accuracy in Paddle (README: Which recipe).
+DEFAULT_RECIPE = "paddle-port"
 
 
 def adaptation_step(model, D1, D2, source_batch, target_batch, args, scale=1.0, amp=NO_AMP):
@@ -89,7 +93,7 @@ def train_iteration(nets, optimizers, batches, iteration, args, parallel=None, a
 def build_networks(args):
     """G, D1, D2 and their optimizers: SGD (as --sgd-groups says) for G, Adam for both Ds."""
     paddle.seed(args.random_seed)
-    model = build_model(args.model, num_classes=args.num_classes)
+    model = build_model(args.model, num_classes=args.num_classes, bn=args.bn)
     D1 = FCDiscriminator(num_classes=args.num_classes)
     D2 = FCDiscriminator(num_classes=args.num_classes)
     for net in (model, D1, D2):
@@ -103,6 +107,7 @@ def build_networks(args):
 class AdaptSegNet(object):
     """The method as the training session sees it (see utils/training/session.py)."""
 
+    recipes = ADAPTSEGNET
     parts = ("D1", "D2")
     invariants = ("lambda_seg", "lambda_adv_target1", "lambda_adv_target2", "gan")
 
@@ -144,10 +149,13 @@ class AdaptSegNet(object):
 
 def get_arguments(argv=None):
     parser = training_parser("AdaptSegNet multi-level training: GTA5 or SYNTHIA -> Cityscapes, or Cityscapes "
-                             "-> a city of the NTHU dataset.", {})
-    parser.add_argument("--lambda-seg", type=float, default=0.1, help="weight of the conv4 head's seg loss")
-    parser.add_argument("--lambda-adv-target1", type=float, default=2e-4)
-    parser.add_argument("--lambda-adv-target2", type=float, default=1e-3)
+                             "-> a city of the NTHU dataset.", {}, ADAPTSEGNET, DEFAULT_RECIPE)
+    parser.add_argument("--lambda-seg", type=float, default=None,
+                        help="weight of the conv4 head's seg loss" + RECIPE_DEFAULT)
+    parser.add_argument("--lambda-adv-target1", type=float, default=None,
+                        help="weight of the conv4 head's adversarial loss" + RECIPE_DEFAULT)
+    parser.add_argument("--lambda-adv-target2", type=float, default=None,
+                        help="weight of the conv5 head's adversarial loss" + RECIPE_DEFAULT)
     parser.add_argument("--gan", default="Vanilla", choices=GAN_KINDS, help="Vanilla: BCE; LS: least squares")
     parser.add_argument("--restore-from-D1", default=None,
                         help="initial weights of the conv4-head discriminator (.pth or .pdparams)")
@@ -160,7 +168,7 @@ def get_arguments(argv=None):
     args = parser.parse_args(argv)
     if args.random_scale:
         parser.error("--random-scale is not supported: the original accepted it but never rescaled")
-    return check_arguments(parser, args)
+    return check_arguments(parser, args, ADAPTSEGNET, DEFAULT_RECIPE)
 
 
 def main(argv=None):

@@ -29,11 +29,14 @@ from utils.loss import (SOURCE_LABEL, TARGET_LABEL, category_adversarial_loss, d
                         pseudo_weak_labels, seg_loss, weak_loss)
 from utils.training.amp import NO_AMP, MixedPrecision
 from utils.training.optimizer import build_sgd, clip_grad_norm, describe, set_learning_rates
-from utils.training.options import check_arguments, training_parser
+from utils.training.options import RECIPE_DEFAULT, check_arguments, training_parser
+from utils.training.recipes import WEAK_LABELS
 from utils.training.session import check_finite, command_line, run_training, set_trainable, upsample
 
 # What the reference prints, but seg1, adv1 and D1: its conv4 head and D1 are never used.
 LOSS_NAMES = ("seg2", "adv_target2", "D2", "weak", "cw_adv", "cw_D", "point", "present")
+# The weak-da-seg scripts' configuration (README: Which recipe).
+DEFAULT_RECIPE = "authors"
 # The reference's hard-coded location of CycleGAN-translated source images.
 PIXELADAPT_DIRS = {"gta5": "./data/cycleGAN_output/gta5_deeplab", "synthia": "./data/cycleGAN_output/syn_deeplab"}
 
@@ -148,6 +151,7 @@ def target_dataset(args):
 class WeakLabels(object):
     """The method as the training session sees it (see utils/training/session.py)."""
 
+    recipes = WEAK_LABELS
     invariants = ("use_weak", "use_weak_cw", "use_pseudo", "pweak_th", "use_pointloss", "use_pixeladapt",
                   "lambda_weak_target2", "lambda_weak_cwadv2", "lambda_adv_target2", "ls_gan", "source_only",
                   "weak_dropout", "point_loss_all_images")
@@ -179,7 +183,7 @@ class WeakLabels(object):
     @staticmethod
     def build_networks(args):
         """G, and the discriminators the mode uses (None for the others)."""
-        model = build_model(args.model, num_classes=args.num_classes)
+        model = build_model(args.model, num_classes=args.num_classes, bn=args.bn)
         D2 = None if args.source_only else FCDiscriminator(num_classes=args.num_classes)
         cwD = CWDiscriminator(num_classes=args.num_classes) if args.use_weak_cw else None
         return model, D2, cwD
@@ -212,7 +216,7 @@ class WeakLabels(object):
 
 def get_arguments(argv=None):
     parser = training_parser("Domain adaptation with weak labels (ECCV 2020), GTA5 or SYNTHIA -> Cityscapes.", dict(
-        batch_size=1, num_steps_stop=120000, save_pred_every=1000, keep_last=3))
+        num_steps_stop=120000, save_pred_every=1000, keep_last=3), WEAK_LABELS, DEFAULT_RECIPE)
     p = parser.add_argument
     p("--use-weak", action="store_true", help="the weak (image-level) label loss on the target")
     p("--use-weak-cw", action="store_true", help="category-wise feature alignment (its discriminator: 159.5M parameters)")
@@ -225,11 +229,13 @@ def get_arguments(argv=None):
     p("--pixeladapt-dir", default=None,
       help="root of the translated source images, laid out as the source (images/ or RGB/); default: the "
            "reference's {}".format(", ".join("{} for {}".format(d, s) for s, d in PIXELADAPT_DIRS.items())))
-    p("--lambda-weak-target2", type=float, default=0.01,
+    p("--lambda-weak-target2", type=float, default=None,
       help="weight of the weak label loss (the reference's scripts: 0.01 in every mode; its notes suggest 0.2 "
-           "with ground-truth labels)")
-    p("--lambda-weak-cwadv2", type=float, default=0.001, help="weight of the category-wise adversarial loss")
-    p("--lambda-adv-target2", type=float, default=0.001, help="weight of the output-space adversarial loss")
+           "with ground-truth labels)" + RECIPE_DEFAULT)
+    p("--lambda-weak-cwadv2", type=float, default=None,
+      help="weight of the category-wise adversarial loss" + RECIPE_DEFAULT)
+    p("--lambda-adv-target2", type=float, default=None,
+      help="weight of the output-space adversarial loss" + RECIPE_DEFAULT)
     p("--ls-gan", action="store_true", help="least-squares GAN losses (the reference's sigmoid variant)")
     p("--source-only", action="store_true", help="train on the source alone (no target, no discriminators)")
     p("--weak-dropout", type=float, default=0.1,
@@ -250,7 +256,7 @@ def get_arguments(argv=None):
         parser.error("--pixeladapt-dir needs --use-pixeladapt")
     if args.weak_label_file and args.use_pseudo:
         parser.error("--weak-label-file gives ground-truth image labels; --use-pseudo predicts them: choose one")
-    return check_arguments(parser, args)
+    return check_arguments(parser, args, WEAK_LABELS, DEFAULT_RECIPE)
 
 
 def main(argv=None):

@@ -3,6 +3,8 @@
 Parameter names equal the PyTorch state-dict names of the reference (BN running statistics are
 Paddle's ``_mean`` / ``_variance``), so converted weights load one to one.
 """
+import functools
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -10,26 +12,49 @@ import paddle.nn.functional as F
 from model.common import ASPP_DILATIONS, Classifier_Module, parameters_per_enclosing_layer, sublayer_parameters
 
 BN_EPSILON = 1e-5
+BN_MODES = ("frozen", "train")
 
 
-class FrozenBatchNorm2D(nn.BatchNorm2D):
-    """BatchNorm whose affine parameters and running statistics never change, in any mode.
+class FrozenAffineBatchNorm2D(nn.BatchNorm2D):
+    """BatchNorm whose affine parameters are never trained (the reference sets requires_grad False),
+    with its statistics handled one of two ways (``statistics``):
 
-    The reference never trains BN's affine parameters. It did use batch statistics in training
-    (it called model.train()), but with a batch of 1-2 images those are noisy; the published
-    Paddle reproduction froze them and matched the paper, so frozen statistics are the default.
+    - ``"frozen"``: the running statistics normalise in every mode and never change (Paddle's
+      use_global_stats): the published Paddle reproduction.
+    - ``"train"``: as the reference's ``model.train()`` in PyTorch: a training-mode forward
+      normalises with the batch's statistics and moves the running ones (momentum 0.1 in PyTorch's
+      sense, the variance unbiased); evaluation mode uses the running statistics.
     """
 
-    def __init__(self, num_channels):
-        super().__init__(num_channels, epsilon=BN_EPSILON,
+    def __init__(self, num_channels, statistics="frozen"):
+        if statistics not in BN_MODES:
+            raise ValueError("--bn {!r}: choose one of {}".format(statistics, ", ".join(BN_MODES)))
+        super().__init__(num_channels, momentum=0.9, epsilon=BN_EPSILON,
                          weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(1.0)),
                          bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
+        self.statistics = statistics
         self.weight.stop_gradient = True
         self.bias.stop_gradient = True
 
     def forward(self, x):
-        return F.batch_norm(x, self._mean, self._variance, self.weight, self.bias, training=False,
-                            epsilon=self._epsilon)
+        if self.statistics == "frozen" or not self.training:
+            return F.batch_norm(x, self._mean, self._variance, self.weight, self.bias, training=False,
+                                epsilon=self._epsilon)
+        values = x.shape[0] * x.shape[2] * x.shape[3]
+        if values < 2:
+            raise ValueError("BatchNorm with batch statistics needs more than one value per channel, got input "
+                             "shape {}; use --bn frozen or a larger input".format(list(x.shape)))
+        # Paddle moves the statistics it is given by the biased batch variance v: r' = m r + (1 - m) v;
+        # PyTorch by the unbiased n / (n - 1) v, i.e. r' + (1 - m) v / (n - 1) = r' + (r' - m r) / (n - 1).
+        # Copies go in: the backward pass keeps them, so the buffers can be updated here.
+        mean, variance = self._mean.clone(), self._variance.clone()
+        out = F.batch_norm(x, mean, variance, self.weight, self.bias, training=True, momentum=self._momentum,
+                           epsilon=self._epsilon)
+        with paddle.no_grad():
+            paddle.assign(variance + (variance - self._variance * self._momentum) / (values - 1),
+                          output=self._variance)
+            paddle.assign(mean, output=self._mean)
+        return out
 
 
 def conv_no_bias(in_channels, out_channels, kernel_size, **kwargs):
@@ -41,15 +66,16 @@ def conv_no_bias(in_channels, out_channels, kernel_size, **kwargs):
 class Bottleneck(nn.Layer):
     expansion = 4
 
-    def __init__(self, in_channels, planes, stride=1, dilation=1, downsample=None):
+    def __init__(self, in_channels, planes, stride=1, dilation=1, downsample=None, bn="frozen"):
         super().__init__()
+        norm = functools.partial(FrozenAffineBatchNorm2D, statistics=bn)
         # DeepLab-v2 (Caffe heritage) strides on the first 1x1 conv, not on the 3x3.
         self.conv1 = conv_no_bias(in_channels, planes, 1, stride=stride)
-        self.bn1 = FrozenBatchNorm2D(planes)
+        self.bn1 = norm(planes)
         self.conv2 = conv_no_bias(planes, planes, 3, padding=dilation, dilation=dilation)
-        self.bn2 = FrozenBatchNorm2D(planes)
+        self.bn2 = norm(planes)
         self.conv3 = conv_no_bias(planes, planes * self.expansion, 1)
-        self.bn3 = FrozenBatchNorm2D(planes * self.expansion)
+        self.bn3 = norm(planes * self.expansion)
         self.relu = nn.ReLU()
         self.downsample = downsample
 
@@ -68,11 +94,13 @@ class ResNetMulti(nn.Layer):
     with ``return_features`` also layer4's output, which the weak-label method pools per class.
     """
 
-    def __init__(self, layers, num_classes, use_all_aspp_branches=False):
+    def __init__(self, layers, num_classes, use_all_aspp_branches=False, bn="frozen"):
         super().__init__()
+        self._bn = bn
+        norm = functools.partial(FrozenAffineBatchNorm2D, statistics=bn)
         self._in_channels = 64
         self.conv1 = conv_no_bias(3, 64, 7, stride=2, padding=3)
-        self.bn1 = FrozenBatchNorm2D(64)
+        self.bn1 = norm(64)
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2D(kernel_size=3, stride=2, padding=1, ceil_mode=True)
         self.layer1 = self._make_layer(64, layers[0])
@@ -89,10 +117,10 @@ class ResNetMulti(nn.Layer):
         if stride != 1 or self._in_channels != out_channels or dilation in (2, 4):
             downsample = nn.Sequential(
                 conv_no_bias(self._in_channels, out_channels, 1, stride=stride),
-                FrozenBatchNorm2D(out_channels))
-        layers = [Bottleneck(self._in_channels, planes, stride, dilation, downsample)]
+                FrozenAffineBatchNorm2D(out_channels, statistics=self._bn))
+        layers = [Bottleneck(self._in_channels, planes, stride, dilation, downsample, bn=self._bn)]
         self._in_channels = out_channels
-        layers += [Bottleneck(out_channels, planes, dilation=dilation) for _ in range(1, blocks)]
+        layers += [Bottleneck(out_channels, planes, dilation=dilation, bn=self._bn) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
     def forward(self, x, return_features=False):
@@ -114,5 +142,5 @@ class ResNetMulti(nn.Layer):
                 (sublayer_parameters([self.layer5, self.layer6]), 10.0)]
 
 
-def DeeplabMulti(num_classes=19, use_all_aspp_branches=False):
-    return ResNetMulti([3, 4, 23, 3], num_classes, use_all_aspp_branches)
+def DeeplabMulti(num_classes=19, use_all_aspp_branches=False, bn="frozen"):
+    return ResNetMulti([3, 4, 23, 3], num_classes, use_all_aspp_branches, bn)

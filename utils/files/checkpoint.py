@@ -90,16 +90,18 @@ class Checkpointer(object):
 
     ``snapshots``: a SnapshotDir; ``nets``: {"model": G, <part>: network} for its parts;
     ``state``: {name: object with ``state_dict()`` / ``set_state_dict(state, source)``} (the
-    optimizers, a loss scaler) kept in the state file.
+    optimizers, a loss scaler) kept in the state file; ``preread``: {iteration: its state file's
+    contents} already read by the caller.
     """
 
-    def __init__(self, snapshots, nets, state, keep_last=None):
+    def __init__(self, snapshots, nets, state, keep_last=None, preread=None):
         if set(nets) != {SEGMENTATION} | set(snapshots.parts):
             raise ValueError("networks {} do not match the snapshot parts {}".format(sorted(nets), snapshots.parts))
         self.snapshots = snapshots
         self.nets = nets
         self.state = state
         self.keep_last = keep_last
+        self._preread = dict(preread or {})
 
     def save(self, iteration, before_state=None, **extra):
         """Write snapshot ``iteration``; ``before_state()`` runs once the networks are on disk.
@@ -138,7 +140,7 @@ class Checkpointer(object):
         """Everything of one snapshot, read and checked before anything is applied."""
         files = self.snapshots.files(iteration)
         weights = {name: read_weights(files[name], net).params for name, net in self.nets.items()}
-        saved = read_paddle_pickle(files[STATE])
+        saved = self._preread.pop(iteration, None) or read_paddle_pickle(files[STATE])
         if not isinstance(saved, dict) or saved.get("iteration") != iteration:
             raise WeightsError("{}: not the training state of iteration {}".format(files[STATE], iteration))
         state = saved.get("state")

@@ -45,9 +45,22 @@ class Parallel(object):
         return batch_size // self.world_size
 
     def average_gradients(self, nets):
-        if self.world_size > 1:
-            from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
-            fused_allreduce_gradients([p for net in nets for p in net.parameters()], None)
+        """The gradients, and the running statistics of BN layers in batch-statistics mode (--bn
+        train: each rank normalises with its own share of the batch and moves its own running
+        statistics), averaged over the ranks, so that every rank holds the same networks."""
+        if self.world_size == 1:
+            return
+        from paddle.distributed.fleet.utils.hybrid_parallel_util import fused_allreduce_gradients
+        fused_allreduce_gradients([p for net in nets for p in net.parameters()], None)
+        statistics = [buffer for net in nets for layer in net.sublayers() if getattr(layer, "statistics", None) == "train"
+                      for buffer in (layer._mean, layer._variance)]
+        if statistics:
+            with paddle.no_grad():
+                total = paddle.concat([buffer.flatten() for buffer in statistics])
+                dist.all_reduce(total)
+                for buffer, mean in zip(statistics, paddle.split(total / self.world_size,
+                                                                 [int(b.shape[0]) for b in statistics])):
+                    paddle.assign(mean, output=buffer)
 
     def average_values(self, values):
         """{name: float} averaged over ranks (the logged losses of the global batch)."""

@@ -1,4 +1,5 @@
-"""The segmentation network's SGD: as the authors' code ran it (``original``) or as the paper wrote it.
+"""The segmentation network's SGD: as the authors' code ran it (``original``), as the paper wrote it
+(``paper``), or as the published Paddle port ran it (``single``).
 
 The reference builds its SGD groups with ``optim_parameters()``, whose backbone group yields a
 parameter once for every module that encloses it in a ``modules()`` walk: most backbone
@@ -12,25 +13,29 @@ parameter p with gradient g:
 so a parameter listed m times takes m such updates per iteration. That is linear in (p, g, buf),
 and m updates are one 3x3 matrix raised to the m-th power: each parameter is updated once, with
 the m-fold effect in closed form, instead of looping over the entries. ``paper`` lists every
-parameter once, which is plain SGD with momentum and L2 weight decay.
+parameter once, which is plain SGD with momentum and L2 weight decay; ``single`` lists every
+parameter once at the base rate, classifiers included: the port's one ``Momentum`` over
+``model.parameters()``.
 """
 import numpy as np
 import paddle
 
-SGD_GROUPS = ("original", "paper")
+SGD_GROUPS = ("original", "paper", "single")
 VELOCITY_SUFFIX = "_velocity_0"  # the key Paddle's Momentum used, so earlier snapshots resume
 
 
-def lr_poly(base_lr, iteration, num_steps, power):
-    """The reference's poly schedule: ``base_lr * (1 - iteration / num_steps) ** power``."""
-    return base_lr * (1 - float(iteration) / num_steps) ** power
+def lr_poly(base_lr, iteration, num_steps, power, end_lr=0.0):
+    """The poly schedule ``(base_lr - end_lr) * (1 - iteration / num_steps) ** power + end_lr``: the
+    reference's with ``end_lr`` 0, Paddle's ``PolynomialDecay`` (the published port: its default
+    end_lr 1e-4) otherwise."""
+    return (base_lr - end_lr) * (1 - float(iteration) / num_steps) ** power + end_lr
 
 
 def learning_rates(iteration, args):
     """{"lr/G": ..., "lr/D": ...}: the segmentation network's and the discriminators' rates at
-    ``iteration`` of the poly schedule."""
-    return {"lr/G": lr_poly(args.learning_rate, iteration, args.num_steps, args.power),
-            "lr/D": lr_poly(args.learning_rate_D, iteration, args.num_steps, args.power)}
+    ``iteration`` of the poly schedule (both decay toward --end-learning-rate)."""
+    return {"lr/G": lr_poly(args.learning_rate, iteration, args.num_steps, args.power, args.end_learning_rate),
+            "lr/D": lr_poly(args.learning_rate_D, iteration, args.num_steps, args.power, args.end_learning_rate)}
 
 
 def set_learning_rates(optimizers, iteration, args):
@@ -49,6 +54,8 @@ def parameter_entries(model, sgd_groups):
         raise ValueError("--sgd-groups {!r}: choose one of {}".format(sgd_groups, ", ".join(SGD_GROUPS)))
     entries, seen = [], {}
     for params, multiplier in model.optim_parameters():
+        if sgd_groups == "single":
+            multiplier = 1.0
         for p in params:
             key = id(p)
             if key in seen:
@@ -181,6 +188,6 @@ def describe(optimizer, sgd_groups):
             "{:g}".format(multiplier), entries, sum(counts.values()),
             "" if entries == sum(counts.values()) else " ({})".format(
                 ", ".join("{} listed {}x".format(n, m) for m, n in sorted(counts.items())))))
-    if sgd_groups == "original":
-        return "--sgd-groups original: SGD as the authors' code ran it; " + "; ".join(parts)
-    return "--sgd-groups paper: SGD with every parameter listed once; " + "; ".join(parts)
+    meaning = {"original": "SGD as the authors' code ran it", "paper": "SGD with every parameter listed once",
+               "single": "one SGD group, every parameter once at the base rate, as the published Paddle port"}
+    return "--sgd-groups {}: {}; {}".format(sgd_groups, meaning[sgd_groups], "; ".join(parts))

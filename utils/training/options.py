@@ -1,29 +1,32 @@
-"""Command lines of the training scripts: the flags both share, with the documented schedule.
+"""Command lines of the training scripts: the flags both share.
 
-Each script adds its own method's flags (loss weights, its discriminators' files) and defaults.
+The values that make a recipe (batch size, BN, optimizer, schedule, loss weights) default to
+None here and are filled from ``--recipe`` (utils/training/recipes.py) unless given. Each script
+adds its own method's flags (loss weights, its discriminators' files) and defaults.
 """
 import argparse
 
 from dataset.classes import IGNORE_LABEL, NUM_CLASSES
+from model.deeplab_multi import BN_MODES
 from dataset.nthu_dataset import NTHU_CITIES
 from dataset.sources import SOURCES, TARGETS
 from utils.cli import size_argument
 from utils.runtime import add_device_args
 from utils.training.amp import AMP_MODES
 from utils.training.optimizer import SGD_GROUPS
+from utils.training.recipes import apply_recipe
 
-# AdaptSegNet's documented schedule; batch size 2 where the original used 1.
 DEFAULTS = dict(
-    model="DeepLab", batch_size=2, iter_size=1, num_workers=4, data_list=None,
-    data_list_target=None, input_size_target="1024,512",
-    set="train", learning_rate=2.5e-4, learning_rate_D=1e-4, momentum=0.9, weight_decay=5e-4,
-    power=0.9, num_steps=250000, num_steps_stop=150000, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL,
+    model="DeepLab", iter_size=1, num_workers=4, data_list=None, data_list_target=None, input_size_target="1024,512",
+    set="train", num_steps_stop=150000, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL,
     random_seed=1234, save_pred_every=5000, snapshot_dir="./snapshots/", restore_from=None,
 )
-# Flags a continued run must share with its snapshot for the continuation to be exact.
-RESUME_INVARIANTS = ("source", "batch_size", "iter_size", "random_seed", "random_mirror", "num_steps", "power",
-                     "learning_rate", "learning_rate_D", "momentum", "weight_decay", "sgd_groups", "input_size",
-                     "input_size_target", "set", "amp", "target", "city")
+# Flags a continued run must share with its snapshot for the continuation to be exact (the
+# recipe's values among them).
+RESUME_INVARIANTS = ("recipe", "source", "batch_size", "iter_size", "random_seed", "random_mirror", "num_steps",
+                     "power", "learning_rate", "learning_rate_D", "end_learning_rate", "momentum", "weight_decay",
+                     "sgd_groups", "bn", "input_size", "input_size_target", "set", "amp", "target", "city")
+RECIPE_DEFAULT = " (default: the recipe's)"
 
 
 def _start_iter(text):
@@ -42,10 +45,16 @@ def _seconds(text):
     return value
 
 
-def training_parser(description, defaults):
-    """The flags every training script takes; ``defaults`` overrides DEFAULTS."""
+def training_parser(description, defaults, recipes, default_recipe):
+    """The flags every training script takes; ``defaults`` overrides DEFAULTS; ``recipes`` are the
+    script's (utils/training/recipes.py), ``default_recipe`` the one used without --recipe."""
     d = dict(DEFAULTS, **defaults)
     p = argparse.ArgumentParser(description=description)
+    p.add_argument("--recipe", default=None, choices=list(recipes),
+                   help="a complete configuration that has produced a published number: {} (default {}); flags "
+                        "given explicitly override its values (README: Which recipe)".format(
+                            "; ".join("{}: {}".format(name, r.provenance) for name, r in recipes.items()),
+                            default_recipe))
     p.add_argument("--model", default=d["model"], choices=["DeepLab", "DeeplabMulti"],
                    help="segmentation network (the multi-level DeepLab-v2 ResNet-101)")
     p.add_argument("--source", default="gta5", choices=sorted(SOURCES),
@@ -53,7 +62,7 @@ def training_parser(description, defaults):
     p.add_argument("--target", default="cityscapes", choices=sorted(TARGETS),
                    help="the unlabelled target domain: cityscapes, or nthu (one city of the NTHU dataset, --city)")
     p.add_argument("--city", default=None, choices=NTHU_CITIES, help="with --target nthu: the city adapted to")
-    p.add_argument("--batch-size", type=int, default=d["batch_size"], help="images per domain per iteration")
+    p.add_argument("--batch-size", type=int, default=None, help="images per domain per iteration" + RECIPE_DEFAULT)
     p.add_argument("--iter-size", type=int, default=d["iter_size"], help="gradient accumulation steps")
     p.add_argument("--num-workers", type=int, default=d["num_workers"], help="data loading processes per domain")
     p.add_argument("--data-dir", default=None,
@@ -71,17 +80,26 @@ def training_parser(description, defaults):
                    help="target WIDTH,HEIGHT")
     p.add_argument("--set", default=d["set"],
                    help="target split: Cityscapes leftImg8bit/<set>; NTHU train (Images/Train) or test")
-    p.add_argument("--learning-rate", type=float, default=d["learning_rate"])
-    p.add_argument("--learning-rate-D", type=float, default=d["learning_rate_D"])
-    p.add_argument("--momentum", type=float, default=d["momentum"])
-    p.add_argument("--weight-decay", type=float, default=d["weight_decay"])
-    p.add_argument("--sgd-groups", default="original", choices=SGD_GROUPS,
+    p.add_argument("--learning-rate", type=float, default=None, help="the segmentation network's" + RECIPE_DEFAULT)
+    p.add_argument("--learning-rate-D", type=float, default=None, help="the discriminators'" + RECIPE_DEFAULT)
+    p.add_argument("--end-learning-rate", type=float, default=None,
+                   help="where the poly schedule of both ends: 0 in the reference, 1e-4 in the Paddle port (Paddle's "
+                        "PolynomialDecay default)" + RECIPE_DEFAULT)
+    p.add_argument("--momentum", type=float, default=None, help=RECIPE_DEFAULT.strip(" ()"))
+    p.add_argument("--weight-decay", type=float, default=None, help=RECIPE_DEFAULT.strip(" ()"))
+    p.add_argument("--sgd-groups", default=None, choices=SGD_GROUPS,
                    help="original: the segmentation network's SGD as the authors' code ran it (most backbone "
-                        "parameters listed 3-4 times, so about 3x the base learning rate); paper: each once")
+                        "parameters listed 3-4 times, so about 3x the base learning rate; classifiers 10x); paper: "
+                        "each once, classifiers 10x; single: each once at the base rate, as the Paddle port"
+                        + RECIPE_DEFAULT)
+    p.add_argument("--bn", default=None, choices=BN_MODES,
+                   help="BatchNorm statistics of the segmentation network in training: frozen (the Paddle port) or "
+                        "train (batch statistics, running statistics updated as PyTorch's model.train(), the "
+                        "authors' code); affine parameters are never trained" + RECIPE_DEFAULT)
     p.add_argument("--num-classes", type=int, default=d["num_classes"])
-    p.add_argument("--num-steps", type=int, default=d["num_steps"], help="length of the poly schedule")
+    p.add_argument("--num-steps", type=int, default=None, help="length of the poly schedule" + RECIPE_DEFAULT)
     p.add_argument("--num-steps-stop", type=int, default=d["num_steps_stop"], help="stop after this many iterations")
-    p.add_argument("--power", type=float, default=d["power"], help="poly decay power")
+    p.add_argument("--power", type=float, default=None, help="poly decay power" + RECIPE_DEFAULT)
     p.add_argument("--random-mirror", action="store_true", help="mirror image and label together at random")
     p.add_argument("--random-seed", type=int, default=d["random_seed"],
                    help="seeds initialisation, data order and every random draw of the run")
@@ -121,8 +139,10 @@ def training_parser(description, defaults):
     return p
 
 
-def check_arguments(parser, args):
-    """Refuse contradictory or impossible settings before anything is loaded."""
+def check_arguments(parser, args, recipes, default_recipe):
+    """Fill the recipe's values, then refuse contradictory or impossible settings before anything
+    is loaded."""
+    apply_recipe(args, recipes, default_recipe)
     source = SOURCES[args.source]
     if args.target == "nthu" and args.city is None:
         parser.error("--target nthu needs --city ({})".format(", ".join(NTHU_CITIES)))

@@ -5,6 +5,7 @@ A script defines its method (networks, optimizers, datasets, the iteration) and 
 once), resumes or starts the run, and after every iteration logs, draws, snapshots (validating
 with --val) and stops when asked to. A method object provides:
 
+    recipes         (a class attribute) its recipes, utils/training/recipes.py
     parts           the networks besides the segmentation network, as named in snapshots
     nets            {"model": G, <part>: network}
     state           {name: optimizer or other object with state_dict() / set_state_dict()}
@@ -36,17 +37,18 @@ from utils.evaluation.cityscapes import evaluate, evaluation_set, evaluation_set
 from utils.files.atomic import atomic_copy
 from utils.files.checkpoint import Checkpointer, CheckpointError, SnapshotWriteError, ensure_room_for_snapshots
 from utils.files.lock import DirectoryLock, DirectoryLocked
-from utils.files.snapshots import SEGMENTATION, SnapshotDir
-from utils.files.weights import WeightsError
+from utils.files.snapshots import SEGMENTATION, STATE, SnapshotDir
+from utils.files.weights import WeightsError, read_paddle_pickle
 from utils.runtime import select_device
 from utils.training.amp import check_supported as check_amp_supported
 from utils.training.distributed import Parallel
 from utils.training.log import SilentLog, TrainLog
 from utils.training.options import RESUME_INVARIANTS
 from utils.training.optimizer import learning_rates
+from utils.training.recipes import EARLIER_VALUES, adopt_snapshot_settings, describe_recipe
 
 # Flags of snapshots written before these settings existed, as those runs had them.
-_EARLIER_DEFAULTS = {"source": "gta5", "sgd_groups": "paper", "amp": "off", "target": "cityscapes", "city": None}
+_EARLIER_DEFAULTS = dict(EARLIER_VALUES, source="gta5", amp="off", target="cityscapes", city=None)
 
 
 class TrainingDiverged(RuntimeError):
@@ -78,9 +80,12 @@ def set_trainable(nets, trainable):
 
 
 def prediction_picture(model, images):
-    """The first image next to its colourised prediction (conv5 head)."""
+    """The first image next to its colourised prediction (conv5 head), in evaluation mode (a
+    training-mode forward would move BN's running statistics with --bn train)."""
+    model.eval()
     with paddle.no_grad():
         logits = model(images[:1])[-1]
+    model.train()
     labels = paddle.argmax(F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=True), axis=1)
     image = (images[0].numpy().transpose(1, 2, 0) + IMG_MEAN_BGR)[:, :, ::-1]
     return np.concatenate([np.clip(image, 0, 255).astype(np.uint8), colorize(labels[0].numpy())], axis=1)
@@ -151,12 +156,9 @@ class Validation(object):
 class TrainingSession(object):
     """The run in --snapshot-dir from its first check to its last snapshot."""
 
-    def __init__(self, args, parallel=None):
-        self.args = args
+    def __init__(self, args, recipes, parallel=None):
+        self.args, self.recipes = args, recipes
         self.parallel = parallel or Parallel()
-        self.parallel.per_rank_batch(args.batch_size)
-        self.use_gpu, self.gpu_id = select_device(args, self.parallel.gpu_id)
-        check_amp_supported(args.amp, self.use_gpu)
         self.lock = DirectoryLock(args.snapshot_dir) if self.parallel.is_main else None
         self.log = SilentLog()
         self.watchdog = Watchdog(args.data_timeout, on_timeout=self._release_lock, log=self._log_text)
@@ -169,6 +171,31 @@ class TrainingSession(object):
                 self.lock.acquire()
             except OSError as exc:
                 raise CheckpointError("checkpoint directory {} is not writable: {}".format(args.snapshot_dir, exc))
+        self._preread, self._adopted = {}, None
+        try:
+            if args.continue_train:
+                self._adopt_snapshot_settings()
+            self.parallel.per_rank_batch(args.batch_size)
+            self.use_gpu, self.gpu_id = select_device(args, self.parallel.gpu_id)
+            check_amp_supported(args.amp, self.use_gpu)
+        except BaseException:
+            self.close()
+            raise
+
+    def _adopt_snapshot_settings(self):
+        """Before the method is built: a run that continues takes its recipe values from the
+        snapshot it continues (so that the same command continues it, whatever the defaults are
+        now); flags given on the command line are checked against them later."""
+        snapshots = SnapshotDir(self.args.snapshot_dir, SOURCES[self.args.source].snapshot_prefix, parts=())
+        wanted = [it for it in snapshots.complete() if self.args.start_iter in ("latest", it)]
+        for iteration in reversed(wanted):
+            try:
+                saved = read_paddle_pickle(snapshots.files(iteration)[STATE])
+            except WeightsError:
+                continue  # the checkpointer says which snapshot is damaged and resumes an older one
+            self._preread[iteration] = saved
+            self._adopted = adopt_snapshot_settings(self.args, self.recipes, saved["extra"]["args"])
+            return
 
     def _log_text(self, line):
         self.log.text(line)
@@ -185,12 +212,14 @@ class TrainingSession(object):
         self.method = method
         snapshots = SnapshotDir(args.snapshot_dir, SOURCES[args.source].snapshot_prefix, method.parts)
         self.snapshots = snapshots
-        self.checkpointer = Checkpointer(snapshots, method.nets, method.state, keep_last=args.keep_last)
+        self.checkpointer = Checkpointer(snapshots, method.nets, method.state, keep_last=args.keep_last,
+                                         preread=self._preread)
         if args.check_data:
             from dataset.check import check_datasets
             check_datasets([d for d in (method.source, method.target) if d is not None])
         self.validation = Validation(args, self.use_gpu, self.gpu_id, self.watchdog) if args.val else None
-        messages = list(method.describe())
+        messages = [describe_recipe(args, self.recipes)] + ([self._adopted] if self._adopted else [])
+        messages += list(method.describe())
         resume = args.continue_train and (snapshots.complete() or args.start_iter != "latest")
         if resume:
             start_iter, extra = self.checkpointer.resume(args.start_iter)
@@ -367,7 +396,7 @@ class TrainingSession(object):
 
 def run_training(args, make_method):
     """Train ``make_method(args)`` (see the module docstring) from its start or its last snapshot."""
-    with TrainingSession(args) as session:
+    with TrainingSession(args, make_method.recipes) as session:
         method = make_method(args)
         session.start(method)
         for iteration in session.iterations():
