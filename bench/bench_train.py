@@ -1,7 +1,7 @@
 """Seconds per training iteration, split into waiting for data and computing, and peak memory.
 
     python -m bench.bench_train [--batch-size 1] [--num-workers 2] [--iterations 4] [--warmup 2]
-    python -m bench.bench_train --sgd-groups original,paper    # the two SGD semantics, one run
+    python -m bench.bench_train --recipe authors,paddle-port --batch-size 2   # two recipes, one run
     python -m bench.bench_train --method adaptsegnet,weak      # AdaptSegNet's and the weak-label iteration
     python -m bench.bench_train --ranks 1,2 --batch-size 2     # data-parallel scaling
 
@@ -51,8 +51,9 @@ def time_iterations(args, warmup, iterations, synchronize=None, method=None):
 
     synchronize = synchronize or (lambda: None)
     timings = {"data_wait": [], "compute": [], "sgd_step": []}
-    with TrainingSession(args) as session:
-        method = (method or train.AdaptSegNet)(args)
+    method = method or train.AdaptSegNet
+    with TrainingSession(args, method.recipes) as session:
+        method = method(args)
         session.start(method)
         sgd = method.optimizers[0]
         step, step_seconds = sgd.step, []
@@ -88,7 +89,7 @@ WEAK_LABEL_UDA = ["--use-weak", "--use-pseudo", "--use-weak-cw", "--use-pixelada
 
 
 def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size=SOURCE_SIZE,
-                target_size=TARGET_SIZE, device="cpu", data_root=None, sgd_groups="original", method="adaptsegnet"):
+                target_size=TARGET_SIZE, device="cpu", data_root=None, recipe=None, method="adaptsegnet"):
     """({"data_wait": [s...], "compute": [s...], "sgd_step": [s...]} per timed iteration, peak RSS in
     MiB, rank)."""
     import train_gta2cityscapes_multi as train
@@ -104,8 +105,9 @@ def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size
         argv = ["--data-dir", gta5, "--data-dir-target", cityscapes, "--snapshot-dir", os.path.join(tmp, "run"),
                 "--input-size", "{},{}".format(*source_size), "--input-size-target", "{},{}".format(*target_size),
                 "--batch-size", str(batch_size), "--num-workers", str(num_workers), "--random-mirror",
-                "--num-steps-stop", str(warmup + iterations), "--device", device, "--from-scratch",
-                "--sgd-groups", sgd_groups]
+                "--num-steps-stop", str(warmup + iterations), "--device", device, "--from-scratch"]
+        if recipe is not None:
+            argv += ["--recipe", recipe]
         if method == "weak":  # the source images stand in for their CycleGAN translations: same cost
             argv += WEAK_LABEL_UDA + ["--pixeladapt-dir", gta5]
             timings, rank = time_iterations(weak.get_arguments(argv), warmup, iterations, method=weak.WeakLabels)
@@ -168,8 +170,9 @@ def main(argv=None):
     parser.add_argument("--iterations", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--ranks", default=None, help="comma-separated process counts, e.g. 1,2")
-    parser.add_argument("--sgd-groups", default="original",
-                        help="original, paper, or both (original,paper): the time of each and their ratio")
+    parser.add_argument("--recipe", default=None,
+                        help="a training recipe (default: the script's), or two (authors,paddle-port): the time of "
+                             "each at the same --batch-size and their ratio")
     parser.add_argument("--method", default="adaptsegnet",
                         help="adaptsegnet, weak (the weak-label UDA iteration), or both (adaptsegnet,weak)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -195,9 +198,9 @@ def main(argv=None):
     methods = args.method.split(",")
     if len(methods) > 1:
         return compare_methods(methods, args)
-    modes = args.sgd_groups.split(",")
+    modes = args.recipe.split(",") if args.recipe else [None]
     results = {mode: bench_train(args.batch_size, args.num_workers, args.iterations, args.warmup,
-                                 data_root=args.data_root, sgd_groups=mode, method=methods[0]) for mode in modes}
+                                 data_root=args.data_root, recipe=mode, method=methods[0]) for mode in modes}
     if args.worker:
         timings, peak_mib, rank = results[modes[0]]
         if rank == 0:
@@ -207,13 +210,13 @@ def main(argv=None):
     print("MKL_DEBUG_CPU_TYPE={}  batch {} per domain  workers {}  source 640x360  target 512x256".format(
         os.environ.get("MKL_DEBUG_CPU_TYPE"), args.batch_size, args.num_workers))
     print("per iteration (median of {} after {} warm-up), one process:".format(args.iterations, args.warmup))
-    print("--sgd-groups  data wait   compute     total   SGD step  peak RSS (process so far)")
+    print("--recipe      data wait   compute     total   SGD step  peak RSS (process so far)")
     totals = {}
     for mode, (timings, peak_mib, _) in results.items():
         medians = {k: statistics.median(v) for k, v in timings.items()}
         totals[mode] = medians["data_wait"] + medians["compute"]
         print("{:11s}  {:8.3f}s  {:8.3f}s  {:8.3f}s  {:8.3f}s  {:6.0f} MiB".format(
-            mode, medians["data_wait"], medians["compute"], totals[mode], medians["sgd_step"], peak_mib))
+            mode or "default", medians["data_wait"], medians["compute"], totals[mode], medians["sgd_step"], peak_mib))
     if len(totals) == 2:
         first, second = modes
         print("iteration time {} / {}: {:.3f}".format(first, second, totals[first] / totals[second]))

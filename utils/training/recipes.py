@@ -78,9 +78,11 @@ def apply_recipe(args, recipes, default):
 
 
 def adopt_snapshot_settings(args, recipes, saved):
-    """A continued run takes the recipe and its values from the snapshot's settings ``saved``,
-    except those given on the command line (which the session then checks against the snapshot).
-    Returns a line for the log."""
+    """A run continued without --recipe takes the recipe and its values from the snapshot's
+    settings ``saved``, except flags given on the command line (the session checks those against
+    the snapshot, as it checks every value of a --recipe given). Returns a line for the log."""
+    if "recipe" in args.explicit:
+        return None
     fields = ["recipe"] + list(next(iter(recipes.values())).values)
     adopted = {field: saved.get(field, EARLIER_VALUES.get(field)) for field in fields if field not in args.explicit}
     adopted = {field: value for field, value in adopted.items() if value is not None or field == "recipe"}
@@ -103,7 +105,7 @@ def describe_values(args, fields):
 def describe_recipe(args, recipes):
     """The log's first line: the recipe, where it comes from, its published number, the overrides."""
     if args.recipe is None:
-        return "recipe: none (a run from before recipes)"
+        return None  # the snapshot's settings are logged as adopted
     recipe = recipes[args.recipe]
     line = "recipe {} ({}; published: {}): {}".format(args.recipe, recipe.provenance, recipe.published,
                                                       describe_values(args, recipe.values))

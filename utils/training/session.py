@@ -218,7 +218,7 @@ class TrainingSession(object):
             from dataset.check import check_datasets
             check_datasets([d for d in (method.source, method.target) if d is not None])
         self.validation = Validation(args, self.use_gpu, self.gpu_id, self.watchdog) if args.val else None
-        messages = [describe_recipe(args, self.recipes)] + ([self._adopted] if self._adopted else [])
+        messages = [line for line in (describe_recipe(args, self.recipes), self._adopted) if line]
         messages += list(method.describe())
         resume = args.continue_train and (snapshots.complete() or args.start_iter != "latest")
         if resume:
