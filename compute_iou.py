@@ -27,6 +27,7 @@ from dataset.classes import NUM_CLASSES, label_id_to_train_id_lut
 from dataset.nthu_dataset import LABEL_SUFFIX as NTHU_LABEL_SUFFIX, NTHU_LABEL_ID_TO_TRAIN_ID
 from dataset.sources import SOURCES, TARGETS, scored_class_sets
 from utils.evaluation.metrics import confusion_matrix, devkit_lut, format_iou_table, miou_result, save_iou_json
+from utils.runtime import usable_cpus
 
 RESULT_FILE = "mIoU.json"
 
@@ -110,7 +111,7 @@ def _pair_confusion(gt_path, pred_path, lut):
 def compute_mIoU(gt_dir, pred_dir, devkit_dir=None, num_workers=None, source="gta5", target="cityscapes"):
     """Score every prediction on the class sets of ``source`` and ``target``
     (dataset.sources.scored_class_sets); raise (listing the files) if any is missing or invalid."""
-    workers = num_workers if num_workers is not None else min(8, os.cpu_count() or 1)
+    workers = num_workers if num_workers is not None else min(8, usable_cpus())
     if workers < 1:
         raise ValueError("num_workers (--num-workers) must be at least 1, got {}".format(workers))
     class_sets = scored_class_sets(source, target)

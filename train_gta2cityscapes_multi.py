@@ -19,14 +19,14 @@ import paddle.nn.functional as F
 
 from dataset.sources import make_source, make_target
 from model import FCDiscriminator, build_model
-from utils.files.checkpoint import PaddleOptimizerState
-from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 from utils.loss import GAN_KINDS, SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
-from utils.training.amp import NO_AMP, MixedPrecision
+from utils.training.amp import NO_AMP
+from utils.training.method import Method, average_losses, check_finite, set_trainable, upsample
 from utils.training.optimizer import build_sgd, describe, set_learning_rates
 from utils.training.options import RECIPE_DEFAULT, check_arguments, training_parser
 from utils.training.recipes import ADAPTSEGNET
-from utils.training.session import check_finite, command_line, run_training, set_trainable, upsample
+from utils.training.session import command_line, run_training
+from utils.training.source_only import SourceOnly
 
 LOSS_NAMES = ("seg1", "seg2", "adv_target1", "adv_target2", "D1", "D2")
 # The only configuration shown to reach the paper's accuracy in Paddle (README: Which recipe).
@@ -34,7 +34,8 @@ DEFAULT_RECIPE = "paddle-port"
 
 
 def adaptation_step(model, D1, D2, source_batch, target_batch, args, scale=1.0, amp=NO_AMP):
-    """Steps 1-3 of an iteration on one (sub-)batch; gradients accumulate, nothing is stepped."""
+    """Steps 1-3 of an iteration on one (sub-)batch; gradients (times ``scale``) accumulate,
+    nothing is stepped. Returns {loss name: tensor}."""
     source_images, source_labels = source_batch[:2]
     target_images = target_batch[0]
 
@@ -60,26 +61,25 @@ def adaptation_step(model, D1, D2, source_batch, target_batch, args, scale=1.0, 
         half_D2 = adv_loss(amp.forward(D2, F.softmax(out2.detach(), axis=1)), label, args.gan) / 2
         amp.backward(half_D1 * scale)
         amp.backward(half_D2 * scale)
-        loss_D1 += float(half_D1)
-        loss_D2 += float(half_D2)
+        loss_D1 = loss_D1 + half_D1.detach()
+        loss_D2 = loss_D2 + half_D2.detach()
 
     losses = (loss_seg1, loss_seg2, loss_adv_target1, loss_adv_target2, loss_D1, loss_D2)
-    return {name: float(value) * scale for name, value in zip(LOSS_NAMES, losses)}
+    return dict(zip(LOSS_NAMES, losses))
 
 
 def train_iteration(nets, optimizers, batches, iteration, args, parallel=None, amp=NO_AMP):
     """One iteration: steps 1-3 over --iter-size sub-batches, then step 4 for all three optimizers.
+    Returns the losses averaged over the sub-batches, read from the device once.
 
     With ``parallel`` (a distributed job), gradients and logged losses are averaged over the
     ranks before the optimizers step, so every rank takes the same step.
     """
     model, D1, D2 = nets
     rates = set_learning_rates(optimizers, iteration, args)
-    losses = dict.fromkeys(LOSS_NAMES, 0.0)
-    for source_batch, target_batch in batches:
-        for name, value in adaptation_step(model, D1, D2, source_batch, target_batch, args,
-                                           scale=1.0 / args.iter_size, amp=amp).items():
-            losses[name] += value
+    per_batch = [adaptation_step(model, D1, D2, source_batch, target_batch, args, scale=1.0 / args.iter_size, amp=amp)
+                 for source_batch, target_batch in batches]
+    losses = average_losses(per_batch, LOSS_NAMES)
     if parallel is not None:
         losses = parallel.average_values(losses)
         parallel.average_gradients(nets)
@@ -91,57 +91,37 @@ def train_iteration(nets, optimizers, batches, iteration, args, parallel=None, a
 
 
 def build_networks(args):
-    """G, D1, D2 and their optimizers: SGD (as --sgd-groups says) for G, Adam for both Ds."""
+    """G and its SGD (as --sgd-groups says), D1 and D2 (their Adam: Method.add_discriminators)."""
     paddle.seed(args.random_seed)
     model = build_model(args.model, num_classes=args.num_classes, bn=args.bn)
-    D1 = FCDiscriminator(num_classes=args.num_classes)
-    D2 = FCDiscriminator(num_classes=args.num_classes)
-    for net in (model, D1, D2):
+    discriminators = (FCDiscriminator(num_classes=args.num_classes), FCDiscriminator(num_classes=args.num_classes))
+    for net in (model,) + discriminators:
         net.train()
-    optimizers = (build_sgd(model, args),) + tuple(
-        paddle.optimizer.Adam(learning_rate=args.learning_rate_D, beta1=0.9, beta2=0.99, parameters=D.parameters())
-        for D in (D1, D2))
-    return (model, D1, D2), optimizers
+    return model, build_sgd(model, args), discriminators
 
 
-class AdaptSegNet(object):
-    """The method as the training session sees it (see utils/training/session.py)."""
+class AdaptSegNet(Method):
+    """Multi-level adversarial adaptation in the output space (Tsai et al., CVPR 2018)."""
 
     recipes = ADAPTSEGNET
-    parts = ("D1", "D2")
-    invariants = ("lambda_seg", "lambda_adv_target1", "lambda_adv_target2", "gan")
+    invariants = ("lambda_seg", "lambda_adv_target1", "lambda_adv_target2", "gan", "source_only")
+    weight_flags = ("restore_from", "restore_from_D1", "restore_from_D2")
 
     def __init__(self, args):
-        self.args = args
+        super().__init__(args)
         self.source = make_source(args)
         self.target = make_target(args)
-        self.networks, self.optimizers = build_networks(args)
-        model, D1, D2 = self.networks
-        self.nets = {"model": model, "D1": D1, "D2": D2}
-        self.amp = MixedPrecision(args.amp)
-        self.state = {"model": self.optimizers[0], "D1": PaddleOptimizerState(self.optimizers[1], D1),
-                      "D2": PaddleOptimizerState(self.optimizers[2], D2)}
-        if self.amp.mode == "fp16":
-            self.state["amp"] = self.amp  # the loss scale
+        model, sgd, (D1, D2) = build_networks(args)
+        self.nets["model"], self.state["model"] = model, sgd
+        self.optimizers = [sgd] + self.add_discriminators({"D1": D1, "D2": D2})
+        self.networks = (model, D1, D2)
 
     def describe(self):
         return [describe(self.optimizers[0], self.args.sgd_groups)]
 
     def load_initial_weights(self, log):
-        """--restore-from (and -D1/-D2), loaded strictly. The init file holds a backbone only: its
-        classifiers start fresh, as in the reference; a complete state dict loads every key."""
-        args, (model, D1, D2) = self.args, self.networks
-        if args.restore_from is None:
-            log("--from-scratch: the segmentation network starts from random initialisation")
-        else:
-            report = load_weights(model, args.restore_from, allow_fresh=CLASSIFIER_PREFIXES)
-            if report.fresh and report.kind != "init" and set(report.fresh) != set(CLASSIFIER_PREFIXES):
-                raise WeightsError("{}: has one classifier but not the other ({} missing)".format(
-                    args.restore_from, ", ".join(report.fresh)))
-            log(report.summary())
-        for D, path in ((D1, args.restore_from_D1), (D2, args.restore_from_D2)):
-            if path is not None:
-                log(load_weights(D, path).summary())
+        self.load_segmentation_weights(log)
+        self.load_part_weights({"D1": "restore_from_D1", "D2": "restore_from_D2"}, log)
 
     def iteration(self, batches, iteration, parallel):
         return train_iteration(self.networks, self.optimizers, batches, iteration, self.args, parallel, self.amp)
@@ -157,6 +137,9 @@ def get_arguments(argv=None):
     parser.add_argument("--lambda-adv-target2", type=float, default=None,
                         help="weight of the conv5 head's adversarial loss" + RECIPE_DEFAULT)
     parser.add_argument("--gan", default="Vanilla", choices=GAN_KINDS, help="Vanilla: BCE; LS: least squares")
+    parser.add_argument("--source-only", action="store_true",
+                        help="the baseline of the paper's tables: train on the source alone, no target image and no "
+                             "discriminator (utils/training/source_only.py)")
     parser.add_argument("--restore-from-D1", default=None,
                         help="initial weights of the conv4-head discriminator (.pth or .pdparams)")
     parser.add_argument("--restore-from-D2", default=None,
@@ -168,11 +151,14 @@ def get_arguments(argv=None):
     args = parser.parse_args(argv)
     if args.random_scale:
         parser.error("--random-scale is not supported: the original accepted it but never rescaled")
+    if args.source_only and (args.restore_from_D1 or args.restore_from_D2):
+        parser.error("--source-only trains no discriminator: drop --restore-from-D1/-D2")
     return check_arguments(parser, args, ADAPTSEGNET, DEFAULT_RECIPE)
 
 
 def main(argv=None):
-    return run_training(get_arguments(argv), AdaptSegNet)
+    args = get_arguments(argv)
+    return run_training(args, SourceOnly if args.source_only else AdaptSegNet)
 
 
 if __name__ == "__main__":

@@ -23,15 +23,14 @@ from dataset.sources import TranslatedImages, make_source, make_target
 from dataset.weak_labels import Thresholds, WeakTargetDataSet, present_classes
 from model import CWDiscriminator, FCDiscriminator, build_model
 from model.discriminator import pooled_features
-from utils.files.checkpoint import PaddleOptimizerState
-from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 from utils.loss import (SOURCE_LABEL, TARGET_LABEL, category_adversarial_loss, domain_loss, dropout, point_loss,
                         pseudo_weak_labels, seg_loss, weak_loss)
-from utils.training.amp import NO_AMP, MixedPrecision
+from utils.training.amp import NO_AMP
+from utils.training.method import Method, average_losses, check_finite, set_trainable, upsample
 from utils.training.optimizer import build_sgd, clip_grad_norm, describe, set_learning_rates
 from utils.training.options import RECIPE_DEFAULT, check_arguments, training_parser
 from utils.training.recipes import WEAK_LABELS
-from utils.training.session import check_finite, command_line, run_training, set_trainable, upsample
+from utils.training.session import command_line, run_training
 
 # What the reference prints, but seg1, adv1 and D1: its conv4 head and D1 are never used.
 LOSS_NAMES = ("seg2", "adv_target2", "D2", "weak", "cw_adv", "cw_D", "point", "present")
@@ -42,13 +41,14 @@ PIXELADAPT_DIRS = {"gta5": "./data/cycleGAN_output/gta5_deeplab", "synthia": "./
 
 
 def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, scale=1.0, amp=NO_AMP):
-    """The reference's steps on one (sub-)batch; gradients accumulate, nothing is stepped.
+    """The reference's steps on one (sub-)batch; gradients (times ``scale``) accumulate, nothing is
+    stepped. Returns {loss name: tensor} of the losses the mode computes.
 
     ``nets``: (G, D2 or None, cwD or None); ``seed``: of this sub-batch's dropout mask.
     """
     model, D2, cwD = nets
     source_images, source_labels = source_batch[:2]
-    losses = dict.fromkeys(LOSS_NAMES, 0.0)
+    losses = {}
     source_pooled = target_pooled = source_present = weak = loss_weak = loss_point = loss_cw_adv = None
 
     # 1. Source: segmentation loss on the conv5 head (the reference's lambda_seg is 0).
@@ -58,7 +58,7 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
     source_out = upsample(source_out, args.input_size)
     loss_seg = seg_loss(source_out, source_labels, args.ignore_label)
     amp.backward(loss_seg * scale)
-    losses["seg2"] = float(loss_seg)
+    losses["seg2"] = loss_seg
     if args.source_only:
         return losses
 
@@ -83,12 +83,12 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
                                (args.lambda_weak_cwadv2, loss_cw_adv, "cw_adv")):
         if term is not None:
             total = total + weight * term
-            losses[name] = float(term)
+            losses[name] = term
     amp.backward(total * scale)
     set_trainable([net for net in (D2, cwD) if net is not None], True)
-    losses["adv_target2"] = float(loss_adv)
+    losses["adv_target2"] = loss_adv
     if weak is not None:
-        losses["present"] = float(weak.mean())
+        losses["present"] = weak.mean()
 
     # 3. The discriminators, source then target, each half weighted 1/2.
     if cwD is not None:
@@ -98,11 +98,11 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
                                          (target_out, target_pooled, TARGET_LABEL, weak)):
         half_D2 = domain_loss(amp.forward(D2, F.softmax(out.detach(), axis=1)), domain, args.ls_gan) / 2
         amp.backward(half_D2 * scale)
-        losses["D2"] += float(half_D2)
+        losses["D2"] = losses.get("D2", 0.0) + half_D2.detach()
         if cwD is not None:
             half_cw = category_adversarial_loss(amp.forward(cwD, pooled.detach()), present, domain, args.ls_gan) / 2
             amp.backward(half_cw * scale)
-            losses["cw_D"] += float(half_cw)
+            losses["cw_D"] = losses.get("cw_D", 0.0) + half_cw.detach()
     return losses
 
 
@@ -110,13 +110,12 @@ def train_iteration(nets, optimizers, batches, iteration, args, thresholds, para
     """One iteration: the steps over --iter-size sub-batches, then the gradient of G clipped to
     norm 1 (as the reference; not when training on the source alone) and every optimizer stepped."""
     rates = set_learning_rates(optimizers, iteration, args)
-    losses = dict.fromkeys(LOSS_NAMES, 0.0)
     rank = parallel.rank if parallel is not None else 0
-    for sub, (source_batch, target_batch) in enumerate(batches):
-        seed = (args.random_seed, iteration, sub, rank)
-        for name, value in weak_label_step(nets, source_batch, target_batch, args, thresholds, seed,
-                                           scale=1.0 / args.iter_size, amp=amp).items():
-            losses[name] += value / args.iter_size
+    per_batch = [weak_label_step(nets, source_batch, target_batch, args, thresholds, (args.random_seed, iteration, sub,
+                                                                                     rank),
+                                 scale=1.0 / args.iter_size, amp=amp)
+                 for sub, (source_batch, target_batch) in enumerate(batches)]
+    losses = average_losses(per_batch, LOSS_NAMES)
     if parallel is not None:
         losses = parallel.average_values(losses)
         parallel.average_gradients([net for net in nets if net is not None])
@@ -148,16 +147,17 @@ def target_dataset(args):
                              seed=args.random_seed)
 
 
-class WeakLabels(object):
-    """The method as the training session sees it (see utils/training/session.py)."""
+class WeakLabels(Method):
+    """AdaptSegNet's conv5 head and output-space discriminator, plus weak labels on the target."""
 
     recipes = WEAK_LABELS
     invariants = ("use_weak", "use_weak_cw", "use_pseudo", "pweak_th", "use_pointloss", "use_pixeladapt",
                   "lambda_weak_target2", "lambda_weak_cwadv2", "lambda_adv_target2", "ls_gan", "source_only",
                   "weak_dropout", "point_loss_all_images")
+    weight_flags = ("restore_from", "restore_from_D2", "restore_from_cwD")
 
     def __init__(self, args):
-        self.args = args
+        super().__init__(args)
         source = make_source(args)
         if args.use_pixeladapt:
             if not (args.pixeladapt_dir or args.source in PIXELADAPT_DIRS):
@@ -168,17 +168,9 @@ class WeakLabels(object):
             Thresholds.reference(args.source)
         paddle.seed(args.random_seed)
         self.networks = model, D2, cwD = self.build_networks(args)
-        self.nets = {name: net for name, net in zip(("model", "D2", "cwD"), self.networks) if net is not None}
-        self.parts = tuple(name for name in self.nets if name != "model")
-        self.optimizers = [build_sgd(model, args)] + [
-            paddle.optimizer.Adam(learning_rate=args.learning_rate_D, beta1=0.9, beta2=0.99, parameters=net.parameters())
-            for net in (D2, cwD) if net is not None]
-        self.state = {"model": self.optimizers[0]}
-        self.state.update((name, PaddleOptimizerState(opt, self.nets[name]))
-                          for name, opt in zip(self.parts, self.optimizers[1:]))
-        self.amp = MixedPrecision(args.amp)
-        if self.amp.mode == "fp16":
-            self.state["amp"] = self.amp  # the loss scale
+        self.nets["model"], self.state["model"] = model, build_sgd(model, args)
+        discriminators = {name: net for name, net in (("D2", D2), ("cwD", cwD)) if net is not None}
+        self.optimizers = [self.state["model"]] + self.add_discriminators(discriminators)
 
     @staticmethod
     def build_networks(args):
@@ -198,16 +190,8 @@ class WeakLabels(object):
 
     def load_initial_weights(self, log):
         """--restore-from (a source-only model, or the ImageNet/COCO init), -D2 and -cwD, strictly."""
-        args = self.args
-        if args.restore_from is None:
-            log("--from-scratch: the segmentation network starts from random initialisation")
-        else:
-            log(load_weights(self.nets["model"], args.restore_from, allow_fresh=CLASSIFIER_PREFIXES).summary())
-        for name, path in (("D2", args.restore_from_D2), ("cwD", args.restore_from_cwD)):
-            if path is not None:
-                if name not in self.nets:
-                    raise WeightsError("--restore-from-{} {}: this mode has no such discriminator".format(name, path))
-                log(load_weights(self.nets[name], path).summary())
+        self.load_segmentation_weights(log)
+        self.load_part_weights({"D2": "restore_from_D2", "cwD": "restore_from_cwD"}, log)
 
     def iteration(self, batches, iteration, parallel):
         return train_iteration(self.networks, self.optimizers, batches, iteration, self.args, self.source_thresholds,

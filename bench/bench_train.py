@@ -34,6 +34,8 @@ import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 
+from utils.runtime import usable_cpus  # noqa: E402
+
 SOURCE_SIZE, TARGET_SIZE = (640, 360), (512, 256)
 
 
@@ -119,7 +121,7 @@ def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size
 
 def run_ranks(ranks, args, data_root):
     """Seconds per iteration with ``ranks`` processes, as measured by rank 0."""
-    threads = str(max(1, (os.cpu_count() or 1) // ranks))
+    threads = str(max(1, usable_cpus() // ranks))
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     worker = [os.path.abspath(__file__), "--worker", "--batch-size", str(args.batch_size), "--num-workers",
               str(args.num_workers), "--iterations", str(args.iterations), "--warmup", str(args.warmup),

@@ -32,9 +32,8 @@ sys.path.insert(0, ROOT)  # the worker processes import the project from here
 import utils.runtime  # noqa: E402,F401  (first: settings that must precede paddle)
 
 import argparse  # noqa: E402
-import contextlib  # noqa: E402
+import collections  # noqa: E402
 import datetime  # noqa: E402
-import io  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -48,6 +47,9 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
 
+from utils.files.atomic import atomic_write_json  # noqa: E402
+from utils.runtime import use_cpu_cores  # noqa: E402
+
 # The documented training sizes (README, utils/training/options.py) and evaluate_cityscapes.py's input.
 SOURCE_SIZE, TARGET_SIZE, EVAL_SIZE = (1280, 720), (1024, 512), (1024, 512)
 QUICK_SOURCE_SIZE, QUICK_TARGET_SIZE = (128, 72), (128, 64)
@@ -55,15 +57,14 @@ QUICK_SOURCE_SIZE, QUICK_TARGET_SIZE = (128, 72), (128, 64)
 LABEL_SCALE = 2
 TRAINING_RUNS = ((2, "off"), (2, "fp16"), (2, "bf16"), (1, "off"))  # (--batch-size, --amp)
 AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
-# Paddle's own thresholds (core.is_float16_supported / is_bfloat16_supported), for a Paddle without them.
-AMP_MIN_CAPABILITY = {"fp16": (5, 3), "bf16": (8, 0)}
 AGREEMENT_REQUIRED = 0.999
 # Longest each kind of process may take (seconds) before it is stopped and its row FAILED: generous,
 # so that a slower GPU than the V100 the check is sized for still completes.
 STEP_SECONDS = {"device": 120, "train": 240, "eval": 300, "script": 300}
 MIN_STEP_SECONDS = 10  # a step with less time left than this is SKIPPED rather than started
 PASSED, FAILED, UNSUPPORTED, SKIPPED, INFO = "PASSED", "FAILED", "UNSUPPORTED", "SKIPPED", "INFO"
-STATUSES = (PASSED, FAILED, UNSUPPORTED, SKIPPED, INFO)
+UNIT_FORMATS = {"s/it": "{:.3f} s/it", "s/image": "{:.4f} s/image", "s": "{:.1f} s", "%": "{:.3f} %"}
+TABLE_LINE = "{:<48}  {:<11}  {:<24}  {}"  # check, status, result, detail
 DETAIL_WIDTH = 100
 
 
@@ -75,15 +76,13 @@ class StepFailed(Exception):
         self.reason = reason
 
 
-# -- results as plain dicts, and how they are shown ---------------------------------------------
+# -- rows, the table and the JSON ------------------------------------------------------------
 
 def make_row(check, status, value=None, unit="", detail="", **extra):
-    """One line of the table: ``value`` is a number in ``unit`` or a text (environment rows)."""
-    if status not in STATUSES:
-        raise ValueError("unknown status {!r}: one of {}".format(status, ", ".join(STATUSES)))
-    row = {"check": check, "status": status, "value": value, "unit": unit, "detail": detail}
-    row.update(extra)
-    return row
+    """One line of the table: ``value`` is a number in ``unit`` or a text (environment rows);
+    ``extra`` (what was measured, the command) goes to the JSON only."""
+    result = "-" if value is None else UNIT_FORMATS[unit].format(value) if unit else str(value)
+    return dict(check=check, status=status, value=value, unit=unit, result=result, detail=detail, **extra)
 
 
 def one_line(text, limit=None):
@@ -93,68 +92,39 @@ def one_line(text, limit=None):
     return text
 
 
-_UNIT_FORMATS = {"s/it": "{:.3f} s/it", "s/image": "{:.4f} s/image", "s": "{:.1f} s", "%": "{:.3f} %"}
+def table_line(row):
+    return TABLE_LINE.format(row["check"], row["status"], row["result"], one_line(row["detail"], DETAIL_WIDTH)).rstrip()
 
 
-def result_text(row):
-    value = row.get("value")
-    if value is None:
-        return "-"
-    if isinstance(value, str):
-        return value
-    unit = row.get("unit", "")
-    return _UNIT_FORMATS.get(unit, "{:g} " + unit).format(value).strip()
-
-
-def status_counts(results):
-    counts = dict.fromkeys(STATUSES, 0)
-    for row in results.get("rows", []):
-        counts[row["status"]] += 1
-    return counts
+def format_table(results):
+    """The table printed at the end: a title, one line per row, the counts and where the files are."""
+    environment, settings = results["environment"], results["settings"]
+    title = "bench.gpu_check on {}: Paddle {}{}".format(
+        environment.get("device_name") or settings["device"], environment.get("paddle_version", "?"),
+        " (--quick: tiny sizes, the figures say nothing about the machine)" if settings["quick"] else "")
+    counts = collections.Counter(row["status"] for row in results["rows"])
+    summary = ", ".join("{} {}".format(counts[status], status) for status in (PASSED, FAILED, UNSUPPORTED, SKIPPED)
+                        if status in (PASSED, FAILED) or counts[status])
+    return "\n".join([title, "", TABLE_LINE.format("check", "status", "result", "detail")] +
+                     [table_line(row) for row in results["rows"]] +
+                     ["", "{} in {:.0f} s".format(summary, results["seconds"]), "results: " + results["json_path"],
+                      "log (full output, tracebacks): " + results["log_path"]])
 
 
 def exit_status(results):
-    return 1 if status_counts(results)[FAILED] else 0
+    return 1 if any(row["status"] == FAILED for row in results["rows"]) else 0
 
 
 def gib(num_bytes):
     return "{:.1f} GiB".format(num_bytes / 2.0 ** 30)
 
 
-def format_table(results):
-    """The table printed at the end: a title, one line per row, the counts and where the files are."""
-    environment, settings = results.get("environment", {}), results.get("settings", {})
-    title = "bench.gpu_check on {}: Paddle {}{}".format(
-        environment.get("device_name") or settings.get("device", "?"), environment.get("paddle_version", "?"),
-        " (--quick: tiny sizes, the figures say nothing about the machine)" if settings.get("quick") else "")
-    header = ("check", "status", "result", "detail")
-    cells = [(one_line(row["check"], 60), row["status"], one_line(result_text(row), 40),
-              one_line(row.get("detail") or "", DETAIL_WIDTH)) for row in results.get("rows", [])]
-    widths = [max([len(header[i])] + [len(cell[i]) for cell in cells]) for i in range(3)]
-
-    def line(cell):
-        return "  ".join([cell[i].ljust(widths[i]) for i in range(3)] + [cell[3]]).rstrip()
-
-    lines = [title, "", line(header), line(tuple("-" * w for w in widths) + ("-" * 6,))]
-    lines += [line(cell) for cell in cells]
-    counts = status_counts(results)
-    summary = ", ".join("{} {}".format(counts[s], s) for s in STATUSES
-                        if s in (PASSED, FAILED) or (counts[s] and s != INFO))
-    if results.get("seconds") is not None:
-        summary += " in {:.0f} s".format(results["seconds"])
-    lines += ["", summary]
-    for name, key in (("results", "json_path"), ("log (full output, tracebacks)", "log_path")):
-        if results.get(key):
-            lines.append("{}: {}".format(name, results[key]))
-    return "\n".join(lines)
-
-
-def _plain(value):
-    """JSON-safe copy: numpy scalars become Python numbers, NaN and infinities None."""
+def json_safe(value):
+    """A copy JSON can hold: numpy scalars become Python numbers, NaN and infinities None."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [json_safe(v) for v in value]
     if hasattr(value, "item") and not isinstance(value, (str, bytes)):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -162,8 +132,9 @@ def _plain(value):
     return value
 
 
-def to_json(results):
-    return json.dumps(_plain(results), indent=2) + "\n"
+def save_json(path, results):
+    """``results`` to ``path`` whole or not at all, so that a session that ends mid-write keeps the last one."""
+    atomic_write_json(path, json_safe(results))
 
 
 # -- one-line reasons -------------------------------------------------------------------------
@@ -228,20 +199,14 @@ def _set_device(device, gpu_id):
         paddle.set_device("gpu:{}".format(gpu_id))
         return paddle.device.cuda.synchronize
     paddle.set_device("cpu")
+    use_cpu_cores()
     return lambda: None
 
 
-def amp_support(place, capability):
+def amp_support(place):
     """{"fp16": bool, "bf16": bool}: what Paddle says this device can train in."""
     import paddle
-    support = {}
-    for mode, dtype in AMP_DTYPES.items():
-        check = getattr(paddle.amp, "is_{}_supported".format(dtype), None)
-        if check is not None:
-            support[mode] = bool(check(place))
-        else:
-            support[mode] = capability is not None and tuple(capability) >= AMP_MIN_CAPABILITY[mode]
-    return support
+    return {mode: bool(getattr(paddle.amp, "is_{}_supported".format(dtype))(place)) for mode, dtype in AMP_DTYPES.items()}
 
 
 def smoke_test(synchronize):
@@ -289,28 +254,11 @@ def measure_device(device, gpu_id):
         traceback.print_exc()
         info["smoke"] = {"error": exception_reason(exc)}
     try:
-        info["amp"] = amp_support(place, info["capability"])
+        info["amp"] = amp_support(place)
     except Exception as exc:  # noqa: BLE001
         traceback.print_exc()
         info["amp"] = {"error": exception_reason(exc)}
     return info
-
-
-def training_arguments(argv, amp):
-    """train_gta2cityscapes_multi.get_arguments(argv + ["--amp", amp]). A checkout whose script has
-    no --amp flag yet runs --amp off without it (float32 is what it does) and refuses the others."""
-    import train_gta2cityscapes_multi as train
-    errors = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(errors):
-            return train.get_arguments(argv + ["--amp", amp]), None
-    except SystemExit:
-        message = failure_reason(errors.getvalue())
-        if "unrecognized arguments: --amp" not in message:
-            raise StepFailed("train_gta2cityscapes_multi.py refused the arguments: " + message)
-        if amp != "off":
-            raise StepFailed("train_gta2cityscapes_multi.py in this checkout has no --amp flag")
-    return train.get_arguments(argv), "no --amp flag in this checkout: float32"
 
 
 def peak_memory(device, gpu_id):
@@ -321,13 +269,10 @@ def peak_memory(device, gpu_id):
     """
     import resource
     import paddle
-    peaks = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-             "peak_scope": "the process of this configuration alone"}
+    peaks = {"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
     if device == "gpu":
-        for key, name in (("peak_allocated_bytes", "max_memory_allocated"),
-                          ("peak_reserved_bytes", "max_memory_reserved")):
-            read = getattr(paddle.device.cuda, name, None)
-            peaks[key] = int(read(gpu_id)) if read is not None else None
+        peaks.update(peak_allocated_bytes=int(paddle.device.cuda.max_memory_allocated(gpu_id)),
+                     peak_reserved_bytes=int(paddle.device.cuda.max_memory_reserved(gpu_id)))
     return peaks
 
 
@@ -335,20 +280,22 @@ def measure_training(data_root, run_dir, batch_size, amp, source_size, target_si
                      iterations, num_workers):
     """Seconds per training iteration (median after ``warmup``) and peak memory, as bench_train runs it."""
     import paddle
+    import train_gta2cityscapes_multi as train
     from bench.bench_train import time_iterations
-    argv = ["--data-dir", os.path.join(data_root, "GTA5"), "--data-dir-target", os.path.join(data_root, "Cityscapes"),
-            "--snapshot-dir", run_dir, "--input-size", "{},{}".format(*source_size),
-            "--input-size-target", "{},{}".format(*target_size), "--batch-size", str(batch_size),
-            "--num-workers", str(num_workers), "--random-mirror", "--num-steps-stop", str(warmup + iterations),
-            "--device", device, "--gpu", str(gpu_id), "--from-scratch"]
-    args, note = training_arguments(argv, amp)
+    # A configuration the script refuses (argparse, or --amp on a CPU) exits with its own message.
+    args = train.get_arguments([
+        "--data-dir", os.path.join(data_root, "GTA5"), "--data-dir-target", os.path.join(data_root, "Cityscapes"),
+        "--snapshot-dir", run_dir, "--input-size", "{},{}".format(*source_size),
+        "--input-size-target", "{},{}".format(*target_size), "--batch-size", str(batch_size), "--amp", amp,
+        "--num-workers", str(num_workers), "--random-mirror", "--num-steps-stop", str(warmup + iterations),
+        "--device", device, "--gpu", str(gpu_id), "--from-scratch"])
     synchronize = paddle.device.cuda.synchronize if device == "gpu" else None
     timings, _ = time_iterations(args, warmup, iterations, synchronize)
     totals = [wait + compute for wait, compute in zip(timings["data_wait"], timings["compute"])]
     result = {"seconds_per_iteration": statistics.median(totals), "seconds": totals,
               "data_wait": statistics.median(timings["data_wait"]), "compute": statistics.median(timings["compute"]),
               "sgd_step": statistics.median(timings["sgd_step"]) if timings["sgd_step"] else None,
-              "skipped_steps": len(totals) - len(timings["sgd_step"]), "warmup": warmup, "note": note}
+              "skipped_steps": len(totals) - len(timings["sgd_step"]), "warmup": warmup}
     result.update(peak_memory(device, gpu_id))
     return result
 
@@ -414,9 +361,7 @@ def run_worker(name, spec, result_path):
         result = WORKERS[name](**spec)
     except StepFailed as failed:
         result = {"error": failed.reason}
-    with open(result_path + ".tmp", "w") as f:
-        f.write(to_json(result))
-    os.replace(result_path + ".tmp", result_path)
+    save_json(result_path, result)
     return 0
 
 
@@ -492,16 +437,12 @@ class Run(object):
 
     def save(self):
         self.results["seconds"] = self.elapsed()
-        with open(self.json_path + ".tmp", "w") as f:
-            f.write(to_json(self.results))
-        os.replace(self.json_path + ".tmp", self.json_path)
+        save_json(self.json_path, self.results)
 
     def add(self, row):
         self.results["rows"].append(row)
-        detail = row.get("detail")
-        self.say("{:11s} {}: {}{}".format(row["status"], row["check"], result_text(row),
-                                          "  ({})".format(one_line(detail, DETAIL_WIDTH)) if detail else ""))
-        self.write_log("ROW {}".format(json.dumps(_plain(row))))
+        self.say(table_line(row))
+        self.write_log("ROW {}".format(json.dumps(json_safe(row))))
         self.save()
 
     def time_left(self, cap):
@@ -513,7 +454,7 @@ class Run(object):
         limit; returns (exit status, or None when stopped, stdout, stderr, seconds, why stopped).
         Its output goes to the log."""
         timeout = self.time_left(cap)
-        self.say("running     {}".format(label))
+        self.say(TABLE_LINE.format(label, "running", "", "").rstrip())
         self.write_log("\n=== {}\n$ {}\n".format(label, " ".join(shlex.quote(c) for c in command)))
         started = time.time()
         process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -647,14 +588,12 @@ def amp_unavailable(run, amp, device_info):
         return None
     if run.settings["device"] == "cpu":
         return SKIPPED, "the CPU self-test runs --amp off only"
-    support = device_info.get("amp", {})
+    support = device_info["amp"]
     if "error" in support:
         return FAILED, "cannot tell whether Paddle supports AMP here: " + support["error"]
-    if not support.get(amp):
-        capability = device_info.get("capability")
-        needed = AMP_MIN_CAPABILITY[amp]
-        return UNSUPPORTED, "Paddle has no {} on this GPU (compute capability {}); {} needs {}.{} or newer".format(
-            AMP_DTYPES[amp], "{}.{}".format(*capability) if capability else "?", amp, needed[0], needed[1])
+    if not support[amp]:
+        return UNSUPPORTED, "Paddle has no {} on this GPU (compute capability {}.{})".format(
+            AMP_DTYPES[amp], *device_info["capability"])
     return None
 
 
@@ -669,20 +608,15 @@ def training_step(run, data_root, batch_size, amp, device_info):
                 target_size=settings["target_size"], device=settings["device"], gpu_id=settings["gpu"],
                 warmup=settings["warmup"], iterations=settings["iterations"], num_workers=settings["num_workers"])
     result = run.worker(check, "train", spec, STEP_SECONDS["train"])
-    if result.get("peak_allocated_bytes") is not None:
-        memory = "peak {} allocated".format(gib(result["peak_allocated_bytes"]))
-        if result.get("peak_reserved_bytes") is not None:
-            memory += ", {} reserved".format(gib(result["peak_reserved_bytes"]))
-        if device_info.get("total_memory_bytes"):
-            memory += " of {}".format(gib(device_info["total_memory_bytes"]))
+    if settings["device"] == "gpu":
+        memory = "peak {} allocated, {} reserved of {}".format(gib(result["peak_allocated_bytes"]), gib(
+            result["peak_reserved_bytes"]), gib(device_info["total_memory_bytes"]))
     else:
         memory = "peak RSS {}".format(gib(result["peak_rss_bytes"]))
     detail = "{}; data wait {:.3f} s; median of {} after {} warm-up".format(
         memory, result["data_wait"], len(result["seconds"]), result["warmup"])
     if result.get("skipped_steps"):
         detail += "; {} timed iterations skipped the optimizer step (fp16 overflow)".format(result["skipped_steps"])
-    if result.get("note"):
-        detail += "; " + result["note"]
     run.add(make_row(check, PASSED, result["seconds_per_iteration"], "s/it", detail=detail, measured=result))
 
 

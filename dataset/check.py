@@ -19,6 +19,7 @@ import numpy as np
 from tqdm import tqdm
 
 from dataset.files import summarize
+from utils.runtime import usable_cpus
 
 SIZE_MISMATCH_IS_NORMAL = ("GTA5DataSet",)
 
@@ -78,7 +79,7 @@ def check_datasets(datasets, num_workers=None, progress=True, only=None):
         chunks = [jobs[i:i + 32] for i in range(0, len(jobs), 32)]
         name = type(dataset).__name__
         bar = tqdm(total=len(jobs), unit="file", desc="checking {}".format(name), disable=not progress)
-        with ProcessPoolExecutor(max_workers=num_workers or os.cpu_count() or 1) as pool:
+        with ProcessPoolExecutor(max_workers=num_workers or usable_cpus()) as pool:
             for chunk, results in zip(chunks, pool.map(_check_chunk, chunks)):
                 for sample_errors, sample_notes in results:
                     errors += sample_errors

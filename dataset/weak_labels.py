@@ -22,8 +22,9 @@ from dataset.base import split_index
 from dataset.classes import CLASS_NAMES, NUM_CLASSES, label_id_to_train_id_lut
 from dataset.files import label_to_train_ids, load_label_ids, summarize
 
-# tau per class in train-id order, computed from the reference's published count tables with
-# thresholds_from_counts (SPEC.md, "Weak labels").
+# tau per class in train-id order: thresholds_from_counts of the reference's published count tables
+# (sujoyp/weak-da-seg, pixel_counts/<dataset>_pixel_counts.npy): the mean its
+# daweak/engine/trainer_base.py's load_threshold computes, times the PER_TH get_weak_labels applies.
 REFERENCE_THRESHOLDS = {
     "gta5": (69189.3, 19341.3, 36676.0, 6429.2, 4025.1, 2251.0, 540.1, 518.9, 16499.7, 7438.9, 28458.6, 1756.4,
              1507.8, 8661.7, 9813.2, 18027.6, 15159.8, 1585.3, 1044.7),

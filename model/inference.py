@@ -15,6 +15,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from utils.runtime import usable_cpus
+
 
 BACKENDS = ("inference", "dygraph")
 # Paddle 3.3 warns once per binary operator while converting a forward to a static graph; the
@@ -109,7 +111,7 @@ class SegmentationPredictor(object):
         self.net = _FinalLogits(fold_batchnorm(model))
         self.net.eval()
         if backend == "inference":
-            self._predictor = self._create_predictor(use_gpu, gpu_id, cpu_threads or os.cpu_count() or 1)
+            self._predictor = self._create_predictor(use_gpu, gpu_id, cpu_threads or usable_cpus())
 
     def _create_predictor(self, use_gpu, gpu_id, cpu_threads):
         from paddle import inference

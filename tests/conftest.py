@@ -8,6 +8,8 @@ import paddle
 import psutil
 import pytest
 
+from dataset.synthetic import make_synthetic
+
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,6 +19,17 @@ paddle.set_device("cpu")
 @pytest.fixture(scope="session")
 def parity():
     return dict(np.load(os.path.join(FIXTURES, "parity.npz")))
+
+
+@pytest.fixture(scope="module")
+def data(request, tmp_path_factory):
+    """(GTA5 dir, Cityscapes dir) of synthetic images, made once per module with the image counts
+    of the module's SYNTHETIC_DATA, e.g. dict(num_source=4, num_target_train=4, num_target_val=2)."""
+    counts = getattr(request.module, "SYNTHETIC_DATA", None)
+    if counts is None:
+        pytest.fail("{} uses the data fixture: give it SYNTHETIC_DATA = dict(num_source=..., num_target_train=..., "
+                    "num_target_val=...)".format(request.module.__name__), pytrace=False)
+    return make_synthetic(str(tmp_path_factory.mktemp("data")), **counts)
 
 
 @pytest.fixture(scope="session", autouse=True)

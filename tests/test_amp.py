@@ -1,6 +1,8 @@
 """--amp on a CPU: Paddle's autocast does nothing here, so these tests cover the plumbing around
 it (loss scaling, unscaling, skipped steps on overflow, the scale in snapshots) and the start-up
 refusal; the half-precision speed and memory are measured on a GPU by python -m bench.gpu_check."""
+import functools
+
 import numpy as np
 import paddle
 import paddle.nn as nn
@@ -8,12 +10,14 @@ import pytest
 
 import train_gta2cityscapes_multi as train
 import utils.training.session
-from dataset.synthetic import make_synthetic
-from tests.test_train_resume import assert_same_snapshot
+from tests.helpers import assert_same_snapshot, training_args
 from utils.training.amp import MixedPrecision
 
 # Paddle's autocast warns that it "makes no effect" on a CPU: expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:amp_guard")
+
+SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=1)
+run_args = functools.partial(training_args, continue_train=True)
 
 
 def linear_and_sgd(seed=0):
@@ -61,19 +65,6 @@ def test_the_scale_grows_after_a_run_of_good_steps_and_its_state_round_trips():
     assert other.state_dict() == amp.state_dict()
     with pytest.raises(ValueError, match="written with --amp fp16, not bf16"):
         MixedPrecision("bf16").set_state_dict(amp.state_dict())
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_synthetic(str(tmp_path_factory.mktemp("data")), num_source=4, num_target_train=4, num_target_val=1)
-
-
-def run_args(data, snapshot_dir, stop, *extra):
-    gta5, cityscapes = data
-    return ["--data-dir", gta5, "--data-dir-target", cityscapes, "--input-size", "48,32", "--input-size-target",
-            "48,32", "--num-workers", "0", "--num-steps", "20", "--num-steps-stop", str(stop), "--save-pred-every",
-            "2", "--log-every", "1", "--picture-every", "0", "--snapshot-dir", str(snapshot_dir), "--device", "cpu",
-            "--from-scratch", "--continue-train"] + list(extra)
 
 
 @pytest.mark.parametrize("mode", ["fp16", "bf16"])

@@ -19,7 +19,7 @@ from model import build_model
 from model.deeplab_multi import DeeplabMulti
 from tests.fixtures.seeded_weights import seeded_input, seeded_state_dict
 from tests.helpers import seeded_torch_state
-from utils.files.torch_writer import save_legacy, save_zip
+from utils.demo.torch_writer import save_legacy, save_zip
 from utils import convert_weights
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 
@@ -30,7 +30,8 @@ STEP_COUNTER_REASON = "PyTorch's BN step counter has no Paddle counterpart"
 
 
 def paddle_name(torch_key):
-    """The Paddle parameter a PyTorch state-dict key becomes (SPEC: BN buffers renamed)."""
+    """The Paddle parameter a PyTorch state-dict key becomes: the same module path, with
+    BatchNorm2d's running_mean and running_var named as Paddle's BatchNorm2D names them."""
     module, _, leaf = torch_key.rpartition(".")
     return module + "." + {"running_mean": "_mean", "running_var": "_variance"}.get(leaf, leaf)
 

@@ -1,4 +1,5 @@
 """Data-parallel training with paddle.distributed.launch: two gloo processes on this CPU."""
+import functools
 import os
 import subprocess
 import sys
@@ -13,21 +14,23 @@ import train_gta2cityscapes_multi as train
 from dataset import GTA5DataSet
 from dataset.classes import LABEL_ID_TO_TRAIN_ID
 from dataset.sampler import SOURCE_STREAM, ResumableBatchSampler
-from dataset.synthetic import make_synthetic
-from tests.test_train_resume import assert_same_snapshot, logged_losses
+from tests.helpers import assert_same_snapshot, logged_losses, training_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 2
 # Two ranks sum the same per-image gradients in another order than one process does.
 RELATIVE_TOLERANCE = 1e-4
+SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=1)
+# Batch 2: one image per rank under the launcher, against both images in one process.
+run_args = functools.partial(training_args, batch_size=2, mirror=True, workers=1)
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """Synthetic data whose labels have no ignored pixel: then a batch's mean loss is the mean of
-    its images' mean losses, and 2 x 1 image is the same objective as 1 x 2 images."""
-    gta5, cityscapes = make_synthetic(str(tmp_path_factory.mktemp("data")), num_source=4, num_target_train=4,
-                                      num_target_val=1)
+def data(data):
+    """The shared synthetic data (conftest.py) with every ignored label pixel made road: then a
+    batch's mean loss is the mean of its images' mean losses, and 2 x 1 image is the same
+    objective as 1 x 2 images."""
+    gta5, cityscapes = data
     valid = np.zeros(256, bool)
     valid[list(LABEL_ID_TO_TRAIN_ID)] = True
     for name in os.listdir(os.path.join(gta5, "labels")):
@@ -39,14 +42,6 @@ def data(tmp_path_factory):
         relabelled.putpalette(label.getpalette())
         relabelled.save(path)
     return gta5, cityscapes
-
-
-def args_for(data, snapshot_dir, stop, *extra):
-    gta5, cityscapes = data
-    return ["--data-dir", gta5, "--data-dir-target", cityscapes, "--input-size", "48,32",
-            "--input-size-target", "48,32", "--batch-size", "2", "--random-mirror", "--num-workers", "1",
-            "--num-steps", "20", "--num-steps-stop", str(stop), "--save-pred-every", "2", "--log-every", "1",
-            "--picture-every", "0", "--snapshot-dir", str(snapshot_dir), "--device", "cpu", "--from-scratch"] + list(extra)
 
 
 def launch(args, log_dir, timeout=300):
@@ -68,13 +63,13 @@ def worker_logs(log_dir):
 @pytest.fixture(scope="module")
 def two_ranks(data, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("two_ranks")
-    code, output, _ = launch(args_for(data, run_dir / "run", STEPS * 2), run_dir / "log")
+    code, output, _ = launch(run_args(data, run_dir / "run", STEPS * 2), run_dir / "log")
     assert code == 0, output[-3000:] + worker_logs(run_dir / "log")[-3000:]
     return str(run_dir / "run")
 
 
 def test_two_ranks_of_one_image_equal_one_process_of_two(data, two_ranks, tmp_path):
-    train.main(args_for(data, tmp_path, STEPS))
+    train.main(run_args(data, tmp_path, STEPS))
     worst = 0.0
     for suffix in ("", "_D1", "_D2"):
         single = paddle.load(os.path.join(str(tmp_path), "GTA5_{}{}.pdparams".format(STEPS, suffix)), return_numpy=True)
@@ -92,12 +87,29 @@ def test_two_ranks_of_one_image_equal_one_process_of_two(data, two_ranks, tmp_pa
 
 
 def test_resumed_distributed_run_equals_uninterrupted_one(data, two_ranks, tmp_path):
-    code, output, _ = launch(args_for(data, tmp_path / "run", STEPS), tmp_path / "log1")
+    code, output, _ = launch(run_args(data, tmp_path / "run", STEPS), tmp_path / "log1")
     assert code == 0, output[-3000:]
-    code, output, _ = launch(args_for(data, tmp_path / "run", STEPS * 2, "--continue-train"), tmp_path / "log2")
+    code, output, _ = launch(run_args(data, tmp_path / "run", STEPS * 2, "--continue-train"), tmp_path / "log2")
     assert code == 0, output[-3000:]
     assert_same_snapshot(two_ranks, str(tmp_path / "run"), STEPS * 2)
     assert logged_losses(str(tmp_path / "run")) == logged_losses(two_ranks)
+
+
+def test_with_batch_statistics_each_rank_normalises_its_own_images_and_the_ranks_share_running_statistics(
+        data, tmp_path):
+    """--bn train: after one iteration the stem's running mean (moved by the source and the target
+    forward, whose stem sees the same pixels either way) is the batch's, as in one process, because
+    the ranks' statistics are averaged; deeper layers and the weights are not, because each rank
+    normalised its own image."""
+    flags = ("--recipe", "authors", "--save-pred-every", "1")
+    code, output, _ = launch(run_args(data, tmp_path / "ranks", 1, *flags), tmp_path / "log")
+    assert code == 0, output[-3000:] + worker_logs(tmp_path / "log")[-3000:]
+    assert train.main(run_args(data, tmp_path / "single", 1, *flags)) == 0
+    ranks = paddle.load(str(tmp_path / "ranks" / "GTA5_1.pdparams"), return_numpy=True)
+    single = paddle.load(str(tmp_path / "single" / "GTA5_1.pdparams"), return_numpy=True)
+    np.testing.assert_allclose(ranks["bn1._mean"], single["bn1._mean"], rtol=1e-5, atol=1e-7)
+    assert not np.allclose(ranks["layer4.2.bn3._mean"], single["layer4.2.bn3._mean"], rtol=1e-6)
+    assert not np.allclose(ranks["layer6.conv2d_list.0.weight"], single["layer6.conv2d_list.0.weight"], rtol=1e-6)
 
 
 def test_a_failing_rank_ends_the_job_promptly_with_its_message(data, tmp_path):
@@ -116,7 +128,7 @@ def test_a_failing_rank_ends_the_job_promptly_with_its_message(data, tmp_path):
                 f.write(b"not a png")
         else:
             os.symlink(os.path.join(gta5, "images", name), target)
-    args = args_for((broken_root, data[1]), tmp_path / "run", STEPS)
+    args = run_args((broken_root, data[1]), tmp_path / "run", STEPS)
     code, output, seconds = launch(args, tmp_path / "log", timeout=240)
     assert code != 0
     assert seconds < 180
@@ -124,7 +136,7 @@ def test_a_failing_rank_ends_the_job_promptly_with_its_message(data, tmp_path):
 
 
 def test_a_batch_that_does_not_split_over_the_ranks_is_refused(data, tmp_path):
-    args = args_for(data, tmp_path / "run", STEPS)
+    args = run_args(data, tmp_path / "run", STEPS)
     args[args.index("--batch-size") + 1] = "3"
     code, output, _ = launch(args, tmp_path / "log", timeout=240)
     assert code != 0

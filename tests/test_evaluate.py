@@ -31,7 +31,7 @@ from model.deeplab_multi import DeeplabMulti
 from model.inference import SegmentationPredictor, fold_batchnorm, upsample_argmax
 from tests.fixtures.seeded_weights import seeded_input
 from tests.helpers import seeded_torch_state
-from utils.files.torch_writer import save_legacy
+from utils.demo.torch_writer import save_legacy
 from utils.files.weights import WeightsError, load_weights
 
 # The network sees half the label resolution, as the reference (1024x512 in, 2048x1024 labels):

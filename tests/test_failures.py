@@ -2,6 +2,7 @@
 a truncated image (every loader mode, training and evaluation), a hung read, a full disk during a
 snapshot, a second process on the same directory, a stale lock, and orphaned loader workers."""
 import errno
+import functools
 import json
 import os
 import shutil
@@ -18,26 +19,15 @@ import pytest
 import train_gta2cityscapes_multi as train
 import utils.files.checkpoint
 from dataset.check import main as check_main
-from dataset.synthetic import make_synthetic
+from tests.helpers import training_args
 from utils.files.checkpoint import SnapshotWriteError
 from utils.files.lock import LOCK_NAME, DirectoryLock, DirectoryLocked
 from utils.files.snapshots import SnapshotDir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 240  # seconds: a hang fails the test instead of the suite
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_synthetic(str(tmp_path_factory.mktemp("data")), num_source=4, num_target_train=4, num_target_val=2)
-
-
-def args_for(data, snapshot_dir, stop=2, workers=0, *extra):
-    gta5, cityscapes = data
-    return ["--data-dir", gta5, "--data-dir-target", cityscapes, "--input-size", "48,32", "--input-size-target",
-            "48,32", "--batch-size", "2", "--num-workers", str(workers), "--num-steps", "20", "--num-steps-stop",
-            str(stop), "--save-pred-every", "2", "--log-every", "1", "--picture-every", "0", "--snapshot-dir",
-            str(snapshot_dir), "--device", "cpu", "--from-scratch", "--continue-train"] + list(extra)
+SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=2)
+run_args = functools.partial(training_args, batch_size=2, continue_train=True)
 
 
 def run_script(arguments, timeout=TIMEOUT, prelude=None):
@@ -71,7 +61,7 @@ def truncated_copy(data, tmp_path):
 def test_a_truncated_image_ends_training_with_one_line_naming_it(data, tmp_path, workers):
     broken, victim = truncated_copy(data, tmp_path)
     started = time.time()
-    code, _, stderr = run_script(args_for(broken, tmp_path / "run", 6, workers))
+    code, _, stderr = run_script(run_args(broken, tmp_path / "run", 6, workers=workers))
     assert code != 0
     line = last_line(stderr)
     assert line.startswith("error: the source dataset") and victim in line and "python -m dataset.check" in line
@@ -107,7 +97,7 @@ def test_a_hung_read_stops_the_run_naming_the_loader_and_its_files(data, tmp_pat
             "    return _read(self, index)\n"
             "g.GTA5DataSet.__getitem__ = _hang")
     started = time.time()
-    code, _, stderr = run_script(args_for(data, tmp_path / "run", 20, 0, "--data-timeout", "5"), prelude=hang)
+    code, _, stderr = run_script(run_args(data, tmp_path / "run", 20, "--data-timeout", "5"), prelude=hang)
     line = last_line(stderr)
     assert code == 3 and time.time() - started < 120
     assert line.startswith("error: no data for 5 s from the source dataset") and "00002.png" in line
@@ -126,9 +116,9 @@ def test_a_full_disk_during_a_snapshot_ends_with_what_remains_and_how_to_continu
         real_save(obj, path)
 
     monkeypatch.setattr(utils.files.checkpoint, "atomic_save", disk_fills_at_snapshot_4)
-    monkeypatch.setattr(sys, "argv", ["train_gta2cityscapes_multi.py"] + args_for(data, tmp_path, 6))
+    monkeypatch.setattr(sys, "argv", ["train_gta2cityscapes_multi.py"] + run_args(data, tmp_path, 6))
     with pytest.raises(SnapshotWriteError) as error:
-        train.main(args_for(data, tmp_path, 6))
+        train.main(run_args(data, tmp_path, 6))
     message = str(error.value)
     assert "writing snapshot GTA5_4" in message and "the disk is full" in message
     assert "the newest complete snapshot is GTA5_2" in message
@@ -137,7 +127,7 @@ def test_a_full_disk_during_a_snapshot_ends_with_what_remains_and_how_to_continu
     assert not os.path.exists(str(tmp_path / LOCK_NAME))
 
     monkeypatch.undo()
-    train.main(args_for(data, tmp_path, 6))  # space freed: the same command goes on
+    train.main(run_args(data, tmp_path, 6))  # space freed: the same command goes on
     assert SnapshotDir(str(tmp_path)).complete() == [2, 4, 6]
 
 
@@ -146,7 +136,7 @@ def test_a_full_disk_reaches_the_user_as_one_line(data, tmp_path):
             "def _full(obj, path):\n"
             "    raise OSError(errno.ENOSPC, 'No space left on device', path)\n"
             "c.atomic_save = _full")
-    code, _, stderr = run_script(args_for(data, tmp_path / "run", 2), prelude=full)
+    code, _, stderr = run_script(run_args(data, tmp_path / "run", 2), prelude=full)
     assert code == 1
     line = last_line(stderr)
     assert line.startswith("error: writing snapshot GTA5_2") and "the disk is full" in line
@@ -161,14 +151,14 @@ def test_a_second_process_on_a_locked_directory_is_refused_naming_the_holder(dat
         assert holder.stdout.readline().strip() == b"held"
         with pytest.raises(DirectoryLocked, match="in use by another training run: pid {} on host {}".format(
                 holder.pid, socket.gethostname())):
-            train.main(args_for(data, tmp_path, 2))
+            train.main(run_args(data, tmp_path, 2))
         assert not [n for n in os.listdir(str(tmp_path)) if n.startswith("GTA5_")]
     finally:
         holder.kill()
         holder.wait()
     # The holder died without releasing: the next run takes the lock over, with a warning.
     with pytest.warns(UserWarning, match="taking over the lock of pid {}".format(holder.pid)):
-        train.main(args_for(data, tmp_path, 2))
+        train.main(run_args(data, tmp_path, 2))
     assert SnapshotDir(str(tmp_path)).latest() == 2
 
 
@@ -177,7 +167,7 @@ def test_a_lock_held_from_another_host_says_how_to_override(data, tmp_path):
         json.dump({"host": "other-machine", "pid": 4242, "started": "2026-11-29 08:00:00"}, f)
     with pytest.raises(DirectoryLocked, match="locked by pid 4242 on host other-machine .*delete .*{}".format(
             LOCK_NAME)):
-        train.main(args_for(data, tmp_path, 2))
+        train.main(run_args(data, tmp_path, 2))
 
 
 def test_evaluation_does_not_take_the_lock(tmp_path):
@@ -190,7 +180,7 @@ def test_evaluation_does_not_take_the_lock(tmp_path):
 
 def test_loader_workers_end_with_a_killed_trainer(data, tmp_path):
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "train_gta2cityscapes_multi.py")] +
-                               args_for(data, tmp_path, 20, 2, "--save-pred-every", "100"),
+                               run_args(data, tmp_path, 20, "--save-pred-every", "100", workers=2),
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + TIMEOUT
@@ -229,5 +219,5 @@ def test_dataset_check_reports_each_kind_of_bad_file(data, tmp_path, capsys):
 def test_check_data_refuses_to_start_on_a_damaged_file(data, tmp_path):
     broken, victim = truncated_copy(data, tmp_path)
     with pytest.raises(ValueError, match="1 problem\\(s\\) in the data: {}: cannot be decoded".format(victim)):
-        train.main(args_for(broken, tmp_path / "run", 2, 2, "--check-data"))
+        train.main(run_args(broken, tmp_path / "run", 2, "--check-data", workers=2))
     assert not [n for n in os.listdir(str(tmp_path / "run")) if n.startswith("GTA5_")]

@@ -1,11 +1,14 @@
 """How the code base holds together: shipped code does not depend on the tests, numpy-only tools
-do not load Paddle, and Paddle's start-up noise does not reach users."""
+do not load Paddle, Paddle's start-up noise does not reach users, and importing the packages sets
+up no more than utils/runtime.py documents."""
 import ast
 import glob
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -68,3 +71,88 @@ def test_paddle_start_up_noise_does_not_reach_users(tmp_path):
     assert result.returncode == 0 and result.stdout.decode().strip() == "ran", stderr
     for noise in ("OMP_NUM_THREADS", "ccache", "not support input out tensor"):
         assert noise not in stderr
+
+
+SNAPSHOT = ("import json, os, sys\n"
+            "start = dict(os.environ), [repr(type(f)) for f in sys.meta_path]\n"
+            "def changes():\n"
+            "    env = {k: v for k, v in os.environ.items() if start[0].get(k) != v}\n"
+            "    gone = sorted(set(start[0]) - set(os.environ))\n"
+            "    return dict(env=env, gone=gone, finders=[repr(type(f)) for f in sys.meta_path][len(start[1]):],\n"
+            "                same_finders=[repr(type(f)) for f in sys.meta_path][:len(start[1])] == start[1],\n"
+            "                paddle='paddle' in sys.modules)\n")
+
+
+def run_snapshots(code, env):
+    """The changes() the code prints, one JSON line each, and its stderr."""
+    result = subprocess.run([sys.executable, "-c", SNAPSHOT + code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=300)
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    return [json.loads(line) for line in result.stdout.decode().splitlines()], stderr
+
+
+def test_importing_the_packages_installs_no_hook_and_sets_only_mkl_debug_cpu_type():
+    """utils.runtime's documented variable is the only trace of our imports: the rest of what
+    importing model leaves behind (finders, variables) is what ``import paddle`` alone leaves."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_DEBUG_CPU_TYPE")}
+    (before_paddle, after_model), stderr = run_snapshots(
+        "import utils, dataset\nprint(json.dumps(changes()))\nimport model\nprint(json.dumps(changes()))", env)
+    [paddle_alone], _ = run_snapshots("import PIL.Image, paddle\nprint(json.dumps(changes()))", env)
+    documented = {"MKL_DEBUG_CPU_TYPE": "5"}
+    assert before_paddle == dict(env=documented, gone=[], finders=[], same_finders=True, paddle=False)
+    assert after_model["paddle"] and paddle_alone["paddle"]
+    assert after_model["env"] == dict(paddle_alone["env"], **documented)
+    assert after_model["gone"] == paddle_alone["gone"] == []
+    assert after_model["finders"] == paddle_alone["finders"] and after_model["same_finders"]
+    for noise in ("OMP_NUM_THREADS", "PLEASE USE", "ccache"):
+        assert noise not in stderr
+
+
+@pytest.mark.parametrize("user_value", [None, "3"])
+def test_use_cpu_cores_gives_paddle_the_usable_cores_unless_the_user_chose(user_value):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if user_value is not None:
+        env["OMP_NUM_THREADS"] = user_value
+    code = ("import ctypes, glob, os\n"
+            "from utils.runtime import usable_cpus, use_cpu_cores\n"
+            "import paddle\n"
+            "found = glob.glob(os.path.join(os.path.dirname(paddle.__file__), 'libs', 'libiomp5.so'))\n"
+            "omp = ctypes.CDLL(found[0]).omp_get_max_threads if found else lambda: -1\n"
+            "before = omp()\n"
+            "print(before, use_cpu_cores(), omp(), usable_cpus(), os.environ['OMP_NUM_THREADS'])")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()
+    before, returned, after, usable, variable = result.stdout.decode().split()
+    if before == "-1":
+        pytest.skip("this Paddle has no libiomp5.so to ask for its thread count")
+    if user_value is None:
+        assert (before, returned, after, variable) == ("1", usable, usable, "1")
+    else:
+        assert (before, returned, after, variable) == (user_value, "None", user_value, user_value)
+
+
+@pytest.mark.parametrize("files, affinity, expected", [
+    ({}, 4, 4),
+    ({"cpu.max": "max 100000\n"}, 4, 4),
+    ({"cpu.max": "250000 100000\n"}, 4, 2),
+    ({"cpu.max": "200000 100000\n"}, 1, 1),
+    ({"cpu.max": "50000 100000\n"}, 4, 1),
+    ({"cpu/cpu.cfs_quota_us": "300000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 8, 3),
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, 8, 8),
+    ({"cpu.max": "max 100000\n", "cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 8, 8),
+    ({}, None, 6),
+])
+def test_usable_cpus_is_the_affinity_capped_by_the_cgroup_quota(tmp_path, monkeypatch, files, affinity, expected):
+    """affinity None: a platform without os.sched_getaffinity, where os.cpu_count() (here 6) stands in."""
+    from utils.runtime import usable_cpus
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    if affinity is None:
+        monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    else:
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(affinity)), raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 6)
+    assert usable_cpus(str(tmp_path)) == expected

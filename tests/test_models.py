@@ -121,8 +121,10 @@ def test_learning_rate_groups_cover_every_trainable_parameter(deeplab_multi):
 
 
 def test_backbone_group_lists_parameters_as_the_reference_walk_does(deeplab_multi):
-    """SPEC: 314 entries for 104 parameters: conv1 once, the 99 bottleneck convs 3 times (layerN,
-    block, conv), the 4 shortcut convs 4 times (layerN, block, downsample, conv); classifiers once."""
+    """As get_1x_lr_params_NOscale walks the authors' model (wasidennis/AdaptSegNet,
+    model/deeplab_multi.py): 314 entries for 104 parameters: conv1 once, the 99 bottleneck convs 3
+    times (layerN, block, conv), the 4 shortcut convs 4 times (layerN, block, downsample, conv);
+    classifiers once."""
     (backbone, _), (classifier, _) = deeplab_multi.optim_parameters()
     names = {id(p): n for n, p in deeplab_multi.named_parameters()}
     counts = collections.Counter(names[id(p)] for p in backbone)

@@ -1,5 +1,5 @@
 """The AI Studio notebooks, run headless in DEMO mode as a user would run them, one after the other;
-and notebooks/aistudio.py's archive preparation on small archives made here.
+and notebooks.aistudio.datasets' archive preparation on small archives made here.
 
 The notebooks are executed with nbclient after their parameters cell is given DEMO = True and a
 WORK_DIR under pytest's tmp directory; everything else is the committed notebook.
@@ -23,7 +23,10 @@ from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 from traitlets import default
 
-from notebooks import aistudio
+from notebooks.aistudio import commands, datasets, training
+from notebooks.aistudio.demo import DEMO_WEIGHTS_SEED
+from notebooks.clear_outputs import clear_outputs
+from utils.files.snapshots import SnapshotDir
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(REPO_ROOT, "notebooks")
@@ -158,7 +161,7 @@ def test_01_extracts_the_archives_and_converts_both_weight_files(demo):
     assert os.path.isfile(os.path.join(demo.work_dir, "demo_archives", "data1003", "gta5_pretrained.pth"))
 
     weights = os.path.join(demo.work_dir, "weights")
-    paddle.seed(aistudio.DEMO_WEIGHTS_SEED)
+    paddle.seed(DEMO_WEIGHTS_SEED)
     model = build_model("DeeplabMulti")
     stand_in = {name: value.numpy() for name, value in model.state_dict().items()}
     released = read_weights(os.path.join(weights, "GTA2Cityscapes_multi-ed35151c.pdparams"), model)
@@ -174,7 +177,7 @@ def test_01_extracts_the_archives_and_converts_both_weight_files(demo):
 def test_02_trains_stops_and_continues_from_the_latest_snapshot(demo):
     output = text_output(demo.notebook(NOTEBOOKS[1]))
     snapshots = os.path.join(demo.work_dir, "snapshots", "GTA2Cityscapes_multi")
-    assert aistudio.latest_snapshot(snapshots) == DEMO_NUM_STEPS_STOP > DEMO_FIRST_STOP
+    assert SnapshotDir.detect(snapshots).latest() == DEMO_NUM_STEPS_STOP > DEMO_FIRST_STOP
     for iteration in range(DEMO_SAVE_EVERY, DEMO_NUM_STEPS_STOP + 1, DEMO_SAVE_EVERY):
         for suffix in (".pdparams", "_D1.pdparams", "_D2.pdparams", "_state.pdopt"):
             assert os.path.isfile(os.path.join(snapshots, "GTA5_{}{}".format(iteration, suffix)))
@@ -226,7 +229,7 @@ def test_04_trains_with_weak_labels_continues_and_evaluates(demo):
     notebook = demo.notebook(NOTEBOOKS[3])
     output = text_output(notebook)
     # The stand-in for gta5_pretrained.pth was found and converted: training started from it.
-    paddle.seed(aistudio.DEMO_WEIGHTS_SEED + 1)
+    paddle.seed(DEMO_WEIGHTS_SEED + 1)
     model = build_model("DeeplabMulti")
     converted = read_weights(os.path.join(demo.work_dir, "weights", "gta5_pretrained.pdparams"), model)
     np.testing.assert_array_equal(converted.params["layer6.conv2d_list.0.weight"],
@@ -235,14 +238,14 @@ def test_04_trains_with_weak_labels_continues_and_evaluates(demo):
     # DEMO mode: one point per class, no category-wise alignment; a first session stopped at 2, continued.
     snapshots = os.path.join(demo.work_dir, "snapshots", "weak_point")
     assert "weak-label method: ground-truth weak labels, weak loss, points" in output
-    assert aistudio.latest_snapshot(snapshots) == DEMO_NUM_STEPS_STOP > DEMO_FIRST_STOP
+    assert SnapshotDir.detect(snapshots).latest() == DEMO_NUM_STEPS_STOP > DEMO_FIRST_STOP
     for iteration in range(DEMO_SAVE_EVERY, DEMO_NUM_STEPS_STOP + 1, DEMO_SAVE_EVERY):
         for suffix in (".pdparams", "_D2.pdparams", "_state.pdopt"):
             assert os.path.isfile(os.path.join(snapshots, "GTA5_{}{}".format(iteration, suffix)))
     assert files_below(snapshots, "_cwD.pdparams") == []
     assert "resumed from GTA5_{0} at iteration {0}".format(DEMO_FIRST_STOP) in output
 
-    metrics = aistudio.read_metrics(snapshots)
+    metrics = training.read_metrics(snapshots)
     for tag in ("loss/weak", "loss/point", "loss/present"):
         steps, values = metrics[tag]
         assert steps == list(range(1, DEMO_NUM_STEPS_STOP + 1)), tag
@@ -271,7 +274,7 @@ def test_committed_notebook_has_no_outputs_and_one_parameters_cell_first(name):
     code_cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
     dirty = [index for index, cell in enumerate(code_cells) if cell.outputs or cell.execution_count is not None]
     assert not dirty, ("{}: code cells {} hold outputs or execution counts; clear them before committing: "
-                       "python -m notebooks.aistudio clear notebooks/{}".format(name, dirty, name))
+                       "python -m notebooks.clear_outputs notebooks/{}".format(name, dirty, name))
     assert parameters_cell(notebook) is code_cells[0]
     assert re.search(r"^DEMO = False\b", code_cells[0].source, re.MULTILINE)
     assert notebook.metadata.kernelspec.name == "python3"
@@ -282,7 +285,7 @@ def test_clear_outputs_leaves_a_notebook_as_committed(tmp_path):
         nbformat.v4.new_output("stream", name="stdout", text="1\n")])])
     path = str(tmp_path / "run.ipynb")
     nbformat.write(notebook, path)
-    aistudio.clear_outputs([path])
+    clear_outputs([path])
     cell = nbformat.read(path, as_version=4).cells[0]
     assert cell.outputs == [] and cell.execution_count is None and cell.source == "print(1)"
 
@@ -317,17 +320,17 @@ def fake_ai_studio_mount(root, parts=3):
 
 def archive_groups(parts=3):
     return [
-        aistudio.ArchiveGroup("GTA5 images", "**/*_images.zip", parts, aistudio.gta5_files("images")),
-        aistudio.ArchiveGroup("GTA5 labels", "**/*_labels.zip", parts, aistudio.gta5_files("labels")),
-        aistudio.ArchiveGroup("Cityscapes images", "**/leftImg8bit_trainvaltest.zip", 1,
-                              aistudio.cityscapes_files("leftImg8bit", ("train", "val"), "_leftImg8bit.png")),
-        aistudio.ArchiveGroup("Cityscapes labels", "**/gtFine_trainvaltest.zip", 1,
-                              aistudio.cityscapes_files("gtFine", ("train", "val"), "_gtFine_labelIds.png")),
+        datasets.ArchiveGroup("GTA5 images", "**/*_images.zip", parts, datasets.gta5_files("images")),
+        datasets.ArchiveGroup("GTA5 labels", "**/*_labels.zip", parts, datasets.gta5_files("labels")),
+        datasets.ArchiveGroup("Cityscapes images", "**/leftImg8bit_trainvaltest.zip", 1,
+                              datasets.cityscapes_files("leftImg8bit", ("train", "val"), "_leftImg8bit.png")),
+        datasets.ArchiveGroup("Cityscapes labels", "**/gtFine_trainvaltest.zip", 1,
+                              datasets.cityscapes_files("gtFine", ("train", "val"), "_gtFine_labelIds.png")),
     ]
 
 
 def prepare(archive_dir, data_dir, parts=3):
-    return aistudio.extract_archives(aistudio.find_archives(archive_dir, archive_groups(parts)), data_dir,
+    return datasets.extract_archives(datasets.find_archives(archive_dir, archive_groups(parts)), data_dir,
                                      progress=False)
 
 
@@ -336,7 +339,7 @@ def test_extraction_writes_the_layout_and_a_rerun_extracts_nothing(tmp_path):
     fake_ai_studio_mount(archives)
     first = prepare(archives, data)
     assert (first.extracted, first.skipped) == (6 + 6 + 2 + 2, 0)
-    counts = aistudio.check_layout(os.path.join(data, "GTA5"), os.path.join(data, "Cityscapes"))
+    counts = datasets.check_layout(os.path.join(data, "GTA5"), os.path.join(data, "Cityscapes"))
     assert list(counts.values()) == [6, 6, 1, 1, 1]
     with open(os.path.join(data, "GTA5", "labels", "00004.png"), "rb") as f:
         assert f.read() == b"label 00004.png"
@@ -367,8 +370,8 @@ def test_a_missing_part_is_named_with_the_pattern_and_what_was_found(tmp_path):
     archives = str(tmp_path / "mounted")
     fake_ai_studio_mount(archives, parts=3)
     os.remove(os.path.join(archives, "data1001", "02_images.zip"))
-    with pytest.raises(aistudio.ArchiveError) as error:
-        aistudio.find_archives(archives, archive_groups(parts=3))
+    with pytest.raises(datasets.ArchiveError) as error:
+        datasets.find_archives(archives, archive_groups(parts=3))
     message = str(error.value)
     assert "GTA5 images: expected 3 parts numbered 1..3 matching {}".format(
         os.path.join(archives, "**/*_images.zip")) in message
@@ -380,15 +383,15 @@ def test_a_missing_part_is_named_with_the_pattern_and_what_was_found(tmp_path):
 @pytest.mark.parametrize("name, part", [("01_images.zip", 1), ("10_labels.zip", 10),
                                         ("GTA5_images_part3.zip", 3), ("GTA5_images.zip", None)])
 def test_part_numbers_are_read_from_the_names(name, part):
-    assert aistudio._part_number(os.path.join("data1001", name)) == part
+    assert datasets._part_number(os.path.join("data1001", name)) == part
 
 
 def test_a_missing_archive_lists_the_archives_that_are_there(tmp_path):
     archives = str(tmp_path / "mounted")
     fake_ai_studio_mount(archives)
     os.remove(os.path.join(archives, "data1002", "gtFine_trainvaltest.zip"))
-    with pytest.raises(aistudio.ArchiveError) as error:
-        aistudio.find_archives(archives, archive_groups())
+    with pytest.raises(datasets.ArchiveError) as error:
+        datasets.find_archives(archives, archive_groups())
     message = str(error.value)
     assert "Cityscapes labels: no archive matches {}".format(
         os.path.join(archives, "**/gtFine_trainvaltest.zip")) in message
@@ -399,10 +402,10 @@ def test_gta5_parts_may_nest_their_files_anywhere(tmp_path):
     archives, data = str(tmp_path / "mounted"), str(tmp_path / "data")
     write_zip(os.path.join(archives, "data7", "GTA5_part1.zip"), {
         "GTA5/images/00001.png": b"image", "GTA5/labels/00001.png": b"label", "__MACOSX/GTA5/._x.png": b"junk"})
-    groups = [aistudio.ArchiveGroup("GTA5 images", "**/GTA5_part*.zip", 1, aistudio.gta5_files("images")),
-              aistudio.ArchiveGroup("GTA5 labels", "**/GTA5_part*.zip", 1, aistudio.gta5_files("labels"))]
-    aistudio.extract_archives(aistudio.find_archives(archives, groups), data, progress=False)
-    assert aistudio.check_layout(os.path.join(data, "GTA5")) == {"GTA5 images": 1, "GTA5 labels": 1}
+    groups = [datasets.ArchiveGroup("GTA5 images", "**/GTA5_part*.zip", 1, datasets.gta5_files("images")),
+              datasets.ArchiveGroup("GTA5 labels", "**/GTA5_part*.zip", 1, datasets.gta5_files("labels"))]
+    datasets.extract_archives(datasets.find_archives(archives, groups), data, progress=False)
+    assert datasets.check_layout(os.path.join(data, "GTA5")) == {"GTA5 images": 1, "GTA5 labels": 1}
 
 
 def test_check_layout_names_the_images_without_labels(tmp_path):
@@ -410,8 +413,8 @@ def test_check_layout_names_the_images_without_labels(tmp_path):
     fake_ai_studio_mount(archives)
     prepare(archives, data)
     os.remove(os.path.join(data, "GTA5", "labels", "00005.png"))
-    with pytest.raises(aistudio.DatasetError, match=r"1 GTA5 images have no label in .*labels: 00005.png"):
-        aistudio.check_layout(os.path.join(data, "GTA5"), os.path.join(data, "Cityscapes"))
+    with pytest.raises(datasets.DatasetError, match=r"1 GTA5 images have no label in .*labels: 00005.png"):
+        datasets.check_layout(os.path.join(data, "GTA5"), os.path.join(data, "Cityscapes"))
 
 
 def test_check_layout_names_the_target_training_images_without_labels(tmp_path):
@@ -419,14 +422,14 @@ def test_check_layout_names_the_target_training_images_without_labels(tmp_path):
     fake_ai_studio_mount(archives)
     prepare(archives, data)
     cityscapes = os.path.join(data, "Cityscapes")
-    assert aistudio.check_layout(cityscapes_dir=cityscapes, label_splits=("train", "val")) == {
+    assert datasets.check_layout(cityscapes_dir=cityscapes, label_splits=("train", "val")) == {
         "Cityscapes train images": 1, "Cityscapes train labels": 1, "Cityscapes val images": 1,
         "Cityscapes val labels": 1}
     os.remove(os.path.join(cityscapes, "gtFine", "train", "aachen", "aachen_000000_000019_gtFine_labelIds.png"))
-    assert aistudio.check_layout(cityscapes_dir=cityscapes)["Cityscapes val labels"] == 1  # enough to evaluate
-    with pytest.raises(aistudio.DatasetError, match=r"1 Cityscapes train images have no labels in .*train: "
+    assert datasets.check_layout(cityscapes_dir=cityscapes)["Cityscapes val labels"] == 1  # enough to evaluate
+    with pytest.raises(datasets.DatasetError, match=r"1 Cityscapes train images have no labels in .*train: "
                                                     r"aachen/aachen_000000_000019_gtFine_labelIds.png"):
-        aistudio.check_layout(cityscapes_dir=cityscapes, label_splits=("train", "val"))
+        datasets.check_layout(cityscapes_dir=cityscapes, label_splits=("train", "val"))
 
 
 def test_check_translated_names_the_gta5_images_without_a_translation(tmp_path):
@@ -435,17 +438,17 @@ def test_check_translated_names_the_gta5_images_without_a_translation(tmp_path):
         folder.mkdir(parents=True)
         for name in names:
             (folder / name).write_bytes(b"png")
-    with pytest.raises(aistudio.DatasetError, match=r"1 of the 2 GTA5 images have no translation in .*: 00002.png"):
-        aistudio.check_translated(str(gta5), str(translated))
+    with pytest.raises(datasets.DatasetError, match=r"1 of the 2 GTA5 images have no translation in .*: 00002.png"):
+        datasets.check_translated(str(gta5), str(translated))
     (translated / "images" / "00002.png").write_bytes(b"png")
-    assert aistudio.check_translated(str(gta5), str(translated)) == 2
+    assert datasets.check_translated(str(gta5), str(translated)) == 2
 
 
 def test_run_streams_the_output_and_raises_with_the_exit_code(capsys):
-    aistudio.run(["-c", "print('hello from', __import__('os').getcwd())"])
+    commands.run(["-c", "print('hello from', __import__('os').getcwd())"])
     assert "hello from {}".format(REPO_ROOT) in capsys.readouterr().out
-    with pytest.raises(aistudio.CommandFailed) as error:
-        aistudio.run(["-c", "import sys; print('progress'); sys.exit('error: the reason')"])
+    with pytest.raises(commands.CommandFailed) as error:
+        commands.run(["-c", "import sys; print('progress'); sys.exit('error: the reason')"])
     assert error.value.returncode == 1
     assert "error: the reason" in str(error.value)
 
@@ -453,13 +456,13 @@ def test_run_streams_the_output_and_raises_with_the_exit_code(capsys):
 def test_check_extracted_decodes_only_what_this_extraction_wrote(tmp_path):
     from dataset.synthetic import make_synthetic
     gta5, _ = make_synthetic(str(tmp_path / "data"), num_source=3, num_target_train=1, num_target_val=1)
-    report = aistudio.ExtractionReport()
-    assert aistudio.check_extracted(report, str(tmp_path / "data")) == 0  # nothing new: nothing decoded
+    report = datasets.ExtractionReport()
+    assert datasets.check_extracted(report, str(tmp_path / "data")) == 0  # nothing new: nothing decoded
     damaged = os.path.join(gta5, "images", "00002.png")
     with open(damaged, "r+b") as f:
         f.truncate(50)
     report.written = [os.path.join(gta5, "labels", "00001.png")]
-    assert aistudio.check_extracted(report, str(tmp_path / "data")) == 1  # the damaged file is not among them
+    assert datasets.check_extracted(report, str(tmp_path / "data")) == 1  # the damaged file is not among them
     report.written.append(damaged)
     with pytest.raises(ValueError, match="00002.png: cannot be decoded"):
-        aistudio.check_extracted(report, str(tmp_path / "data"))
+        datasets.check_extracted(report, str(tmp_path / "data"))

@@ -1,6 +1,8 @@
-"""The segmentation network's SGD against PyTorch 0.4's SGD step written out in numpy (SPEC.md,
-"The optimizer as the authors' code ran it"): every entry of the group list applied in order,
-duplicates included, with weight decay added to the gradient in place."""
+"""The segmentation network's SGD against PyTorch 0.4's SGD step written out in numpy, as the
+authors' code ran it: the groups of wasidennis/AdaptSegNet's model/deeplab_multi.py
+(optim_parameters, whose 1x group get_1x_lr_params_NOscale lists a parameter once per enclosing
+module), stepped by PyTorch 0.4's torch/optim/sgd.py (SGD.step): every entry of the group list
+applied in order, duplicates included, with weight decay added to the gradient in place."""
 import argparse
 
 import numpy as np

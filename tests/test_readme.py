@@ -18,7 +18,7 @@ import shutil
 from dataset.synthetic import make_nthu, make_synthetic, make_synthia
 from model import DeeplabMulti, FCDiscriminator
 from tests.helpers import seeded_torch_state
-from utils.files.torch_writer import save_legacy
+from utils.demo.torch_writer import save_legacy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_TRAINING = ["--input-size", "48,32", "--input-size-target", "48,32", "--num-steps", "100",

@@ -6,6 +6,7 @@ specification, independently of the code under test.
 from PIL import Image
 
 import contextlib
+import functools
 import io
 import json
 import math
@@ -27,6 +28,7 @@ from dataset.synthetic import make_synthetic, make_synthia
 from dataset.synthia_dataset import SYNTHIA_TO_TRAIN_ID, SYNTHIADataSet
 from model.inference import SegmentationPredictor
 from model.deeplab_multi import DeeplabMulti
+from tests.helpers import training_args
 from utils.evaluation.cityscapes import cached_score, evaluate, evaluation_set, evaluation_settings, save_score, \
     snapshot_source
 from utils.files.weights import load_weights
@@ -225,26 +227,22 @@ def test_16_and_13_class_miou_of_prediction_pngs(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
+    """(SYNTHIA dir, Cityscapes dir): in this module, in place of conftest.py's GTA5 data."""
     out = str(tmp_path_factory.mktemp("data"))
     _, cityscapes = make_synthetic(out, num_source=1, num_target_train=3, num_target_val=2, target_size=(64, 32))
     return make_synthia(out, count=4, size=(64, 38)), cityscapes
 
 
-def run_args(data, snapshot_dir, stop, every):
-    synthia, cityscapes = data
-    return ["--source", "synthia", "--data-dir", synthia, "--data-dir-target", cityscapes, "--input-size", INPUT,
-            "--input-size-target", INPUT, "--batch-size", "1", "--random-mirror", "--num-workers", "0",
-            "--num-steps", "20", "--num-steps-stop", str(stop), "--save-pred-every", str(every),
-            "--picture-every", "0", "--snapshot-dir", str(snapshot_dir), "--device", "cpu", "--from-scratch"]
+run_args = functools.partial(training_args, source="synthia", size=INPUT, batch_size=1, mirror=True, log_every=None)
 
 
 @pytest.fixture(scope="module")
 def runs(data, tmp_path_factory):
     """An uninterrupted 4-iteration run and one stopped after 2 and continued to 4."""
     straight, resumed = tmp_path_factory.mktemp("straight"), tmp_path_factory.mktemp("resumed")
-    train.main(run_args(data, straight, 4, every=4))
-    train.main(run_args(data, resumed, 2, every=2))
-    train.main(run_args(data, resumed, 4, every=2) + ["--continue-train"])
+    train.main(run_args(data, straight, 4, save_every=4))
+    train.main(run_args(data, resumed, 2, save_every=2))
+    train.main(run_args(data, resumed, 4, save_every=2) + ["--continue-train"])
     return str(straight), str(resumed)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from utils.files.torch_writer import RawTensor, save_legacy, save_zip
+from utils.demo.torch_writer import RawTensor, save_legacy, save_zip
 from utils.files.torch_pickle import ALLOWED_GLOBALS, TorchFileError, UnsafePickleError, load_torch_file
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "torch_files"

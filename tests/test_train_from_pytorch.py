@@ -8,19 +8,14 @@ import paddle
 import pytest
 
 import train_gta2cityscapes_multi as train
-from dataset.synthetic import make_synthetic
 from model import DeeplabMulti, FCDiscriminator
-from tests.helpers import seeded_torch_state
-from utils.files.torch_writer import save_legacy
+from tests.helpers import seeded_torch_state, training_args
+from utils.demo.torch_writer import save_legacy
 from utils.files.weights import WeightsError, load_weights
 from utils.training.session import TrainingSession
 
 START = 40
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_synthetic(str(tmp_path_factory.mktemp("data")), num_source=4, num_target_train=4, num_target_val=2)
+SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=2)
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +31,11 @@ def pytorch_run(tmp_path_factory):
 
 
 def run_args(data, snapshot_dir, pytorch_run, stop=START + 1):
-    gta5, cityscapes = data
-    return ["--data-dir", gta5, "--data-dir-target", cityscapes, "--input-size", "48,32",
-            "--input-size-target", "48,32", "--num-workers", "0", "--num-steps", "100",
-            "--num-steps-stop", str(stop), "--save-pred-every", "5", "--log-every", "1", "--picture-every", "0",
-            "--snapshot-dir", str(snapshot_dir), "--device", "cpu",
-            "--restore-from", pytorch_run[""], "--restore-from-D1", pytorch_run["_D1"],
-            "--restore-from-D2", pytorch_run["_D2"], "--start-iter", str(START)]
+    """The original's command line for going on from its files: the three of them, --start-iter, and
+    the recipe that continues it as the authors' code trained it."""
+    return training_args(data, snapshot_dir, stop, "--recipe", "authors", "--restore-from", pytorch_run[""],
+                         "--restore-from-D1", pytorch_run["_D1"], "--restore-from-D2", pytorch_run["_D2"],
+                         "--start-iter", str(START), steps=100, save_every=5)
 
 
 def expected_params(net, seed):
@@ -56,7 +49,7 @@ def expected_params(net, seed):
 def started(argv):
     """The run as it stands before its first iteration."""
     args = train.get_arguments(argv)
-    with TrainingSession(args) as session:
+    with TrainingSession(args, train.AdaptSegNet.recipes) as session:
         method = train.AdaptSegNet(args)
         session.start(method)
         yield session, method

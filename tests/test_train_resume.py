@@ -2,7 +2,7 @@
 
 The real DeeplabMulti at a tiny input size; batch 2, mirroring on, two loader workers.
 """
-import json
+import functools
 import os
 import random
 import shutil
@@ -11,57 +11,25 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import paddle
 import pytest
 
 import train_gta2cityscapes_multi as train
 from dataset.synthetic import make_synthetic
+from tests.helpers import assert_same_snapshot, logged_losses, training_args
 from utils.files.checkpoint import CheckpointError
 from utils.files.snapshots import SnapshotDir
 from utils.files.weights import WeightsError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOP = 4
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_synthetic(str(tmp_path_factory.mktemp("data")), num_source=6, num_target_train=5, num_target_val=2)
-
-
-def run_args(data, snapshot_dir, stop, *extra):
-    gta5, cityscapes = data
-    return ["--data-dir", gta5, "--data-dir-target", cityscapes, "--input-size", "48,32",
-            "--input-size-target", "48,32", "--batch-size", "2", "--random-mirror", "--num-workers", "2",
-            "--num-steps", "20", "--num-steps-stop", str(stop), "--save-pred-every", "2", "--log-every", "1",
-            "--picture-every", "2", "--snapshot-dir", str(snapshot_dir), "--device", "cpu"] + list(extra) + (
-                [] if "--restore-from" in extra else ["--from-scratch"])
+SYNTHETIC_DATA = dict(num_source=6, num_target_train=5, num_target_val=2)
+# Batch 2, mirroring and two loader workers: the sampler and worker state a resume must restore.
+run_args = functools.partial(training_args, batch_size=2, mirror=True, workers=2, picture_every=2)
 
 
 def load(path):
     return paddle.load(str(path), return_numpy=True)
-
-
-def assert_same_snapshot(dir_a, dir_b, iteration):
-    for suffix in ("", "_D1", "_D2"):
-        a = load(os.path.join(dir_a, "GTA5_{}{}.pdparams".format(iteration, suffix)))
-        b = load(os.path.join(dir_b, "GTA5_{}{}.pdparams".format(iteration, suffix)))
-        assert a.keys() == b.keys()
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key], err_msg="GTA5_{}{} {}".format(iteration, suffix, key))
-    state_a = load(os.path.join(dir_a, "GTA5_{}_state.pdopt".format(iteration)))["state"]
-    state_b = load(os.path.join(dir_b, "GTA5_{}_state.pdopt".format(iteration)))["state"]
-    for name in ("model", "D1", "D2"):
-        assert state_a[name].keys() == state_b[name].keys() and state_a[name]
-        for key in state_a[name]:
-            np.testing.assert_array_equal(state_a[name][key], state_b[name][key], err_msg=key)
-
-
-def logged_losses(snapshot_dir):
-    with open(os.path.join(snapshot_dir, "metrics.jsonl")) as f:
-        records = [json.loads(line) for line in f]
-    return [(r["step"], {k: v for k, v in r["scalars"].items() if k.startswith(("loss/", "lr/"))}) for r in records]
 
 
 @pytest.fixture(scope="module")
@@ -228,20 +196,24 @@ def test_existing_run_needs_continue_train(data, straight_run):
 
 def test_a_snapshot_of_the_first_release_continues_with_the_sgd_it_was_trained_with(data, straight_run, tmp_path):
     """Round-1 state files keep the optimizers under "optimizers" and lack the flags added since:
-    such a run trained with each parameter listed once, so it continues with --sgd-groups paper."""
+    such a run trained with each parameter listed once, so it continues with --sgd-groups paper
+    (and frozen BN), without being told."""
     run_dir = str(tmp_path / "run")
     shutil.copytree(straight_run, run_dir)
     for iteration in (2, STOP):
         path = os.path.join(run_dir, "GTA5_{}_state.pdopt".format(iteration))
         state = load(path)
         state["optimizers"] = state.pop("state")
-        for flag in ("source", "sgd_groups", "amp", "target", "city"):
+        for flag in ("source", "sgd_groups", "amp", "target", "city", "recipe", "bn", "end_learning_rate"):
             del state["extra"]["args"][flag]
         paddle.save(state, path)
     with pytest.raises(CheckpointError, match="--sgd-groups original \\(snapshot: paper\\)"):
-        train.main(run_args(data, run_dir, STOP + 1, "--continue-train"))
-    train.main(run_args(data, run_dir, STOP + 1, "--continue-train", "--sgd-groups", "paper"))
+        train.main(run_args(data, run_dir, STOP + 1, "--continue-train", "--sgd-groups", "original"))
+    train.main(run_args(data, run_dir, STOP + 1, "--continue-train"))
     assert SnapshotDir(run_dir).latest() == STOP + 1
+    with open(os.path.join(run_dir, "train.log")) as f:
+        adopted = [line for line in f if line.startswith("the snapshot predates recipes")]
+    assert "--sgd-groups paper" in adopted[-1] and "--bn frozen" in adopted[-1]
 
 
 def test_the_same_command_starts_the_run_then_resumes_it(data, straight_run, tmp_path, capsys):

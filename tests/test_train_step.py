@@ -1,4 +1,7 @@
-"""One training iteration against an independent re-computation of SPEC.md's four steps.
+"""One training iteration against an independent re-computation of the four steps of the
+reference's loop (wasidennis/AdaptSegNet, train_gta2cityscapes_multi.py, the body of main's
+`for i_iter` loop): G on source, G on target against frozen discriminators, the discriminators on
+both detached outputs, then one step of each optimizer.
 
 The reference here builds ONE objective per network (no step-by-step backward passes), takes its
 gradients with paddle.grad, and applies PyTorch's SGD-momentum and Adam update rules in numpy.
@@ -16,7 +19,7 @@ from model.common import parameters_per_enclosing_layer
 from train_gta2cityscapes_multi import train_iteration
 from utils.loss import adv_loss, seg_loss
 from utils.training.optimizer import build_sgd, lr_poly
-from utils.training.session import TrainingDiverged
+from utils.training.method import TrainingDiverged
 
 NUM_CLASSES = 4
 SOURCE_SIZE = (40, 32)  # (width, height)
@@ -45,7 +48,7 @@ class TinyMultiNet(nn.Layer):
 def make_args(gan, iter_size=1, sgd_groups="paper"):
     return argparse.Namespace(input_size=SOURCE_SIZE, input_size_target=TARGET_SIZE, ignore_label=255,
                               lambda_seg=0.1, lambda_adv_target1=0.3, lambda_adv_target2=0.7, gan=gan,
-                              learning_rate=0.05, learning_rate_D=0.01, num_steps=10, power=0.9,
+                              learning_rate=0.05, learning_rate_D=0.01, end_learning_rate=0.0, num_steps=10, power=0.9,
                               iter_size=iter_size, momentum=0.9, weight_decay=0.01, sgd_groups=sgd_groups)
 
 

@@ -1,6 +1,7 @@
 """--val: every snapshot scored on the target's val set while training, as evaluate_cityscapes.py
 scores it and into the same cache; the best kept; the training itself untouched."""
 import filecmp
+import functools
 import json
 import os
 import subprocess
@@ -9,23 +10,11 @@ import sys
 import pytest
 
 import train_gta2cityscapes_multi as train
-from dataset.synthetic import make_synthetic
-from tests.test_train_resume import assert_same_snapshot, logged_losses
+from tests.helpers import assert_same_snapshot, logged_losses, training_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_synthetic(str(tmp_path_factory.mktemp("data")), num_source=6, num_target_train=5, num_target_val=3)
-
-
-def run_args(data, snapshot_dir, stop, *extra):
-    gta5, cityscapes = data
-    return ["--data-dir", gta5, "--data-dir-target", cityscapes, "--input-size", "48,32", "--input-size-target",
-            "48,32", "--batch-size", "2", "--random-mirror", "--num-workers", "2", "--num-steps", "20",
-            "--num-steps-stop", str(stop), "--save-pred-every", "2", "--log-every", "1", "--picture-every", "0",
-            "--snapshot-dir", str(snapshot_dir), "--device", "cpu", "--from-scratch", "--continue-train"] + list(extra)
+SYNTHETIC_DATA = dict(num_source=6, num_target_train=5, num_target_val=3)
+run_args = functools.partial(training_args, batch_size=2, mirror=True, workers=2, continue_train=True)
 
 
 def val_records(snapshot_dir):

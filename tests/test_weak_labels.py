@@ -1,9 +1,11 @@
 """The weak-label method (ECCV 2020): each piece against an independent numpy computation, one
-iteration per mode against a re-computation of SPEC's order, resume exactness and failures.
+iteration per mode against a re-computation in the order of the reference's loop (sujoyp/weak-da-seg,
+daweak/engine/trainer_weakda.py, TrainerWeakda.training), resume exactness and failures.
 
 The re-computation builds one objective per network (paddle.grad gives its gradients), clips
 G's gradients to norm 1 and applies PyTorch 0.4's SGD and Adam rules in numpy.
 """
+import json
 import os
 import shutil
 import signal
@@ -19,11 +21,11 @@ import pytest
 
 import train_weak_labels as weak
 from dataset.classes import NUM_CLASSES
-from dataset.synthetic import make_synthetic
 from dataset.weak_labels import (Thresholds, class_pixel_counts, present_classes, read_label_file, sample_points,
                                  thresholds_from_counts)
 from model.common import parameters_per_enclosing_layer
 from model.discriminator import CWDiscriminator, FCDiscriminator, pooled_features
+from tests.helpers import assert_same_snapshot, training_args
 from utils.files.snapshots import SnapshotDir
 from utils.loss import (category_adversarial_loss, domain_loss, dropout, image_level_prediction, point_loss,
                         seg_loss, weak_loss)
@@ -394,42 +396,31 @@ class TinyWeakLabels(weak.WeakLabels):
     build_networks = staticmethod(tiny_networks)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_synthetic(str(tmp_path_factory.mktemp("data")), num_source=5, num_target_train=4, num_target_val=2)
+SYNTHETIC_DATA = dict(num_source=5, num_target_train=4, num_target_val=2)
 
 
 def run_args(data, snapshot_dir, stop, mode="points", *extra):
-    gta5, cityscapes = data
-    return ["--data-dir", gta5, "--data-dir-target", cityscapes, "--input-size", "{},{}".format(*SIZE),
-            "--input-size-target", "{},{}".format(*SIZE), "--batch-size", "2", "--num-workers", "2",
-            "--random-mirror", "--num-steps", "20", "--num-steps-stop", str(stop), "--save-pred-every", "2",
-            "--log-every", "1", "--picture-every", "0", "--snapshot-dir", str(snapshot_dir), "--device", "cpu",
-            "--from-scratch", "--continue-train"] + MODES[mode] + list(extra)
+    """The shared tiny-run command line with the flags of one of MODES."""
+    return training_args(data, snapshot_dir, stop, *MODES[mode], *extra, size="{},{}".format(*SIZE), batch_size=2,
+                         mirror=True, workers=2, continue_train=True)
 
 
 def train(argv):
     return weak.run_training(weak.get_arguments(argv), TinyWeakLabels)
 
 
+def logged_scalars(snapshot_dir):
+    """Every logged scalar but the timings, record by record."""
+    with open(os.path.join(snapshot_dir, "metrics.jsonl")) as f:
+        return [{k: v for k, v in json.loads(line)["scalars"].items() if not k.startswith("speed/")} for line in f]
+
+
 def assert_same_run(dir_a, dir_b, iteration, parts=("D2", "cwD")):
-    for suffix in [""] + ["_" + part for part in parts]:
-        a = paddle.load(os.path.join(dir_a, "GTA5_{}{}.pdparams".format(iteration, suffix)), return_numpy=True)
-        b = paddle.load(os.path.join(dir_b, "GTA5_{}{}.pdparams".format(iteration, suffix)), return_numpy=True)
-        assert a.keys() == b.keys()
-        for key in a:
-            np.testing.assert_array_equal(a[key], b[key], err_msg="{}{} {}".format(iteration, suffix, key))
-    state_a = paddle.load(os.path.join(dir_a, "GTA5_{}_state.pdopt".format(iteration)), return_numpy=True)["state"]
-    state_b = paddle.load(os.path.join(dir_b, "GTA5_{}_state.pdopt".format(iteration)), return_numpy=True)["state"]
-    assert sorted(state_a) == sorted(("model",) + tuple(parts))
-    for name in state_a:
-        assert state_a[name].keys() == state_b[name].keys() and state_a[name]
-        for key in state_a[name]:
-            np.testing.assert_array_equal(state_a[name][key], state_b[name][key], err_msg=key)
-    with open(os.path.join(dir_a, "metrics.jsonl")) as fa, open(os.path.join(dir_b, "metrics.jsonl")) as fb:
-        strip = lambda line: {k: v for k, v in __import__("json").loads(line)["scalars"].items()  # noqa: E731
-                              if not k.startswith("speed/")}
-        assert [strip(line) for line in fa] == [strip(line) for line in fb]
+    """The same snapshot, holding the states of G and `parts` only, and the same logged scalars."""
+    assert_same_snapshot(dir_a, dir_b, iteration, discriminators=parts)
+    state = paddle.load(os.path.join(dir_a, "GTA5_{}_state.pdopt".format(iteration)), return_numpy=True)["state"]
+    assert sorted(state) == sorted(("model",) + tuple(parts))
+    assert logged_scalars(dir_a) == logged_scalars(dir_b)
 
 
 @pytest.fixture(scope="module")
@@ -506,7 +497,7 @@ def test_pixel_adaptation_reads_each_translated_image_and_names_missing_ones(dat
 def test_a_released_reference_style_category_wise_discriminator_converts(tmp_path):
     """The reference saves its discriminators from nn.DataParallel ('module.' keys), Linear
     weights as (out, in): read without PyTorch, they load transposed."""
-    from utils.files.torch_writer import save_legacy
+    from utils.demo.torch_writer import save_legacy
     from utils.files.weights import load_weights
     cw = CWDiscriminator(num_classes=NUM_CLASSES, num_features=8)
     state = {}

@@ -1,61 +1,82 @@
-"""Process settings that must precede ``import paddle``. Importing any of the project's packages
-applies them first (their ``__init__`` imports this module); entry points also import it first.
+"""Process set-up for Paddle, without touching how Paddle is imported.
 
-- Pillow before Paddle: Paddle 2.6 on Python 3.11 segfaults when zlib (Pillow's PNG codec) is
-  first loaded after ``import paddle``.
-- ``MKL_DEBUG_CPU_TYPE=5``: the MKL bundled with Paddle takes a slow code path on AMD CPUs; this
-  makes it use its AVX2 kernels (measured: GEMM 80 -> 203 GFLOP/s, and no 5x slow-down after the
-  first Adam step). Intel CPUs ignore it.
-- ``OMP_NUM_THREADS``: Paddle sets it to 1 on import when it is unset, which leaves every CPU
-  operation of the dynamic graph on one core (measured on 2 cores: matmul 96 -> 181 GFLOP/s).
-  Paddle then prints a warning about it, which is dropped here since the setting is deliberate.
-Set your own values to override either.
+Importing this module (the packages ``model``, ``dataset`` and ``utils`` import it first, and so
+do the entry points) does three things, which is why it has to come before ``import paddle``:
+
+- imports Pillow: Paddle 2.6 on Python 3.11 segfaults when zlib (Pillow's PNG codec) is first
+  loaded after ``import paddle``;
+- sets ``MKL_DEBUG_CPU_TYPE=5`` unless it is set: the MKL bundled with Paddle takes a slow code
+  path on AMD CPUs, and this makes it use its AVX2 kernels (measured: GEMM 80 -> 203 GFLOP/s, and
+  no 5x slow-down after the first Adam step); Intel CPUs ignore it. MKL reads it when it first
+  runs. It is the only environment variable this module sets;
+- ignores Paddle's import-time warning that ccache is missing (for C++ extensions, which this
+  project never builds).
+
+Threads: when ``OMP_NUM_THREADS`` is unset, ``import paddle`` sets it to 1, which leaves every CPU
+operation of the dynamic graph on one core (measured on 2 cores: matmul 96 -> 181 GFLOP/s); when
+it is above 1, ``import paddle`` prints a warning. So it is left unset here; after the import,
+:func:`use_cpu_cores` gives Paddle's CPU math (MKL, OpenMP) one thread per core this process may
+use, through Paddle's own setter. ``select_device`` calls it, hence the training and evaluation
+scripts; a notebook may too. A user's own ``OMP_NUM_THREADS``, set before this module is
+imported, wins (and brings Paddle's warning about it), as does their ``MKL_DEBUG_CPU_TYPE``.
 """
-import contextlib
-import importlib.abc
-import importlib.util
-import io
+import math
 import os
-import sys
 import warnings
 
 os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
-os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
-# Paddle warns at import about a compiler cache for C++ extensions, which this project never builds.
 warnings.filterwarnings("ignore", message="No ccache found")
 
 import PIL.Image  # noqa: E402,F401
 
-_IMPORT_NOISE = ("WARNING: OMP_NUM_THREADS set to", "PLEASE USE OMP_NUM_THREADS WISELY")
+# Set by the user, or by Paddle when it was imported before this module: either way, not ours.
+_THREADS_GIVEN = "OMP_NUM_THREADS" in os.environ
 
 
-class _QuietPaddleImport(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Imports paddle with its start-up warning about OMP_NUM_THREADS left out of stderr."""
+def usable_cpus(cgroup_root="/sys/fs/cgroup"):
+    """How many cores this process may keep busy: the CPUs it may run on (its affinity; where the
+    platform has none, ``os.cpu_count()``), capped by the CPU quota of the cgroup mounted at
+    ``cgroup_root`` (v2 ``cpu.max``, v1 ``cpu/cpu.cfs_quota_us`` over ``cpu.cfs_period_us``)
+    rounded down, since a thread beyond the quota would be throttled; at least 1.
+    ``os.cpu_count()`` alone counts the host's CPUs inside a container."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        cpus = min(cpus, math.floor(quota))
+    return max(1, cpus)
 
-    def find_spec(self, name, path=None, target=None):
-        if name != "paddle":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        if spec is not None and spec.loader is not None:
-            self._loader, spec.loader = spec.loader, self
-        return spec
 
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        captured = io.StringIO()
+def _cgroup_cpu_quota(root):
+    """CPUs' worth of time per period the cgroup grants (e.g. 1.5), or None without a limit."""
+    for paths in ([os.path.join(root, "cpu.max")],  # v2: "<quota or max> <period>"
+                  [os.path.join(root, "cpu", "cpu.cfs_quota_us"), os.path.join(root, "cpu", "cpu.cfs_period_us")]):
         try:
-            with contextlib.redirect_stderr(captured):
-                self._loader.exec_module(module)
-        finally:
-            sys.stderr.write("".join(line for line in captured.getvalue().splitlines(True)
-                                     if not line.startswith(_IMPORT_NOISE)))
+            fields = []
+            for path in paths:
+                with open(path) as f:
+                    fields += f.read().split()
+        except OSError:
+            continue
+        try:
+            quota, period = int(fields[0]), int(fields[1])
+        except (IndexError, ValueError):  # v2 "max": no limit
+            return None
+        return quota / period if quota > 0 and period > 0 else None  # v1 quota -1: no limit
+    return None
 
 
-if "paddle" not in sys.modules:
-    sys.meta_path.insert(0, _QuietPaddleImport())
+def use_cpu_cores():
+    """Let Paddle's CPU math use ``usable_cpus()`` threads, unless ``OMP_NUM_THREADS`` was set before
+    this module was imported; returns the thread count it set, or None. Imports paddle."""
+    import paddle
+    if _THREADS_GIVEN:
+        return None
+    threads = usable_cpus()
+    paddle.base.core.set_num_threads(threads)
+    return threads
 
 
 def add_device_args(parser):
@@ -66,7 +87,7 @@ def add_device_args(parser):
 
 def select_device(args, gpu_id=None):
     """``paddle.set_device`` from the --device/--gpu flags (``gpu_id`` overrides --gpu: the card
-    paddle.distributed.launch gave this process); returns (use_gpu, gpu_id)."""
+    paddle.distributed.launch gave this process) and :func:`use_cpu_cores`; returns (use_gpu, gpu_id)."""
     import paddle
     gpu_id = args.gpu if gpu_id is None else gpu_id
     use_gpu = args.device == "gpu" or (args.device == "auto" and paddle.device.is_compiled_with_cuda())
@@ -74,4 +95,5 @@ def select_device(args, gpu_id=None):
         raise SystemExit("--device gpu: this Paddle has no CUDA support; install paddlepaddle-gpu "
                          "(see README) or use --device cpu")
     paddle.set_device("gpu:{}".format(gpu_id) if use_gpu else "cpu")
+    use_cpu_cores()
     return use_gpu, gpu_id

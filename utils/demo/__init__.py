@@ -6,6 +6,9 @@ Generates GTA5- and Cityscapes-format data, trains a few iterations at a small s
 continues from the latest snapshot with the same command, evaluates the result, and says where
 everything is. It runs the same command lines as a real run, only with smaller sizes; each is
 printed before it runs. Run again, it replaces its own earlier output.
+
+``utils.demo.torch_writer`` writes PyTorch ``.pth`` files without PyTorch: the notebooks' DEMO
+mode fabricates stand-ins for the authors' weights with it (and the tests their fixtures).
 """
 import argparse
 import os
@@ -16,7 +19,7 @@ import sys
 
 from dataset.sources import SOURCES
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARKER = ".adaptsegnet_demo"  # marks a folder this demo wrote, which a later demo may replace
 
 
@@ -64,6 +67,3 @@ def main(argv=None):
     print("VisualDL log: visualdl --logdir {}".format(os.path.join(snapshots, "visualdl")))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,10 @@
 """Write PyTorch checkpoint files from numpy arrays, without PyTorch.
 
+It ships with the demo because fabricating ``.pth`` files is all it is for: the notebooks' DEMO
+mode writes stand-ins for the authors' weights with it, so that their conversion really runs,
+and the tests write their PyTorch fixtures. Reading the authors' files is
+``utils/files/torch_pickle.py``'s job.
+
 ``save_legacy(obj, path)`` writes the pre-1.6 layout (like the released
 AdaptSegNet ``.pth`` files) and ``save_zip(obj, path)`` the zip layout that
 ``torch.save`` has written by default since PyTorch 1.6.  Real ``torch.load``

@@ -1,24 +1,11 @@
 """Everything of a training run around its iteration, shared by the training scripts.
 
-A script defines its method (networks, optimizers, datasets, the iteration) and calls
-``run_training``; the session checks and loads before iteration 1 (so that a bad start fails at
-once), resumes or starts the run, and after every iteration logs, draws, snapshots (validating
-with --val) and stops when asked to. A method object provides:
-
-    recipes         (a class attribute) its recipes, utils/training/recipes.py
-    parts           the networks besides the segmentation network, as named in snapshots
-    nets            {"model": G, <part>: network}
-    state           {name: optimizer or other object with state_dict() / set_state_dict()}
-    source, target  datasets (``target`` None when the method reads no target images)
-    invariants      its flags a continued run must keep
-    describe()      lines for the log at start
-    load_initial_weights(log)    --restore-from and its method's other files
-    iteration(batches, i, parallel)  one iteration; returns {loss name: value}, {tag: value} of the
-                                 other numbers to log ("lr/G", "amp/loss_scale", ...)
+A script defines its method (a utils/training/method.py ``Method``: networks, optimizers,
+datasets, the iteration) and calls ``run_training``; the session checks and loads before
+iteration 1 (so that a bad start fails at once), resumes or starts the run, and after every
+iteration logs, draws, snapshots (validating with --val) and stops when asked to.
 """
-import contextlib
 import os
-import random
 import shlex
 import sys
 import time
@@ -28,13 +15,11 @@ import paddle
 import paddle.nn.functional as F
 from tqdm import tqdm
 
-from dataset.classes import CLASS_NAMES, IMG_MEAN_BGR, colorize
+from dataset.classes import IMG_MEAN_BGR, colorize
 from dataset.loader import Batches, DataError, Watchdog
 from dataset.sampler import SOURCE_STREAM, TARGET_STREAM, ResumableBatchSampler
-from dataset.sources import SOURCES, scored_class_sets
-from model.inference import SegmentationPredictor
-from utils.evaluation.cityscapes import evaluate, evaluation_set, evaluation_settings, save_score
-from utils.files.atomic import atomic_copy
+from dataset.sources import SOURCES
+from utils.evaluation.validation import Validation
 from utils.files.checkpoint import Checkpointer, CheckpointError, SnapshotWriteError, ensure_room_for_snapshots
 from utils.files.lock import DirectoryLock, DirectoryLocked
 from utils.files.snapshots import SEGMENTATION, STATE, SnapshotDir
@@ -43,40 +28,14 @@ from utils.runtime import select_device
 from utils.training.amp import check_supported as check_amp_supported
 from utils.training.distributed import Parallel
 from utils.training.log import SilentLog, TrainLog
+from utils.training.method import TrainingDiverged
 from utils.training.options import RESUME_INVARIANTS
 from utils.training.optimizer import learning_rates
 from utils.training.recipes import EARLIER_VALUES, adopt_snapshot_settings, describe_recipe
 
 # Flags of snapshots written before these settings existed, as those runs had them.
-_EARLIER_DEFAULTS = dict(EARLIER_VALUES, source="gta5", amp="off", target="cityscapes", city=None)
-
-
-class TrainingDiverged(RuntimeError):
-    pass
-
-
-def check_finite(losses, iteration, amp=None):
-    """Stop a run whose losses are not finite. With an fp16 loss scale, an overflow only skips the
-    step (and halves the scale); a scale that collapsed below 1 means it keeps overflowing."""
-    bad = [name for name, value in losses.items() if not np.isfinite(value)]
-    if bad and amp is not None and amp.mode == "fp16" and amp.scale >= 1.0:
-        return
-    if bad:
-        raise TrainingDiverged("iteration {}: loss {} is not finite; the snapshots written so far are intact. "
-                               "Lower --learning-rate or resume from an earlier snapshot.".format(
-                                   iteration + 1, ", ".join("{}={}".format(n, losses[n]) for n in bad)))
-
-
-def upsample(logits, size):
-    """Bilinear with align_corners=True to ``size`` = (width, height), as the reference."""
-    return F.interpolate(logits, size=[size[1], size[0]], mode="bilinear", align_corners=True)
-
-
-def set_trainable(nets, trainable):
-    """Freeze (or unfreeze) networks: a frozen discriminator passes gradients on to its input only."""
-    for net in nets:
-        for p in net.parameters():
-            p.stop_gradient = not trainable
+_EARLIER_DEFAULTS = dict(EARLIER_VALUES, source="gta5", amp="off", target="cityscapes", city=None,
+                         source_only=False)
 
 
 def prediction_picture(model, images):
@@ -91,18 +50,6 @@ def prediction_picture(model, images):
     return np.concatenate([np.clip(image, 0, 255).astype(np.uint8), colorize(labels[0].numpy())], axis=1)
 
 
-@contextlib.contextmanager
-def random_state_kept():
-    """Whatever runs inside leaves Python's, numpy's and Paddle's generators as it found them."""
-    python, numpy, device = random.getstate(), np.random.get_state(), paddle.get_rng_state()
-    try:
-        yield
-    finally:
-        random.setstate(python)
-        np.random.set_state(numpy)
-        paddle.set_rng_state(device)
-
-
 def continue_command():
     """This process's command line turned into the one that continues the run."""
     argv = list(sys.argv)
@@ -114,45 +61,6 @@ def continue_command():
     return "python " + " ".join(shlex.quote(a) for a in argv)
 
 
-class Validation(object):
-    """--val: the segmentation network on the target's val set at every snapshot, scored as
-    evaluate_cityscapes.py scores it, into the same cache; the best snapshot is kept."""
-
-    def __init__(self, args, use_gpu, gpu_id, watchdog):
-        self.args, self.use_gpu, self.gpu_id, self.watchdog = args, use_gpu, gpu_id, watchdog
-        val = evaluation_set(args.target, args.data_dir_target, args.input_size_target, args.val_list, city=args.city)
-        if val.gt_paths is None:
-            raise FileNotFoundError("--val: no ground truth at {} to score the snapshots with".format(val.gt_dir))
-        self.images, self.gt_paths, self.lut = val.images, val.gt_paths, val.lut
-        self.class_sets = scored_class_sets(args.source, args.target)
-        self.settings = evaluation_settings(args.data_dir_target, args.val_list, val.split, val.gt_dir, None,
-                                            "DeeplabMulti", args.input_size_target, len(self.images),
-                                            class_sets=self.class_sets)
-
-    def __call__(self, model, model_path, iteration, log, best_path):
-        with random_state_kept():
-            predictor = SegmentationPredictor(model, self.args.val_backend, self.use_gpu, self.gpu_id)
-            result = evaluate(predictor, self.images, self.gt_paths, self.lut, batch_size=1,
-                              num_workers=min(self.args.num_workers, 2), progress=False, watchdog=self.watchdog,
-                              class_sets=self.class_sets)
-            del predictor
-        save_score(model_path, self.settings, result, iteration)
-        best = log.best("val/mIoU")
-        scalars = {"val/mIoU": result.miou}
-        scalars.update(("val/mIoU_" + name, miou) for name, miou in list(result.miou_by_classes.items())[1:]
-                       if np.isfinite(miou))
-        scalars.update(("val/IoU_" + name, float(iou)) for name, iou in zip(CLASS_NAMES, result.ious)
-                       if np.isfinite(iou))
-        log.scalars(iteration, scalars)
-        if best is None or result.miou > best[1]:
-            atomic_copy(model_path, best_path)
-            best = (iteration, result.miou)
-        message = "iter {} val mIoU {:.2f} on {} images (best {:.2f} at {}, {})".format(
-            iteration, result.miou * 100, result.num_images, best[1] * 100, best[0], os.path.basename(best_path))
-        log.text(message)
-        return message
-
-
 class TrainingSession(object):
     """The run in --snapshot-dir from its first check to its last snapshot."""
 
@@ -162,8 +70,10 @@ class TrainingSession(object):
         self.lock = DirectoryLock(args.snapshot_dir) if self.parallel.is_main else None
         self.log = SilentLog()
         self.watchdog = Watchdog(args.data_timeout, on_timeout=self._release_lock, log=self._log_text)
-        self.method = self.checkpointer = None
-        self.loaders, self.stopped_early = [], False
+        # Set by start(): the method, its snapshots, validation (with --val), the first iteration.
+        self.method = self.snapshots = self.checkpointer = self.validation = None
+        self.start_iter = None
+        self.loaders, self._source, self._target, self._bar = [], None, None, None
         self._window = {"since": time.time(), "iterations": 0, "data_wait": 0.0}  # since the last logged line
         self._deadline = None if args.stop_after_minutes is None else time.time() + 60 * args.stop_after_minutes
         if self.lock is not None:
@@ -210,8 +120,8 @@ class TrainingSession(object):
         """Check and load everything; resume the run or start it. Returns the first iteration."""
         args, parallel = self.args, self.parallel
         self.method = method
-        snapshots = SnapshotDir(args.snapshot_dir, SOURCES[args.source].snapshot_prefix, method.parts)
-        self.snapshots = snapshots
+        self.snapshots = snapshots = SnapshotDir(args.snapshot_dir, SOURCES[args.source].snapshot_prefix,
+                                                 method.parts)
         self.checkpointer = Checkpointer(snapshots, method.nets, method.state, keep_last=args.keep_last,
                                          preread=self._preread)
         if args.check_data:
@@ -226,8 +136,7 @@ class TrainingSession(object):
             parallel.require_same(start_iter, "the iteration to resume from")
             self._check_resumable(extra["args"])
             messages.append("resumed from {} at iteration {}".format(snapshots.name(start_iter), start_iter))
-            given = [flag for flag in ("restore_from", "restore_from_D1", "restore_from_D2", "restore_from_cwD")
-                     if getattr(args, flag, None)]
+            given = [flag for flag in method.weight_flags if getattr(args, flag) is not None]
             if given:
                 messages.append("{} not used: the run continues from its snapshot".format(
                     ", ".join("--" + flag.replace("_", "-") for flag in given)))
@@ -349,13 +258,15 @@ class TrainingSession(object):
             self.log.picture(done, prediction_picture(self.method.nets[SEGMENTATION], images))
 
     def time_is_up(self):
-        """Rank 0's clock decides for every rank, so that all stop at the same iteration."""
-        self.stopped_early = self._deadline is not None and self.parallel.agree(time.time() > self._deadline)
-        return self.stopped_early
+        """--stop-after-minutes: rank 0's clock decides for every rank, so that all stop at the same
+        iteration."""
+        return self._deadline is not None and self.parallel.agree(time.time() > self._deadline)
 
-    def snapshot(self, iteration):
+    def snapshot(self, iteration, stopping=False):
+        """Write a snapshot after ``iteration`` when one is due: every --save-pred-every, at the
+        end, and when the run is ``stopping`` early."""
         done = iteration + 1
-        due = done % self.args.save_pred_every == 0 or done == self.args.num_steps_stop or self.stopped_early
+        due = done % self.args.save_pred_every == 0 or done == self.args.num_steps_stop or stopping
         if not (due and self.parallel.is_main):
             return
         model_path = self.snapshots.files(done)[SEGMENTATION]
@@ -372,7 +283,7 @@ class TrainingSession(object):
             raise SnapshotWriteError("{}. Free some space (or fix the permissions), then continue with: {}".format(
                 exc, continue_command()))
         self.log.text("snapshot {}".format(files[SEGMENTATION]))
-        if self.stopped_early:
+        if stopping:
             message = "stopped after {} minutes at iteration {}: continue with --continue-train".format(
                 self.args.stop_after_minutes, done)
             self.log.text(message)
@@ -382,7 +293,7 @@ class TrainingSession(object):
         self.watchdog.close()
         for loader in self.loaders:
             loader.close()
-        if getattr(self, "_bar", None) is not None:
+        if self._bar is not None:
             self._bar.close()
         self.log.close()
         self._release_lock()
@@ -394,10 +305,12 @@ class TrainingSession(object):
         self.close()
 
 
-def run_training(args, make_method):
-    """Train ``make_method(args)`` (see the module docstring) from its start or its last snapshot."""
-    with TrainingSession(args, make_method.recipes) as session:
-        method = make_method(args)
+def run_training(args, method_class):
+    """Train ``method_class(args)`` (a utils/training/method.py ``Method``) from its start or its
+    last snapshot."""
+    stopping = False
+    with TrainingSession(args, method_class.recipes) as session:
+        method = method_class(args)
         session.start(method)
         for iteration in session.iterations():
             batches = session.next_batches()
@@ -405,10 +318,10 @@ def run_training(args, make_method):
             session.log_losses(iteration, losses, scalars)
             session.picture(iteration, batches)
             stopping = session.time_is_up()
-            session.snapshot(iteration)
+            session.snapshot(iteration, stopping)
             if stopping:
                 break
-    if session.parallel.is_main and not session.stopped_early:
+    if session.parallel.is_main and not stopping:
         print("finished: {} iterations; snapshots in {}".format(args.num_steps_stop, os.path.abspath(args.snapshot_dir)))
     return 0
 

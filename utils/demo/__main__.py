@@ -1,0 +1,5 @@
+import sys
+
+from utils.demo import main
+
+sys.exit(main())
