@@ -51,7 +51,7 @@ def training_parser(description, defaults, recipes, default_recipe):
     d = dict(DEFAULTS, **defaults)
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--recipe", default=None, choices=list(recipes),
-                   help="a complete configuration that has produced a published number: {} (default {}); flags "
+                   help="a complete, named configuration: {} (default {}); flags "
                         "given explicitly override its values (README: Which recipe)".format(
                             "; ".join("{}: {}".format(name, r.provenance) for name, r in recipes.items()),
                             default_recipe))
@@ -83,10 +83,10 @@ def training_parser(description, defaults, recipes, default_recipe):
     p.add_argument("--learning-rate", type=float, default=None, help="the segmentation network's" + RECIPE_DEFAULT)
     p.add_argument("--learning-rate-D", type=float, default=None, help="the discriminators'" + RECIPE_DEFAULT)
     p.add_argument("--end-learning-rate", type=float, default=None,
-                   help="where the poly schedule of both ends: 0 in the reference, 1e-4 in the Paddle port (Paddle's "
+                   help="where both poly schedules end: 0 in the reference, 1e-4 in the Paddle port (Paddle's "
                         "PolynomialDecay default)" + RECIPE_DEFAULT)
-    p.add_argument("--momentum", type=float, default=None, help=RECIPE_DEFAULT.strip(" ()"))
-    p.add_argument("--weight-decay", type=float, default=None, help=RECIPE_DEFAULT.strip(" ()"))
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum" + RECIPE_DEFAULT)
+    p.add_argument("--weight-decay", type=float, default=None, help="SGD weight decay" + RECIPE_DEFAULT)
     p.add_argument("--sgd-groups", default=None, choices=SGD_GROUPS,
                    help="original: the segmentation network's SGD as the authors' code ran it (most backbone "
                         "parameters listed 3-4 times, so about 3x the base learning rate; classifiers 10x); paper: "

@@ -24,8 +24,8 @@ import collections
 Recipe = collections.namedtuple("Recipe", "values provenance published")
 
 
-
 def _values(batch_size, bn, sgd_groups, end_learning_rate, losses):
+    """{flag's dest: value}: what differs between recipes, the schedule all share, the loss weights."""
     values = collections.OrderedDict([("batch_size", batch_size), ("bn", bn), ("sgd_groups", sgd_groups),
                                       ("learning_rate", 2.5e-4), ("learning_rate_D", 1e-4),
                                       ("end_learning_rate", end_learning_rate), ("power", 0.9), ("num_steps", 250000),
@@ -84,8 +84,10 @@ def adopt_snapshot_settings(args, recipes, saved):
     if "recipe" in args.explicit:
         return None
     fields = ["recipe"] + list(next(iter(recipes.values())).values)
-    adopted = {field: saved.get(field, EARLIER_VALUES.get(field)) for field in fields if field not in args.explicit}
-    adopted = {field: value for field, value in adopted.items() if value is not None or field == "recipe"}
+    adopted = {}
+    for field in fields:
+        if field not in args.explicit and (field in saved or field in EARLIER_VALUES):
+            adopted[field] = saved[field] if field in saved else EARLIER_VALUES[field]
     changed = {field: value for field, value in adopted.items() if getattr(args, field) != value}
     for field, value in adopted.items():
         setattr(args, field, value)
