@@ -111,10 +111,11 @@ def train_iteration(nets, optimizers, batches, iteration, args, thresholds, para
     norm 1 (as the reference; not when training on the source alone) and every optimizer stepped."""
     rates = set_learning_rates(optimizers, iteration, args)
     rank = parallel.rank if parallel is not None else 0
-    per_batch = [weak_label_step(nets, source_batch, target_batch, args, thresholds, (args.random_seed, iteration, sub,
-                                                                                     rank),
-                                 scale=1.0 / args.iter_size, amp=amp)
-                 for sub, (source_batch, target_batch) in enumerate(batches)]
+    per_batch = []
+    for sub, (source_batch, target_batch) in enumerate(batches):
+        seed = (args.random_seed, iteration, sub, rank)
+        per_batch.append(weak_label_step(nets, source_batch, target_batch, args, thresholds, seed,
+                                         scale=1.0 / args.iter_size, amp=amp))
     losses = average_losses(per_batch, LOSS_NAMES)
     if parallel is not None:
         losses = parallel.average_values(losses)
