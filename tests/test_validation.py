@@ -11,6 +11,9 @@ import pytest
 
 import train_gta2cityscapes_multi as train
 from tests.helpers import assert_same_snapshot, logged_losses, training_args
+from utils.evaluation.validation import validation_backend
+from utils.files.snapshots import SnapshotDir
+from utils.training.session import ValidationFailed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SYNTHETIC_DATA = dict(num_source=6, num_target_train=5, num_target_val=3)
@@ -82,3 +85,48 @@ def test_a_resumed_validated_run_equals_the_uninterrupted_one_and_keeps_its_best
 def test_val_list_needs_val(data, tmp_path):
     with pytest.raises(SystemExit):
         train.main(run_args(data, tmp_path, 2, "--val-list", "list.txt"))
+
+
+OUT_OF_MEMORY = "ResourceExhaustedError: \n\nOut of memory error on GPU 0. Cannot allocate 1.2 GB memory on GPU 0"
+
+
+def failing_once(monkeypatch):
+    """evaluate() runs out of memory the first time validation calls it."""
+    import utils.evaluation.validation as validation
+    real, calls = validation.evaluate, []
+
+    def evaluate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise MemoryError(OUT_OF_MEMORY)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(validation, "evaluate", evaluate)
+    return calls
+
+
+def test_a_failed_validation_costs_no_snapshot_and_the_run_goes_on(data, tmp_path, monkeypatch):
+    calls = failing_once(monkeypatch)
+    assert train.main(run_args(data, tmp_path, 4, "--val")) == 0
+    assert len(calls) == 2
+    assert SnapshotDir(str(tmp_path)).complete() == [2, 4]
+    with open(os.path.join(str(tmp_path), "train.log")) as f:
+        log = f.read()
+    assert "validation of GTA5_2 failed: MemoryError: Out of memory error on GPU 0. Cannot allocate 1.2 GB" in log
+    assert "the snapshot is written all the same" in log
+    assert sorted(val_records(tmp_path)) == [4]
+
+
+def test_with_val_on_error_stop_the_run_stops_with_its_snapshot_complete(data, tmp_path, monkeypatch):
+    failing_once(monkeypatch)
+    with pytest.raises(ValidationFailed, match="validation of GTA5_2 failed.*snapshot GTA5_2 is complete"):
+        train.main(run_args(data, tmp_path, 4, "--val", "--val-on-error", "stop"))
+    assert SnapshotDir(str(tmp_path)).complete() == [2]
+    assert train.main(run_args(data, tmp_path, 4, "--val", "--val-on-error", "stop")) == 0
+    assert SnapshotDir(str(tmp_path)).complete() == [2, 4]
+
+
+def test_validation_backend_follows_the_device():
+    assert validation_backend("auto", use_gpu=False) == "inference"
+    assert validation_backend("auto", use_gpu=True) == "dygraph"
+    assert validation_backend("inference", use_gpu=True) == "inference"

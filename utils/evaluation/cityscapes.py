@@ -13,6 +13,7 @@ classes, anything else on all 19.
 """
 from PIL import Image
 
+import gc
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -240,8 +241,11 @@ def evaluate_snapshots(model, directory, make_predictor, images, gt_paths, lut, 
                                                           _extra_sets(by_classes[iteration]), evaluation_cache(path)))
             continue
         load_weights(model, path)
-        result = evaluate(make_predictor(model), images, gt_paths, lut, batch_size=batch_size,
+        predictor = make_predictor(model)
+        result = evaluate(predictor, images, gt_paths, lut, batch_size=batch_size,
                           num_workers=num_workers, class_sets=class_sets, watchdog=watchdog)
+        predictor = None  # its copy of the network goes before the next snapshot's is made
+        gc.collect()
         save_score(path, settings, result, iteration)
         by_classes[iteration] = dict(result.miou_by_classes)
         log("{}: mIoU {:.2f}{}".format(os.path.basename(path), result.miou * 100, _extra_sets(by_classes[iteration])))

@@ -123,8 +123,12 @@ def training_parser(description, defaults, recipes, default_recipe):
     p.add_argument("--val", action="store_true",
                    help="evaluate on the target's val set at every snapshot and keep the best as <SOURCE>_best")
     p.add_argument("--val-list", default=None, help="with --val: a list of val images to use (default: all)")
-    p.add_argument("--val-backend", default="inference", choices=["inference", "dygraph"],
-                   help="with --val: run the network with Paddle Inference (fast) or the dynamic graph")
+    p.add_argument("--val-on-error", default="continue", choices=["continue", "stop"],
+                   help="with --val: when a validation fails (out of memory, say), the snapshot is written all the "
+                        "same and the failure logged; then the run continues, or stops (to continue later)")
+    p.add_argument("--val-backend", default="auto", choices=["auto", "inference", "dygraph"],
+                   help="with --val: run the network with Paddle Inference or the dynamic graph; auto: Paddle "
+                        "Inference on a CPU (faster there), the dynamic graph on a GPU (no second memory pool)")
     p.add_argument("--check-data", action="store_true",
                    help="decode every image and label once before training (python -m dataset.check)")
     p.add_argument("--data-timeout", type=_seconds, default=600.0,

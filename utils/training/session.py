@@ -9,6 +9,7 @@ import os
 import shlex
 import sys
 import time
+import traceback
 
 import numpy as np
 import paddle
@@ -50,6 +51,13 @@ def prediction_picture(model, images):
     return np.concatenate([np.clip(image, 0, 255).astype(np.uint8), colorize(labels[0].numpy())], axis=1)
 
 
+def reason(exc):
+    """One line of an exception: Paddle's errors put a C++ traceback before what went wrong."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    telling = [line for line in lines if "out of memory" in line.lower() or "Error" in line]
+    return "{}: {}".format(type(exc).__name__, (telling or lines or [""])[-1][:300])
+
+
 def continue_command():
     """This process's command line turned into the one that continues the run."""
     argv = list(sys.argv)
@@ -59,6 +67,10 @@ def continue_command():
     if "--continue-train" not in argv:
         argv.append("--continue-train")
     return "python " + " ".join(shlex.quote(a) for a in argv)
+
+
+class ValidationFailed(RuntimeError):
+    """--val-on-error stop: a validation failed; its snapshot is complete."""
 
 
 class TrainingSession(object):
@@ -271,9 +283,18 @@ class TrainingSession(object):
             return
         model_path = self.snapshots.files(done)[SEGMENTATION]
 
+        failure = []
+
         def validate():
-            message = self.validation(self.method.nets[SEGMENTATION], model_path, done, self.log,
-                                      self.snapshots.best_path)
+            # Before the state file, so that a run killed while validating validates again; a
+            # validation that fails must not cost the snapshot.
+            try:
+                message = self.validation(self.method.nets[SEGMENTATION], model_path, done, self.log,
+                                          self.snapshots.best_path)
+            except Exception as exc:  # noqa: BLE001 (out of memory, a bad val image, ...)
+                failure.append("validation of {} failed: {}".format(self.snapshots.name(done), reason(exc)))
+                message = failure[0] + "; the snapshot is written all the same"
+                self.log.text(message + "\n" + traceback.format_exc())
             self._bar.write(message)
 
         try:
@@ -283,6 +304,9 @@ class TrainingSession(object):
             raise SnapshotWriteError("{}. Free some space (or fix the permissions), then continue with: {}".format(
                 exc, continue_command()))
         self.log.text("snapshot {}".format(files[SEGMENTATION]))
+        if failure and self.args.val_on_error == "stop":
+            raise ValidationFailed("{}; snapshot {} is complete (--val-on-error stop). Continue with: {}".format(
+                failure[0], self.snapshots.name(done), continue_command()))
         if stopping:
             message = "stopped after {} minutes at iteration {}: continue with --continue-train".format(
                 self.args.stop_after_minutes, done)
@@ -331,5 +355,5 @@ def command_line(main):
     try:
         return main()
     except (CheckpointError, WeightsError, TrainingDiverged, DataError, DirectoryLocked, FileNotFoundError,
-            ValueError) as exc:
+            ValueError, ValidationFailed) as exc:
         return "error: {}".format(exc)
