@@ -15,12 +15,11 @@ import utils.runtime  # noqa: F401  (first: settings that must precede paddle)
 
 import sys
 
-import numpy as np
 import paddle
 import paddle.nn.functional as F
 
 from dataset.sources import TranslatedImages, make_source, make_target
-from dataset.weak_labels import Thresholds, WeakTargetDataSet, present_classes
+from dataset.weak_labels import SourceWithPresentClasses, Thresholds, WeakTargetDataSet
 from model import CWDiscriminator, FCDiscriminator, build_model
 from model.discriminator import pooled_features
 from utils.loss import (SOURCE_LABEL, TARGET_LABEL, category_adversarial_loss, domain_loss, dropout, point_loss,
@@ -40,7 +39,7 @@ DEFAULT_RECIPE = "authors"
 PIXELADAPT_DIRS = {"gta5": "./data/cycleGAN_output/gta5_deeplab", "synthia": "./data/cycleGAN_output/syn_deeplab"}
 
 
-def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, scale=1.0, amp=NO_AMP):
+def weak_label_step(nets, source_batch, target_batch, args, seed, scale=1.0, amp=NO_AMP):
     """The reference's steps on one (sub-)batch; gradients (times ``scale``) accumulate, nothing is
     stepped. Returns {loss name: tensor} of the losses the mode computes.
 
@@ -92,8 +91,7 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
 
     # 3. The discriminators, source then target, each half weighted 1/2.
     if cwD is not None:
-        source_present = paddle.to_tensor(np.stack([present_classes(labels, thresholds)
-                                                    for labels in source_labels.numpy()]))
+        source_present = source_batch[2]
     for out, pooled, domain, present in ((source_out, source_pooled, SOURCE_LABEL, source_present),
                                          (target_out, target_pooled, TARGET_LABEL, weak)):
         half_D2 = domain_loss(amp.forward(D2, F.softmax(out.detach(), axis=1)), domain, args.ls_gan) / 2
@@ -106,7 +104,7 @@ def weak_label_step(nets, source_batch, target_batch, args, thresholds, seed, sc
     return losses
 
 
-def train_iteration(nets, optimizers, batches, iteration, args, thresholds, parallel=None, amp=NO_AMP):
+def train_iteration(nets, optimizers, batches, iteration, args, parallel=None, amp=NO_AMP):
     """One iteration: the steps over --iter-size sub-batches, then the gradient of G clipped to
     norm 1 (as the reference; not when training on the source alone) and every optimizer stepped."""
     rates = set_learning_rates(optimizers, iteration, args)
@@ -114,7 +112,7 @@ def train_iteration(nets, optimizers, batches, iteration, args, thresholds, para
     per_batch = []
     for sub, (source_batch, target_batch) in enumerate(batches):
         seed = (args.random_seed, iteration, sub, rank)
-        per_batch.append(weak_label_step(nets, source_batch, target_batch, args, thresholds, seed,
+        per_batch.append(weak_label_step(nets, source_batch, target_batch, args, seed,
                                          scale=1.0 / args.iter_size, amp=amp))
     losses = average_losses(per_batch, LOSS_NAMES)
     if parallel is not None:
@@ -159,14 +157,16 @@ class WeakLabels(Method):
 
     def __init__(self, args):
         super().__init__(args)
+        self.source_thresholds = Thresholds.from_file(args.source_thresholds) if args.source_thresholds else \
+            Thresholds.reference(args.source)
         source = make_source(args)
         if args.use_pixeladapt:
             if not (args.pixeladapt_dir or args.source in PIXELADAPT_DIRS):
                 raise ValueError("--use-pixeladapt with --source {} needs --pixeladapt-dir".format(args.source))
             source = TranslatedImages(source, args.pixeladapt_dir or PIXELADAPT_DIRS[args.source])
+        if args.use_weak_cw:  # the classes present in each source image, found by the loader's workers
+            source = SourceWithPresentClasses(source, self.source_thresholds)
         self.source, self.target = source, target_dataset(args)
-        self.source_thresholds = Thresholds.from_file(args.source_thresholds) if args.source_thresholds else \
-            Thresholds.reference(args.source)
         paddle.seed(args.random_seed)
         self.networks = model, D2, cwD = self.build_networks(args)
         self.nets["model"], self.state["model"] = model, build_sgd(model, args)
@@ -195,8 +195,7 @@ class WeakLabels(Method):
         self.load_part_weights({"D2": "restore_from_D2", "cwD": "restore_from_cwD"}, log)
 
     def iteration(self, batches, iteration, parallel):
-        return train_iteration(self.networks, self.optimizers, batches, iteration, self.args, self.source_thresholds,
-                               parallel, self.amp)
+        return train_iteration(self.networks, self.optimizers, batches, iteration, self.args, parallel, self.amp)
 
 
 def get_arguments(argv=None):

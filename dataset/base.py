@@ -22,6 +22,13 @@ def split_index(index):
     return (index[0], bool(index[1])) if isinstance(index, tuple) else (index, False)
 
 
+def train_id_dtype(ignore_label=IGNORE_LABEL):
+    """The dtype of the label arrays the datasets yield: uint8 when ``ignore_label`` fits in it (the 19
+    train ids do), which is 8x less than int64 to carry through the loaders' shared memory;
+    utils/loss.py casts to int64 on the device. int64 for an ignore label such as -1."""
+    return np.uint8 if 0 <= ignore_label <= 255 else np.int64
+
+
 def check_crop_size(crop_size, owner):
     try:
         width, height = (int(side) for side in crop_size)
@@ -68,7 +75,7 @@ class ListDataSet(object):
         self.is_mirror = bool(mirror)
         self.ignore_label = ignore_label
         self.with_labels = with_labels
-        self._lut = label_id_to_train_id_lut(self.LABEL_ID_TO_TRAIN_ID).astype(np.int64)
+        self._lut = label_id_to_train_id_lut(self.LABEL_ID_TO_TRAIN_ID).astype(train_id_dtype(ignore_label))
         self._lut[self._lut == IGNORE_LABEL] = ignore_label
         self._rng = np.random.default_rng(seed)
 

@@ -53,6 +53,18 @@ def _check_chunk(chunk):
     return [_check_sample(*job) for job in chunk]
 
 
+def listed_dataset(dataset):
+    """The dataset of files below the training scripts' wrappers (SourceWithPresentClasses,
+    TranslatedImages, WeakTargetDataSet): what is checked."""
+    while not hasattr(type(dataset), "raw_label_ids"):
+        inner = next((getattr(dataset, name) for name in ("dataset", "source", "images") if hasattr(dataset, name)),
+                     None)
+        if inner is None:
+            return dataset
+        dataset = inner
+    return dataset
+
+
 def samples_of(dataset):
     """(image path, label path or None, label reader, number of known ids) of every entry."""
     reader = type(dataset).raw_label_ids
@@ -70,7 +82,7 @@ def check_datasets(datasets, num_workers=None, progress=True, only=None):
     Returns (errors, notes); raises ValueError listing the errors if there are any.
     """
     errors, notes = [], []
-    for dataset in datasets:
+    for dataset in map(listed_dataset, datasets):
         jobs = samples_of(dataset)
         if only is not None:
             jobs = [job for job in jobs if job[0] in only or job[1] in only]

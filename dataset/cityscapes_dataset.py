@@ -34,7 +34,7 @@ def image_name_of_label(label_name):
 
 class cityscapesDataSet(ListDataSet):
     """Yields (image, size, name) like the original, or (image, label, size, name) with
-    return_label=True (label = gtFine labelIds mapped to int64 train ids). Images are
+    return_label=True (label = gtFine labelIds mapped to uint8 train ids). Images are
     float32 CHW BGR minus the mean, BICUBIC-resized to crop_size = (width, height)."""
 
     LAYOUT = ("root/leftImg8bit/<set>/<city>/<city>_<seq>_<frame>" + IMAGE_SUFFIX +

@@ -107,5 +107,5 @@ def image_to_input(image, crop_size, mean_bgr):
 
 
 def label_to_train_ids(label, crop_size, lut):
-    """PIL label ids -> int64 HxW train ids; resizing the 8-bit ids first keeps the LUT pass small."""
+    """PIL label ids -> HxW train ids of the lut's dtype; resizing the 8-bit ids first keeps the LUT pass small."""
     return lut[np.asarray(label.resize(crop_size, Image.NEAREST))]

@@ -7,8 +7,8 @@ from dataset.classes import IGNORE_LABEL, IMG_MEAN_BGR
 
 
 class GTA5DataSet(ListDataSet):
-    """Yields (image, label, size, name): float32 CHW BGR-minus-mean image, int64 HxW train
-    ids, the original's size array and the list entry. crop_size is (width, height); a few
+    """Yields (image, label, size, name): float32 CHW BGR-minus-mean image, uint8 HxW train
+    ids (dataset.base.train_id_dtype), the original's size array and the list entry. crop_size is (width, height); a few
     GTA5 labels differ in size from their image, both are resized to crop_size anyway."""
 
     LAYOUT = "root/images/00001.png with its label ids in root/labels/00001.png"

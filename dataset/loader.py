@@ -11,11 +11,15 @@ go on running. So here:
 - workers ask the kernel to end them when their parent dies (Linux), and watch the parent
   otherwise;
 - a Watchdog ends the process, naming the loader and the files of the batch it waited for,
-  when no batch arrives within its timeout.
+  when no batch arrives within its timeout;
+- check_shared_memory refuses, before iteration 1, loaders whose batches in flight do not fit in
+  the free /dev/shm (the workers hand batches over in shared memory; a full /dev/shm ends the
+  run with a bus error, in Docker's default 64 MB at once).
 """
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -24,13 +28,87 @@ import time
 import numpy as np
 import paddle
 
+from dataset.base import train_id_dtype
+from dataset.classes import IGNORE_LABEL
 from dataset.files import summarize
 
 _FAILED = "__sample_failed__"
+SHARED_MEMORY = "/dev/shm"
+# paddle.io.DataLoader's default prefetch_factor in 2.6 and 3.x: with workers it keeps
+# prefetch_factor x max(num_workers, places) batches outstanding (dataloader_iter.py,
+# _outstanding_capacity; places is 1 here), each one in shared memory until it is consumed.
+PREFETCH_FACTOR = 2
 
 
 class DataError(RuntimeError):
     """A sample could not be read; the message names the file and what to do."""
+
+
+class SharedMemoryError(DataError):
+    """The loaders' batches in flight would not fit in the free shared memory."""
+
+
+def batch_bytes(batch_size, crop_size, labels=True, ignore_label=IGNORE_LABEL):
+    """Bytes of a batch's arrays: float32 3 x H x W images and, with ``labels``, H x W train ids of
+    train_id_dtype(ignore_label) (uint8: 1 byte a pixel) for ``crop_size`` = (width, height). The
+    other fields (sizes, weak labels, points, names) are under a kilobyte an image, left out."""
+    width, height = crop_size
+    per_image = 3 * height * width * np.dtype(np.float32).itemsize
+    if labels:
+        per_image += height * width * np.dtype(train_id_dtype(ignore_label)).itemsize
+    return batch_size * per_image
+
+
+def shared_memory_needed(num_workers, batches, held=1, prefetch_factor=PREFETCH_FACTOR):
+    """Shared memory one training process's loaders use at once: for each loader (``batches``: the
+    bytes of one of its batches), prefetch_factor x num_workers batches in flight plus the ``held``
+    ones the iteration is using (--iter-size). 0 without workers: batches are read in the process."""
+    if num_workers == 0:
+        return 0
+    return sum((prefetch_factor * num_workers + held) * size for size in batches)
+
+
+def _megabytes(size):
+    return "{:.0f} MB".format(size / 2.0 ** 20) if size < 2 ** 30 else "{:.1f} GB".format(size / 2.0 ** 30)
+
+
+def check_shared_memory(num_workers, batch_size, source_size, target_size=None, held=1, ignore_label=IGNORE_LABEL,
+                        processes=None, path=SHARED_MEMORY):
+    """Refuse to start loaders whose batches in flight do not fit in the free shared memory.
+
+    ``batch_size`` images a batch (per process), ``source_size`` and ``target_size`` (None: no
+    target loader) = (width, height) of the labelled source and of the target images, ``held``
+    batches of each in use by the iteration (--iter-size); ``processes`` training processes on
+    this machine (default: PADDLE_LOCAL_SIZE as paddle.distributed.launch sets it, else 1).
+    Returns (needed, free) bytes, or None when nothing is checked (no workers, or no ``path``:
+    not Linux). Raises SharedMemoryError naming the numbers and the fix.
+    """
+    if num_workers == 0 or not os.path.isdir(path):
+        return None
+    if processes is None:
+        processes = int(os.environ.get("PADDLE_LOCAL_SIZE", "1"))
+    batches = [batch_bytes(batch_size, source_size, labels=True, ignore_label=ignore_label)]
+    if target_size is not None:
+        batches.append(batch_bytes(batch_size, target_size, labels=False))
+    needed = processes * shared_memory_needed(num_workers, batches, held)
+    free = shutil.disk_usage(path).free
+    if needed <= free:
+        return needed, free
+    per_worker = processes * PREFETCH_FACTOR * sum(batches)
+    fitting = int((free - processes * held * sum(batches)) // per_worker)
+    lower = ("--num-workers {} or fewer".format(fitting) if fitting >= 1 else
+             "--num-workers 0 (batches read in the training process, slower)")
+    loaders = ["source batches of {} ({} images of {}x{} with labels)".format(
+        _megabytes(batches[0]), batch_size, *source_size)]
+    if target_size is not None:
+        loaders.append("target batches of {} ({} images of {}x{})".format(_megabytes(batches[1]), batch_size,
+                                                                           *target_size))
+    raise SharedMemoryError(
+        "the data loaders need about {} of shared memory, {} has {} free: {} process(es) x ({} workers x {} "
+        "batches in flight + {} in use) x ({}). A full {} ends training with a bus error. Use {}, or give the "
+        "machine more shared memory (Docker: docker run --shm-size=8g ...; otherwise remount {} larger)".format(
+            _megabytes(needed), path, _megabytes(free), processes, num_workers, PREFETCH_FACTOR, held,
+            " + ".join(loaders), path, lower, path))
 
 
 class _Guarded(paddle.io.Dataset):

@@ -34,7 +34,7 @@ def label_name(entry):
 
 class NTHUDataSet(ListDataSet):
     """One city's images, as cityscapesDataSet yields them: (image, size, name), or with labels
-    (the default for split "test") (image, label, size, name), the label in int64 train ids of
+    (the default for split "test") (image, label, size, name), the label in uint8 train ids of
     the 13 annotated classes (everything else ignore_label). Images are float32 CHW BGR minus the
     mean, BICUBIC-resized to crop_size = (width, height).
 

@@ -34,7 +34,7 @@ def synthia_label_ids(path):
 
 class SYNTHIADataSet(ListDataSet):
     """Yields (image, label, size, name) as GTA5DataSet does: float32 CHW BGR-minus-mean image and
-    int64 HxW train ids, both resized to crop_size = (width, height)."""
+    uint8 HxW train ids, both resized to crop_size = (width, height)."""
 
     LAYOUT = "root/RGB/0000000.png with its 16-bit labels in root/GT/LABELS/0000000.png"
     LIST_HINT = ("give one image name per line relative to root/RGB (e.g. 0000000.png), "

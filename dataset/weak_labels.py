@@ -1,6 +1,6 @@
 """Image-level ("weak") labels of the target domain for the weak-label method (Paul et al., ECCV 2020):
-per-class pixel thresholds, labels from ground truth or from a file, one point per class, and the
-target dataset that yields what a mode needs.
+per-class pixel thresholds, labels from ground truth or from a file, one point per class, the
+target dataset that yields what a mode needs, and the source samples with the classes present.
 
     python -m dataset.weak_labels thresholds data/Cityscapes --set train [--size 1024,512] [--out tau.json]
 
@@ -140,7 +140,7 @@ class WeakTargetDataSet(object):
     def __init__(self, images, thresholds, with_points=False, label_file=None, seed=0):
         self.images, self.thresholds, self.with_points, self.seed = images, thresholds, with_points, seed
         self.file_labels = read_label_file(label_file, images.img_ids) if label_file else None
-        self._lut = label_id_to_train_id_lut().astype(np.int64)
+        self._lut = label_id_to_train_id_lut()
         if self.file_labels is None or with_points:
             missing = [path for path in dict.fromkeys(map(images.label_path, images.img_ids))
                        if not os.path.isfile(path)]
@@ -172,6 +172,28 @@ class WeakTargetDataSet(object):
         if flip:  # the image was mirrored: so are its points
             points[:, 1] = np.where(points[:, 1] >= 0, resized.shape[1] - 1 - points[:, 1], -1)
         return image, weak, points, size, entry
+
+
+class SourceWithPresentClasses(object):
+    """A labelled source dataset whose samples also say which classes their label holds:
+    ``(image, label, present, size, name)``, ``present`` = ``present_classes(label, thresholds)``
+    ((classes,) float32 1/0), the category-wise discriminator's source targets. Computed in the
+    loader's workers, from the label at the input size as the iteration did, so that the iteration
+    needs no copy of the labels from the device."""
+
+    def __init__(self, dataset, thresholds):
+        self.dataset, self.thresholds = dataset, thresholds
+        self.img_ids = dataset.img_ids
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def files(self, index):
+        return self.dataset.files(index)
+
+    def __getitem__(self, index):
+        image, label, size, entry = self.dataset[index]
+        return image, label, present_classes(label, self.thresholds), size, entry
 
 
 def count_table(dataset, size=None):

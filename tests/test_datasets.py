@@ -59,7 +59,7 @@ def test_gta5_item_shapes_and_dtypes(gta5_root):
     dataset = GTA5DataSet(gta5_root, crop_size=(30, 20))
     image, label, size, name = dataset[0]
     assert image.shape == (3, 20, 30) and image.dtype == np.float32
-    assert label.shape == (20, 30) and label.dtype == np.int64
+    assert label.shape == (20, 30) and label.dtype == np.uint8  # 8x less than int64 through the loaders
     assert size.tolist() == [20, 30, 3]  # the original's resized HWC shape
     assert name == "00001.png"
     assert len(dataset) == 12
@@ -74,7 +74,7 @@ def test_cityscapes_item_with_and_without_label(cityscapes_root):
     labelled = cityscapesDataSet(cityscapes_root, crop_size=(24, 12), return_label=True)
     image2, label, size2, name2 = labelled[0]
     np.testing.assert_array_equal(image, image2)
-    assert label.shape == (12, 24) and label.dtype == np.int64
+    assert label.shape == (12, 24) and label.dtype == np.uint8
     assert name2 == name and size2.tolist() == size.tolist()
 
 
@@ -134,6 +134,13 @@ def test_dataset_maps_all_256_ids(tmp_path):
 def test_ignore_label_argument_replaces_255(gta5_root):
     _, label, _, _ = GTA5DataSet(gta5_root, crop_size=SOURCE_SIZE, ignore_label=250)[0]
     assert 250 in label and 255 not in label
+
+
+def test_an_ignore_label_past_uint8_keeps_int64_labels(gta5_root):
+    _, label, _, _ = GTA5DataSet(gta5_root, crop_size=SOURCE_SIZE, ignore_label=-1)[0]
+    expected = expected_train_ids(os.path.join(gta5_root, "labels", "00001.png"), SOURCE_SIZE)
+    assert label.dtype == np.int64
+    np.testing.assert_array_equal(label, np.where(expected == 255, -1, expected))
 
 
 # --- mirroring ---------------------------------------------------------------------------

@@ -21,8 +21,9 @@ import pytest
 
 import train_weak_labels as weak
 from dataset.classes import NUM_CLASSES
-from dataset.weak_labels import (Thresholds, class_pixel_counts, present_classes, read_label_file, sample_points,
-                                 thresholds_from_counts)
+from dataset.loader import Batches
+from dataset.weak_labels import (SourceWithPresentClasses, Thresholds, class_pixel_counts, present_classes,
+                                 read_label_file, sample_points, thresholds_from_counts)
 from model.common import parameters_per_enclosing_layer
 from model.discriminator import CWDiscriminator, FCDiscriminator, pooled_features
 from tests.helpers import assert_same_snapshot, training_args
@@ -159,6 +160,45 @@ def test_present_classes_compare_counts_with_thresholds_scaled_to_the_label_size
     assert class_pixel_counts(labels)[[0, 3]].tolist() == [80, 8]
 
 
+class LabelledImages(object):
+    """A source dataset of random uint8 labels (ignored pixels included), as GTA5DataSet yields them."""
+
+    def __init__(self, count, size=(16, 12), seed=0):
+        r = np.random.default_rng(seed)
+        self.labels = r.choice(np.array(list(range(NUM_CLASSES)) + [255], np.uint8), size=(count, size[1], size[0]),
+                               p=np.r_[np.full(NUM_CLASSES, 0.9 / NUM_CLASSES), 0.1])
+        self.labels[0, :, : size[0] // 2] = 3  # one class over its threshold for certain
+        self.img_ids = ["{:05d}.png".format(i) for i in range(count)]
+
+    def __len__(self):
+        return len(self.labels)
+
+    def files(self, index):
+        return ["images/" + self.img_ids[index], "labels/" + self.img_ids[index]]
+
+    def __getitem__(self, index):
+        return np.zeros((3,) + self.labels.shape[1:], np.float32), self.labels[index], np.array([12, 16, 3]), \
+            self.img_ids[index]
+
+
+def test_source_samples_carry_the_classes_present_in_their_label():
+    images = LabelledImages(6)
+    thresholds = Thresholds(np.linspace(5.0, 60.0, NUM_CLASSES), 16 * 12)
+    source = SourceWithPresentClasses(images, thresholds)
+    assert len(source) == 6 and source.img_ids == images.img_ids and source.files(2) == images.files(2)
+    for index in range(len(source)):
+        image, label, present, size, entry = source[index]
+        # what the iteration computed from the labels it copied back from the device (int64 then)
+        np.testing.assert_array_equal(present, present_classes(images.labels[index].astype(np.int64), thresholds))
+        assert present.dtype == np.float32 and present.shape == (NUM_CLASSES,)
+        np.testing.assert_array_equal(label, images.labels[index])
+        assert label.dtype == np.uint8 and entry == images.img_ids[index]
+    assert source[0][2][3] == 1.0
+    batch = next(iter(Batches(source, paddle.io.BatchSampler(range(6), batch_size=3))))
+    assert batch[1].dtype == paddle.uint8 and batch[2].dtype == paddle.float32 and batch[2].shape == [3, NUM_CLASSES]
+    np.testing.assert_array_equal(batch[2].numpy(), np.stack([source[i][2] for i in range(3)]))
+
+
 def test_points_lie_on_their_class_and_repeat_with_the_seed():
     labels = rng.integers(0, 5, size=(9, 11))
     labels[0, 0] = 255
@@ -205,7 +245,7 @@ def test_gradient_clipping_as_pytorch():
     (net(paddle.to_tensor(rng.normal(size=(5, 4)).astype(np.float32) * 10)) ** 2).sum().backward()
     grads = [p.grad.numpy().copy() for p in net.parameters()]
     norm = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads))
-    assert clip_grad_norm(net.parameters(), 1.0) == pytest.approx(norm, rel=1e-5)
+    assert float(clip_grad_norm(net.parameters(), 1.0)) == pytest.approx(norm, rel=1e-5)
     for p, g in zip(net.parameters(), grads):
         np.testing.assert_allclose(p.grad.numpy(), g / (norm + 1e-6), rtol=1e-5)
 
@@ -273,12 +313,17 @@ def tiny_networks(args):
     return model, D2, cwD
 
 
-def batches_for(mode, seed=1):
+def batches_for(mode, seed=1, thresholds=None):
+    """One (source, target) pair as the loaders give it: uint8 source labels and, with
+    ``thresholds``, the classes present in each (SourceWithPresentClasses' field)."""
     r = np.random.default_rng(seed)
     labels = r.integers(0, 6, size=(2, SIZE[1], SIZE[0]))
     labels[0, :3] = 255
     source = [paddle.to_tensor(r.normal(size=(2, 3, SIZE[1], SIZE[0])).astype(np.float32)),
-              paddle.to_tensor(labels.astype(np.int64))]
+              paddle.to_tensor(labels.astype(np.uint8))]
+    if thresholds is not None:
+        source.append(paddle.to_tensor(np.stack([present_classes(label, thresholds) for label in labels])))
+    source += [paddle.zeros([2, 3]), ["a", "b"]]
     target = [paddle.to_tensor(r.normal(size=(2, 3, SIZE[1], SIZE[0])).astype(np.float32))]
     if mode in ("image", "points", "points-ls"):
         target.append(paddle.to_tensor((r.random((2, NUM_CLASSES)) < 0.4).astype(np.float32)))
@@ -299,7 +344,7 @@ def reference_gradients(nets, batch, args, thresholds, iteration):
     model, D2, cwD = nets
     (source_images, labels), target = batch[0][:2], batch[1]
     _, s, s_feat = model(source_images, return_features=True)
-    objectives = {"G": seg_loss(up(s), labels)}
+    objectives = {"G": seg_loss(up(s), labels.astype("int64"))}  # the step takes the loaders' uint8
     if not args.source_only:
         _, t, t_feat = model(target[0], return_features=True)
         present = (paddle.to_tensor((np_image_level(t.numpy()) > args.pweak_th).astype(np.float32))
@@ -316,7 +361,8 @@ def reference_gradients(nets, batch, args, thresholds, iteration):
         if cwD is not None:
             g = g + args.lambda_weak_cwadv2 * category_adversarial_loss(cwD(pooled_features(t.detach(), t_feat)),
                                                                         present, 0.0, args.ls_gan)
-            source_present = paddle.to_tensor(np.stack([present_classes(l, thresholds) for l in labels.numpy()]))
+            source_present = paddle.to_tensor(np.stack([present_classes(l, thresholds)
+                                                        for l in labels.numpy().astype(np.int64)]))
             objectives["cwD"] = 0.5 * (
                 category_adversarial_loss(cwD(pooled_features(s.detach(), s_feat.detach())), source_present, 0.0,
                                           args.ls_gan) +
@@ -356,13 +402,13 @@ def test_one_iteration_matches_a_recomputation_of_the_reference_order(mode):
         paddle.optimizer.Adam(learning_rate=args.learning_rate_D, beta1=0.9, beta2=0.99, parameters=net.parameters())
         for net in nets[1:] if net is not None]
     before = [None if net is None else {n: p.numpy().copy() for n, p in net.named_parameters()} for net in nets]
-    batches = batches_for(mode)
+    batches = batches_for(mode, thresholds=thresholds)
     expected = reference_gradients(nets, batches[0], args, thresholds, iteration)
     for net in nets:
         if net is not None:
             net.clear_gradients()
 
-    losses, scalars = weak.train_iteration(nets, optimizers, batches, iteration, args, thresholds)
+    losses, scalars = weak.train_iteration(nets, optimizers, batches, iteration, args)
 
     lr, lr_D = scalars["lr/G"], scalars["lr/D"]
     g = expected["G"]

@@ -117,6 +117,16 @@ class ReferenceSGD(object):
             g = p.grad
             if g is None:  # as PyTorch: a parameter without a gradient is not touched, not even decayed
                 continue
+            if multiplicity == 1:  # plain SGD, in place: fewer kernels and temporaries than the general case
+                decayed = paddle.add(g, p * self.weight_decay)
+                buf = self._velocity.get(id(p))
+                if buf is None:
+                    self._velocity[id(p)] = buf = decayed
+                else:
+                    buf.scale_(self.momentum)
+                    buf.add_(decayed)
+                p.subtract_(buf * (self.lr * multiplier))
+                continue
             key = (multiplier, multiplicity)
             if key not in coefficients:
                 coefficients[key] = update_coefficients(multiplicity, self.lr * multiplier, self.momentum,
@@ -158,13 +168,15 @@ class ReferenceSGD(object):
 @paddle.no_grad()
 def clip_grad_norm(parameters, max_norm):
     """Scale the gradients so that their joint L2 norm is at most ``max_norm``, as PyTorch's
-    clip_grad_norm_ (factor max_norm / (norm + 1e-6) when below 1); returns the norm before."""
+    clip_grad_norm_ (factor max_norm / (norm + 1e-6) when below 1); returns the norm before, a
+    tensor: nothing is read back from the device (a factor of 1 leaves a gradient as it was)."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    norm = float(paddle.sqrt(paddle.add_n([paddle.sum(g * g) for g in grads]))) if grads else 0.0
-    factor = max_norm / (norm + 1e-6)
-    if factor < 1:
-        for g in grads:
-            paddle.assign(g * factor, output=g)
+    if not grads:
+        return paddle.zeros([])
+    norm = paddle.sqrt(paddle.add_n([paddle.sum(g.astype("float32") ** 2) for g in grads]))
+    factor = paddle.clip(max_norm / (norm + 1e-6), max=1.0)
+    for g in grads:
+        paddle.assign(g * factor.astype(g.dtype), output=g)
     return norm
 
 

@@ -17,7 +17,7 @@ import paddle.nn.functional as F
 from tqdm import tqdm
 
 from dataset.classes import IMG_MEAN_BGR, colorize
-from dataset.loader import Batches, DataError, Watchdog
+from dataset.loader import Batches, DataError, Watchdog, check_shared_memory
 from dataset.sampler import SOURCE_STREAM, TARGET_STREAM, ResumableBatchSampler
 from dataset.sources import SOURCES
 from utils.evaluation.validation import Validation
@@ -132,6 +132,9 @@ class TrainingSession(object):
         """Check and load everything; resume the run or start it. Returns the first iteration."""
         args, parallel = self.args, self.parallel
         self.method = method
+        check_shared_memory(args.num_workers, parallel.per_rank_batch(args.batch_size), args.input_size,
+                            args.input_size_target if method.target is not None else None,
+                            held=args.iter_size, ignore_label=args.ignore_label)
         self.snapshots = snapshots = SnapshotDir(args.snapshot_dir, SOURCES[args.source].snapshot_prefix,
                                                  method.parts)
         self.checkpointer = Checkpointer(snapshots, method.nets, method.state, keep_last=args.keep_last,
