@@ -11,7 +11,8 @@ import pytest
 import train_gta2cityscapes_multi as train
 import utils.training.session
 from tests.helpers import assert_same_snapshot, training_args
-from utils.training.amp import MixedPrecision
+import utils.training.amp as amp_module
+from utils.training.amp import MixedPrecision, unscale
 
 # Paddle's autocast warns that it "makes no effect" on a CPU: expected here.
 pytestmark = pytest.mark.filterwarnings("ignore:amp_guard")
@@ -53,6 +54,20 @@ def test_an_overflowing_step_is_skipped_and_the_scale_halved():
         np.testing.assert_array_equal(p.numpy(), b)
         assert p.grad is None or not p.grad.numpy().any()
     assert amp.scalars() == {"amp/loss_scale": 512.0, "amp/skipped_steps": 1.0}
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_unscaling_divides_in_place_and_finds_an_overflow(fused, monkeypatch):
+    """Paddle's fused kernel where it exists, the plain loop where it does not: the same result."""
+    if not fused:
+        monkeypatch.setattr(amp_module, "_C_ops", object())
+    values = [np.array([2.0, -4.0], np.float32), np.array([[8.0]], np.float32)]
+    grads = [paddle.to_tensor(v) for v in values]
+    assert unscale(grads, 4.0) is True
+    for g, v in zip(grads, values):
+        np.testing.assert_array_equal(g.numpy(), v / 4.0)
+    assert unscale([paddle.to_tensor([1.0]), paddle.to_tensor([np.inf], dtype="float32")], 2.0) is False
+    assert unscale([paddle.to_tensor([np.nan], dtype="float32")], 2.0) is False
 
 
 def test_the_scale_grows_after_a_run_of_good_steps_and_its_state_round_trips():

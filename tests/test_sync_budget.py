@@ -109,13 +109,21 @@ class FeatureNet(nn.Layer):
                 (list(self.layer5.parameters()) + list(self.layer6.parameters()), 10.0)]
 
 
-def test_a_weak_label_iteration_with_category_wise_alignment_reads_back_once(monkeypatch):
-    args = arguments(weak.get_arguments, "--use-weak", "--use-pseudo", "--use-weak-cw", "--batch-size", "2")
+@pytest.mark.parametrize("mode", [["--use-pseudo"], ["--use-pointloss"]])
+def test_a_weak_label_iteration_with_category_wise_alignment_reads_back_once(mode, monkeypatch):
+    """Pseudo-weak labels (unsupervised), or image labels and one point per class from the target's
+    ground truth, as the target loader's workers give them."""
+    args = arguments(weak.get_arguments, "--use-weak", "--use-weak-cw", "--batch-size", "2", *mode)
     thresholds = Thresholds(np.full(NUM_CLASSES, 10.0), HEIGHT * WIDTH)
     model, D2, cwD = FeatureNet(), FCDiscriminator(NUM_CLASSES, ndf=4), CWDiscriminator(NUM_CLASSES, num_features=8)
     optimizers = [build_sgd(model, args)] + Method(args).add_discriminators({"D2": D2, "cwD": cwD})
     rng = np.random.default_rng(2)
-    batches = [(source_batch(rng, thresholds), (paddle.to_tensor(rng.normal(size=(2, 3, HEIGHT, WIDTH)).astype("float32")),))]
+    target = [paddle.to_tensor(rng.normal(size=(2, 3, HEIGHT, WIDTH)).astype("float32"))]
+    if args.use_pointloss:
+        points = np.full((2, NUM_CLASSES, 2), -1, np.int64)
+        points[:, :3] = rng.integers(0, HEIGHT, (2, 3, 2))
+        target += [paddle.to_tensor((rng.random((2, NUM_CLASSES)) > 0.5).astype("float32")), paddle.to_tensor(points)]
+    batches = [(source_batch(rng, thresholds), tuple(target))]
     counts = counting(monkeypatch)
     weak.train_iteration((model, D2, cwD), optimizers, batches, 0, args)
     assert counts == {"read-back": 1}

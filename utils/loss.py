@@ -96,20 +96,23 @@ def category_adversarial_loss(cw_out, present, domain, ls_gan=False):
 
 def point_loss(logits, points, weak_labels, images=1):
     """Cross-entropy at the clicked points: -log softmax(logits)[c] at image b's point of class c,
-    for the points whose class is in b's weak labels, averaged; 0 without any.
+    for the points whose class is in b's weak labels, averaged; 0 without any. All on the device.
 
     ``logits``: (B, C, H, W) at the points' resolution; ``points``: (B, C, 2) int (row, column),
     -1 for no point; ``images``: how many images of the batch count (the reference: the first).
     """
-    points = points.numpy() if hasattr(points, "numpy") else np.asarray(points)
-    present = weak_labels.numpy() if hasattr(weak_labels, "numpy") else np.asarray(weak_labels)
-    picked = [(b, c, int(points[b, c, 0]), int(points[b, c, 1])) for b in range(min(images, len(points)))
-              for c in range(points.shape[1]) if points[b, c, 0] >= 0 and present[b, c] > 0]
-    if not picked:
-        return logits.sum() * 0.0
-    scores = paddle.stack([logits[b, :, row, column] for b, _, row, column in picked])
-    classes = paddle.to_tensor(np.array([c for _, c, _, _ in picked], dtype=np.int64))
-    return F.cross_entropy(scores, classes)
+    batch, classes, height, width = logits.shape
+    points = paddle.to_tensor(points) if isinstance(points, np.ndarray) else points
+    weak_labels = paddle.to_tensor(weak_labels) if isinstance(weak_labels, np.ndarray) else weak_labels
+    rows, columns = points[:, :, 0].astype("int64"), points[:, :, 1].astype("int64")
+    at = paddle.clip(rows, min=0) * width + paddle.clip(columns, min=0)  # (B, C): each class's point, flat
+    # The logits at every class's point, (B, C classes, C points), then log softmax over the classes.
+    at_points = paddle.take_along_axis(logits.reshape([batch, classes, height * width]),
+                                       at.unsqueeze(1).expand([batch, classes, classes]), axis=2)
+    own = paddle.diagonal(F.log_softmax(at_points, axis=1), axis1=1, axis2=2)  # (B, C): its own class's score
+    counted = paddle.arange(batch).unsqueeze(1) < images
+    picked = ((rows >= 0) & (weak_labels > 0) & counted).astype(logits.dtype)
+    return -(own * picked).sum() / paddle.clip(picked.sum(), min=1.0)
 
 
 def dropout(x, rate, seed):

@@ -9,6 +9,7 @@ optimizers step, and a step whose gradients overflowed is skipped and the scale 
 scales as the uninterrupted one would. bf16 has float32's range and needs no scale.
 """
 import paddle
+from paddle import _C_ops
 
 AMP_MODES = ("off", "fp16", "bf16")
 
@@ -45,12 +46,7 @@ class MixedPrecision(object):
         and step every optimizer; with fp16, skip it all if a gradient overflowed. Returns
         whether the optimizers stepped."""
         if self.mode == "fp16":
-            grads = [p.grad for p in parameters if p.grad is not None]
-            with paddle.no_grad():
-                for g in grads:
-                    paddle.assign(g * (1.0 / self.scale), output=g)
-                # one reduction, so that the device is waited for once, not once per parameter
-                finite = not grads or bool(paddle.stack([paddle.isfinite(g).all() for g in grads]).all())
+            finite = unscale([p.grad for p in parameters if p.grad is not None], self.scale)
             if not finite:
                 for opt in optimizers:
                     opt.clear_grad()
@@ -82,6 +78,22 @@ class MixedPrecision(object):
         if state.get("mode") != self.mode:
             raise ValueError("{}: written with --amp {}, not {}".format(source, state.get("mode"), self.mode))
         self.scale, self.good_steps, self.skipped = float(state["scale"]), int(state["good_steps"]), int(state["skipped"])
+
+
+@paddle.no_grad()
+def unscale(grads, scale):
+    """Divide the gradients by the loss scale, in place; True when all of them are finite. One
+    fused kernel (Paddle's own, the one its GradScaler uses) where Paddle has it; either way the
+    device is waited for once, not once per parameter."""
+    if not grads:
+        return True
+    fused = getattr(_C_ops, "check_finite_and_unscale_", None)
+    if fused is not None:
+        _, found_inf = fused(grads, paddle.full([1], scale, "float32"), paddle.full([1], False, "bool"))
+        return not bool(found_inf)
+    for g in grads:
+        paddle.assign(g * (1.0 / scale), output=g)
+    return bool(paddle.stack([paddle.isfinite(g).all() for g in grads]).all())
 
 
 NO_AMP = MixedPrecision()  # float32 throughout: the default of every step function
