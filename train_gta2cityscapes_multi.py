@@ -21,6 +21,7 @@ from dataset.sources import make_source, make_target
 from model import FCDiscriminator, build_model
 from utils.loss import GAN_KINDS, SOURCE_LABEL, TARGET_LABEL, adv_loss, seg_loss
 from utils.training.amp import NO_AMP
+from utils.training.memory import check_gpu_memory
 from utils.training.method import Method, average_losses, check_finite, set_trainable, upsample
 from utils.training.optimizer import build_sgd, describe, set_learning_rates
 from utils.training.options import RECIPE_DEFAULT, check_arguments, training_parser
@@ -122,6 +123,12 @@ class AdaptSegNet(Method):
     def load_initial_weights(self, log):
         self.load_segmentation_weights(log)
         self.load_part_weights({"D1": "restore_from_D1", "D2": "restore_from_D2"}, log)
+
+    def preflight(self, use_gpu, gpu_id, world_size):
+        """On a GPU, stop before iteration 1 when the batch does not fit the card, with the command that
+        does (utils/training/memory.py; its estimate is float32's, so not with --amp)."""
+        if use_gpu and self.args.amp == "off":
+            check_gpu_memory(self.args, world_size=world_size, model=self.networks[0], gpu_id=gpu_id)
 
     def iteration(self, batches, iteration, parallel):
         return train_iteration(self.networks, self.optimizers, batches, iteration, self.args, parallel, self.amp)

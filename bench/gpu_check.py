@@ -9,12 +9,15 @@ What it runs, each part in its own process so that an out-of-memory error or a b
 context stays in its own row of the table:
   - the GPU: name, memory, a convolution and a matmul checked against numpy, AMP support;
   - the real training iteration at the documented sizes (source 1280x720, target 1024x512,
-    both discriminators): batch 2 with --amp off, fp16 and bf16, and batch 1 with --amp off;
-    seconds/iteration after warm-up and the peak GPU memory of each;
+    both discriminators): batch 2 with --amp off, fp16 and bf16, batch 1 with --amp off, and
+    batch 2 with --cudnn-exhaustive-search; seconds/iteration after warm-up and the peak GPU
+    memory of each beside the preflight's estimate;
   - evaluation at 1024x512 with seeded random weights: seconds/image of the dynamic graph and of
     Paddle Inference, and the share of pixels on which their predictions agree (99.9% required);
-  - the scripts' own command lines on synthetic full-size data: train 3 iterations, continue
-    the run to 6 with the same command (--continue-train), evaluate its snapshot directory.
+  - the scripts' own command lines on synthetic full-size data: train 3 iterations validating
+    the snapshot (--val), continue the run to 6 with the same command (--continue-train),
+    evaluate its snapshot directory; the weak-label method with category-wise alignment; two
+    processes under paddle.distributed.launch (two cards).
 
 It prints a line per result as it goes and one table at the end. Every failure is a FAILED row
 with a one-line reason; the full output and tracebacks of every process are in the .log beside
@@ -55,7 +58,9 @@ SOURCE_SIZE, TARGET_SIZE, EVAL_SIZE = (1280, 720), (1024, 512), (1024, 512)
 QUICK_SOURCE_SIZE, QUICK_TARGET_SIZE = (128, 72), (128, 64)
 # Cityscapes labels are 2048x1024: evaluation upsamples the logits to twice the network's input.
 LABEL_SCALE = 2
-TRAINING_RUNS = ((2, "off"), (2, "fp16"), (2, "bf16"), (1, "off"))  # (--batch-size, --amp)
+# (--batch-size, --amp, other flags); the last one measures cuDNN's exhaustive algorithm search.
+TRAINING_RUNS = ((2, "off", ()), (2, "fp16", ()), (2, "bf16", ()), (1, "off", ()),
+                 (2, "off", ("--cudnn-exhaustive-search",)))
 AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 AGREEMENT_REQUIRED = 0.999
 # Longest each kind of process may take (seconds) before it is stopped and its row FAILED: generous,
@@ -206,7 +211,8 @@ def _set_device(device, gpu_id):
 def amp_support(place):
     """{"fp16": bool, "bf16": bool}: what Paddle says this device can train in."""
     import paddle
-    return {mode: bool(getattr(paddle.amp, "is_{}_supported".format(dtype))(place)) for mode, dtype in AMP_DTYPES.items()}
+    return {mode: bool(getattr(paddle.amp, "is_{}_supported".format(dtype))(place))
+            for mode, dtype in AMP_DTYPES.items()}
 
 
 def smoke_test(synchronize):
@@ -277,7 +283,7 @@ def peak_memory(device, gpu_id):
 
 
 def measure_training(data_root, run_dir, batch_size, amp, source_size, target_size, device, gpu_id, warmup,
-                     iterations, num_workers):
+                     iterations, num_workers, flags=()):
     """Seconds per training iteration (median after ``warmup``) and peak memory, as bench_train runs it."""
     import paddle
     import train_gta2cityscapes_multi as train
@@ -288,7 +294,7 @@ def measure_training(data_root, run_dir, batch_size, amp, source_size, target_si
         "--snapshot-dir", run_dir, "--input-size", "{},{}".format(*source_size),
         "--input-size-target", "{},{}".format(*target_size), "--batch-size", str(batch_size), "--amp", amp,
         "--num-workers", str(num_workers), "--random-mirror", "--num-steps-stop", str(warmup + iterations),
-        "--device", device, "--gpu", str(gpu_id), "--from-scratch"])
+        "--device", device, "--gpu", str(gpu_id), "--from-scratch"] + list(flags))
     synchronize = paddle.device.cuda.synchronize if device == "gpu" else None
     timings, _ = time_iterations(args, warmup, iterations, synchronize)
     totals = [wait + compute for wait, compute in zip(timings["data_wait"], timings["compute"])]
@@ -297,6 +303,11 @@ def measure_training(data_root, run_dir, batch_size, amp, source_size, target_si
               "sgd_step": statistics.median(timings["sgd_step"]) if timings["sgd_step"] else None,
               "skipped_steps": len(totals) - len(timings["sgd_step"]), "warmup": warmup}
     result.update(peak_memory(device, gpu_id))
+    # After the peaks are read: the estimate probes a network of its own.
+    from utils.training.memory import estimate_memory
+    estimate = estimate_memory(batch_size, tuple(source_size), tuple(target_size), bn=args.bn,
+                               on_gpu=device == "gpu")
+    result.update(estimated_bytes=estimate.total_bytes, estimate=str(estimate))
     return result
 
 
@@ -577,9 +588,10 @@ def device_step(run):
     return info
 
 
-def training_check(run, batch_size, amp):
-    return "train {}+{} batch {}, amp {}".format(size_text(run.settings["source_size"]),
-                                                 size_text(run.settings["target_size"]), batch_size, amp)
+def training_check(run, batch_size, amp, flags=()):
+    return "train {}+{} batch {}, amp {}{}".format(size_text(run.settings["source_size"]),
+                                                   size_text(run.settings["target_size"]), batch_size, amp,
+                                                   "".join(" " + flag for flag in flags))
 
 
 def amp_unavailable(run, amp, device_info):
@@ -597,13 +609,16 @@ def amp_unavailable(run, amp, device_info):
     return None
 
 
-def training_step(run, data_root, batch_size, amp, device_info):
-    settings, check = run.settings, training_check(run, batch_size, amp)
+def training_step(run, data_root, batch_size, amp, flags, device_info):
+    settings, check = run.settings, training_check(run, batch_size, amp, flags)
     unavailable = amp_unavailable(run, amp, device_info)
+    if flags and settings["device"] == "cpu":
+        unavailable = SKIPPED, "cuDNN is a GPU's"
     if unavailable:
         run.add(make_row(check, unavailable[0], detail=unavailable[1]))
         return
-    spec = dict(data_root=data_root, run_dir=os.path.join(run.work_dir, "train-b{}-{}".format(batch_size, amp)),
+    spec = dict(data_root=data_root, flags=list(flags),
+                run_dir=os.path.join(run.work_dir, "train-b{}-{}{}".format(batch_size, amp, len(flags))),
                 batch_size=batch_size, amp=amp, source_size=settings["source_size"],
                 target_size=settings["target_size"], device=settings["device"], gpu_id=settings["gpu"],
                 warmup=settings["warmup"], iterations=settings["iterations"], num_workers=settings["num_workers"])
@@ -613,6 +628,8 @@ def training_step(run, data_root, batch_size, amp, device_info):
             result["peak_reserved_bytes"]), gib(device_info["total_memory_bytes"]))
     else:
         memory = "peak RSS {}".format(gib(result["peak_rss_bytes"]))
+    if "estimated_bytes" in result:
+        memory += " (estimate {})".format(gib(result["estimated_bytes"]))
     detail = "{}; data wait {:.3f} s; median of {} after {} warm-up".format(
         memory, result["data_wait"], len(result["seconds"]), result["warmup"])
     if result.get("skipped_steps"):
@@ -667,7 +684,7 @@ def script_commands(run, data_root, snapshot_dir):
     device = ["--device", settings["device"], "--gpu", str(settings["gpu"])]
     train = [sys.executable, os.path.join(ROOT, "train_gta2cityscapes_multi.py"),
              "--data-dir", os.path.join(data_root, "GTA5"), "--data-dir-target", os.path.join(data_root, "Cityscapes"),
-             "--snapshot-dir", snapshot_dir, "--from-scratch", "--random-mirror", "--continue-train",
+             "--snapshot-dir", snapshot_dir, "--from-scratch", "--random-mirror", "--continue-train", "--val",
              "--input-size", "{},{}".format(*settings["source_size"]),
              "--input-size-target", "{},{}".format(*settings["target_size"]),
              "--save-pred-every", str(first), "--num-workers", str(settings["num_workers"])] + device
@@ -683,16 +700,17 @@ def script_step(run, data_root):
     first, second = run.settings["script_steps"]
     snapshot_dir = os.path.join(run.work_dir, "snapshots")
 
-    def wrote(iteration):
-        return os.path.exists(os.path.join(snapshot_dir, "GTA5_{}.pdparams".format(iteration)))
+    def wrote(iteration):  # and validated it (--val): the score is cached beside the snapshot
+        return all(os.path.exists(os.path.join(snapshot_dir, "GTA5_{}{}".format(iteration, suffix)))
+                   for suffix in (".pdparams", ".eval.json"))
 
     def scored(out, iteration):
         return re.search(r"^{}\t".format(iteration), out, re.M) is not None
 
     # What each command must have done besides exiting 0: (done?, PASSED detail, FAILED reason).
     expectations = (
-        lambda out: (wrote(first), "wrote snapshot GTA5_{}".format(first),
-                     "exited 0 but wrote no GTA5_{}.pdparams".format(first)),
+        lambda out: (wrote(first), "wrote and validated snapshot GTA5_{}".format(first),
+                     "exited 0 but wrote or validated no GTA5_{}".format(first)),
         lambda out: ("resumed from" in out and wrote(second),
                      "resumed from GTA5_{}, wrote GTA5_{}".format(first, second),
                      "exited 0 but did not resume from GTA5_{} and write GTA5_{}".format(first, second)),
@@ -717,6 +735,44 @@ def script_step(run, data_root):
         return
 
 
+def more_script_checks():
+    return ("script: train_weak_labels.py, category-wise alignment", "script: two processes (distributed.launch)")
+
+
+def more_script_step(run, data_root, device_info):
+    """The weak-label method's full UDA iteration (its 159.5M-parameter category-wise discriminator
+    included) and a data-parallel job of two processes: one row each, independent of each other."""
+    settings, work = run.settings, os.path.join(run.work_dir, "more")
+    os.makedirs(work, exist_ok=True)
+    common = ["--data-dir", os.path.join(data_root, "GTA5"), "--data-dir-target", os.path.join(data_root, "Cityscapes"),
+              "--from-scratch", "--input-size", "{},{}".format(*settings["source_size"]),
+              "--input-size-target", "{},{}".format(*settings["target_size"]), "--num-steps-stop", "2",
+              "--num-workers", str(settings["num_workers"]), "--device", settings["device"]]
+    weak = [sys.executable, os.path.join(ROOT, "train_weak_labels.py"), "--use-weak", "--use-pseudo", "--use-weak-cw",
+            "--snapshot-dir", os.path.join(work, "weak"), "--gpu", str(settings["gpu"])] + common
+    if settings["device"] == "gpu":
+        cards = device_info.get("visible_gpus", 1)
+        launch = ["--gpus", "{},{}".format(settings["gpu"], (settings["gpu"] + 1) % max(cards, 1))]
+    else:
+        cards, launch = 2, ["--nproc_per_node", "2"]
+    ranks = [sys.executable, "-m", "paddle.distributed.launch", "--log_dir", os.path.join(work, "ranks_log")] + \
+        launch + [os.path.join(ROOT, "train_gta2cityscapes_multi.py"), "--batch-size", "2",
+                  "--snapshot-dir", os.path.join(work, "ranks")] + common
+    for check, command, snapshot in zip(more_script_checks(), (weak, ranks), ("weak", "ranks")):
+        if check.endswith("(distributed.launch)") and cards < 2:
+            run.add(make_row(check, SKIPPED, detail="one GPU visible"))
+            continue
+        if run.out_of_time([check], STEP_SECONDS["script"]):
+            return
+        code, out, err, seconds, stopped = run.run(check, command, STEP_SECONDS["script"], cwd=work)
+        wrote = os.path.exists(os.path.join(work, snapshot, "GTA5_2.pdparams"))
+        if stopped or code != 0 or not wrote:
+            reason = stopped or (failure_reason(err, code) if code else "exited 0 but wrote no GTA5_2.pdparams")
+            run.add(make_row(check, FAILED, seconds, "s", detail=reason, command=command))
+        else:
+            run.add(make_row(check, PASSED, seconds, "s", detail="2 iterations, wrote GTA5_2", command=command))
+
+
 def run_check(run):
     """Every step in order; a step that fails becomes rows and the next one runs."""
     data_root = os.path.join(run.work_dir, "data")
@@ -725,21 +781,22 @@ def run_check(run):
     if run.out_of_time(["smoke test (matmul, convolution)"], STEP_SECONDS["device"]):
         return
     device_info = run.step(["smoke test (matmul, convolution)"], device_step, run)
-    later = [training_check(run, b, a) for b, a in TRAINING_RUNS] + list(evaluation_checks(run)) + \
-        list(script_checks(run))
+    later = [training_check(run, *config) for config in TRAINING_RUNS] + list(evaluation_checks(run)) + \
+        list(script_checks(run)) + list(more_script_checks())
     if device_info is None:
         run.skip_all(later, "the device did not pass its smoke test (see above)")
         return
     if not data_ok:
         run.skip_all(later, "needs the synthetic data, which could not be written (see above)")
         return
-    for batch_size, amp in TRAINING_RUNS:
-        check = training_check(run, batch_size, amp)
+    for config in TRAINING_RUNS:
+        check = training_check(run, *config)
         if not run.out_of_time([check], STEP_SECONDS["train"]):
-            run.step([check], training_step, run, data_root, batch_size, amp, device_info)
+            run.step([check], training_step, run, data_root, *(config + (device_info,)))
     if not run.out_of_time(list(evaluation_checks(run)), STEP_SECONDS["eval"]):
         run.step(list(evaluation_checks(run)), evaluation_step, run, data_root)
     run.step(list(script_checks(run)), script_step, run, data_root)
+    run.step(list(more_script_checks()), more_script_step, run, data_root, device_info)
 
 
 def parse_args(argv=None):

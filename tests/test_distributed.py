@@ -141,3 +141,57 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_refused(data, tmp_path):
     code, output, _ = launch(args, tmp_path / "log", timeout=240)
     assert code != 0
     assert "--batch-size 3 does not split evenly over 2 processes" in worker_logs(tmp_path / "log")
+
+
+# Gloo, the CPU backend, gives up on a collective after 30 seconds (Paddle 2.6 and 3.x; not
+# configurable); NCCL after PADDLE_PG_TIMEOUT, 30 minutes by default.
+GLOO_TIMEOUT_SECONDS = 30
+RANK_0_ALONE = r"""
+import json, sys, time
+from utils.training.distributed import Parallel  # first: utils.runtime comes before paddle
+import paddle
+
+parallel = Parallel()
+paddle.seed(100 + parallel.rank)  # each rank initialises its own network
+net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3), paddle.nn.BatchNorm2D(4), paddle.nn.Conv2D(4, 2, 1))
+net[1]._mean.set_value(paddle.full([4], float(parallel.rank)))
+before = {k: v.numpy().tolist() for k, v in net.state_dict().items()}
+parallel.broadcast_networks([net])
+after = {k: v.numpy().tolist() for k, v in net.state_dict().items()}
+started = time.time()
+parallel.run_on_main(lambda: time.sleep(float(sys.argv[2])), poll_seconds=0.2)
+waited = time.time() - started
+mean = parallel.average_values({"rank": float(parallel.rank)})["rank"]
+with open("{}/rank{}.json".format(sys.argv[1], parallel.rank), "w") as f:
+    json.dump(dict(before=before, after=after, waited=waited, mean=mean), f)
+"""
+
+
+def test_the_ranks_start_from_rank_0s_networks_and_wait_for_rank_0_longer_than_a_collective_may(tmp_path):
+    """broadcast_networks gives every rank rank 0's weights and BN statistics; while rank 0 works
+    alone (validating, writing a snapshot) for longer than gloo's timeout, rank 1 waits in
+    run_on_main and the next collective still succeeds."""
+    import json
+    script = tmp_path / "rank_0_alone.py"
+    script.write_text(RANK_0_ALONE)
+    alone = GLOO_TIMEOUT_SECONDS + 5
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+               str(tmp_path / "log"), str(script), str(tmp_path), str(alone)]
+    result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=240)
+    assert result.returncode == 0, result.stdout.decode(errors="replace")[-3000:] + worker_logs(tmp_path / "log")[-3000:]
+    ranks = [json.loads((tmp_path / "rank{}.json".format(rank)).read_text()) for rank in (0, 1)]
+    assert ranks[0]["before"] != ranks[1]["before"]
+    assert ranks[0]["after"] == ranks[1]["after"] == ranks[0]["before"]
+    assert ranks[1]["waited"] >= alone
+    assert ranks[0]["mean"] == ranks[1]["mean"] == 0.5
+
+
+def test_one_process_runs_rank_0s_work_itself_and_keeps_its_networks():
+    from utils.training.distributed import Parallel
+    parallel = Parallel()
+    net = paddle.nn.Linear(2, 2)
+    weight = net.weight.numpy().copy()
+    parallel.broadcast_networks([net])
+    assert parallel.run_on_main(lambda: 7) == 7
+    np.testing.assert_array_equal(net.weight.numpy(), weight)

@@ -229,9 +229,13 @@ def test_quick_self_test_on_the_cpu_runs_every_step(tmp_path):
     expected = ["synthetic data", "smoke test (matmul, convolution)", "train 128x72+128x64 batch 2, amp off",
                 "train 128x72+128x64 batch 1, amp off", "eval 128x64 dynamic graph", "eval 128x64 Paddle Inference",
                 "eval argmax agreement (dygraph vs Inference)", "script: train 1 iterations",
-                "script: --continue-train to 2", "script: evaluate_cityscapes.py on the snapshots"]
+                "script: --continue-train to 2", "script: evaluate_cityscapes.py on the snapshots",
+                "script: train_weak_labels.py, category-wise alignment", "script: two processes (distributed.launch)"]
     assert {check: statuses.get(check) for check in expected} == dict.fromkeys(expected, PASSED)
     assert statuses["train 128x72+128x64 batch 2, amp fp16"] == SKIPPED
+    assert statuses["train 128x72+128x64 batch 2, amp off --cudnn-exhaustive-search"] == SKIPPED
+    trained = next(row for row in results["rows"] if row["check"] == "train 128x72+128x64 batch 2, amp off")
+    assert "(estimate " in trained["detail"] and trained["measured"]["estimated_bytes"] > 0
     table = output[output.index("bench.gpu_check on "):]
     assert output.count("bench.gpu_check on ") == 1 and table.rstrip().endswith(str(tmp_path / "check.log"))
-    assert "10 PASSED, 0 FAILED, 2 SKIPPED" in table
+    assert "12 PASSED, 0 FAILED, 3 SKIPPED" in table

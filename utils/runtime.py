@@ -18,7 +18,10 @@ it is above 1, ``import paddle`` prints a warning. So it is left unset here; aft
 :func:`use_cpu_cores` gives Paddle's CPU math (MKL, OpenMP) one thread per core this process may
 use, through Paddle's own setter. ``select_device`` calls it, hence the training and evaluation
 scripts; a notebook may too. A user's own ``OMP_NUM_THREADS``, set before this module is
-imported, wins (and brings Paddle's warning about it), as does their ``MKL_DEBUG_CPU_TYPE``.
+imported, wins (and brings Paddle's warning about it), as does their ``MKL_DEBUG_CPU_TYPE``; except
+``OMP_NUM_THREADS=1`` under ``paddle.distributed.launch``, which every rank inherits from the
+launcher's own ``import paddle``: there the cores are shared among the processes the launcher
+started on this machine.
 """
 import math
 import os
@@ -29,8 +32,18 @@ warnings.filterwarnings("ignore", message="No ccache found")
 
 import PIL.Image  # noqa: E402,F401
 
-# Set by the user, or by Paddle when it was imported before this module: either way, not ours.
-_THREADS_GIVEN = "OMP_NUM_THREADS" in os.environ
+
+def _threads_given(environ):
+    """Whether ``OMP_NUM_THREADS`` is the user's (or set by Paddle imported before this module: not
+    ours either way). Under paddle.distributed.launch (``PADDLE_LOCAL_SIZE``: Paddle 2.6 and 3.x)
+    every rank finds the 1 that the launcher's own ``import paddle`` put in its environment, which
+    a user's 1 cannot be told from."""
+    if "OMP_NUM_THREADS" not in environ:
+        return False
+    return not (environ["OMP_NUM_THREADS"].strip() == "1" and "PADDLE_LOCAL_SIZE" in environ)
+
+
+_THREADS_GIVEN = _threads_given(os.environ)
 
 
 def usable_cpus(cgroup_root="/sys/fs/cgroup"):
@@ -68,32 +81,70 @@ def _cgroup_cpu_quota(root):
     return None
 
 
+def local_processes(environ=None):
+    """How many processes paddle.distributed.launch started on this machine (1 outside it):
+    ``PADDLE_LOCAL_SIZE`` (Paddle 2.6 and 3.x), else the endpoints of ``PADDLE_TRAINER_ENDPOINTS``
+    on this process's host (older launchers and fleetrun)."""
+    environ = os.environ if environ is None else environ
+    try:
+        return max(1, int(environ["PADDLE_LOCAL_SIZE"]))
+    except (KeyError, ValueError):
+        pass
+    host = environ.get("PADDLE_CURRENT_ENDPOINT", "").rpartition(":")[0]
+    endpoints = [e.strip() for e in environ.get("PADDLE_TRAINER_ENDPOINTS", "").split(",") if e.strip()]
+    return max(1, sum(1 for e in endpoints if e.rpartition(":")[0] == host)) if host else 1
+
+
 def use_cpu_cores():
-    """Let Paddle's CPU math use ``usable_cpus()`` threads, unless ``OMP_NUM_THREADS`` was set before
-    this module was imported; returns the thread count it set, or None. Imports paddle."""
+    """Let Paddle's CPU math use ``usable_cpus()`` threads shared among the :func:`local_processes`
+    (at least 1 each), unless ``OMP_NUM_THREADS`` was given (see the module's notes); returns the
+    thread count it set, or None. Imports paddle."""
     import paddle
     if _THREADS_GIVEN:
         return None
-    threads = usable_cpus()
+    threads = max(1, usable_cpus() // local_processes())
     paddle.base.core.set_num_threads(threads)
     return threads
 
 
 def add_device_args(parser):
     parser.add_argument("--device", choices=("auto", "gpu", "cpu"), default="auto",
-                        help="auto: the GPU when Paddle was built with CUDA, else the CPU")
-    parser.add_argument("--gpu", type=int, default=0, help="which GPU to use (its id)")
+                        help="auto: a GPU when this Paddle has CUDA and a card is visible, else the CPU")
+    parser.add_argument("--gpu", type=int, default=0,
+                        help="which GPU to use: its index among the visible cards (CUDA_VISIBLE_DEVICES); "
+                             "under paddle.distributed.launch, the card the launcher gives each process (--gpus)")
+
+
+def _visible_cards():
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return "" if visible is None else " (CUDA_VISIBLE_DEVICES={!r})".format(visible)
 
 
 def select_device(args, gpu_id=None):
-    """``paddle.set_device`` from the --device/--gpu flags (``gpu_id`` overrides --gpu: the card
-    paddle.distributed.launch gave this process) and :func:`use_cpu_cores`; returns (use_gpu, gpu_id)."""
+    """``paddle.set_device`` from the --device/--gpu flags and :func:`use_cpu_cores`; returns
+    (use_gpu, gpu_id). ``gpu_id`` overrides --gpu: the card paddle.distributed.launch gave this
+    process. --device auto without a visible card runs on the CPU and says why; --device gpu
+    without one, or a card beyond the visible ones, ends the program with what to do."""
     import paddle
-    gpu_id = args.gpu if gpu_id is None else gpu_id
-    use_gpu = args.device == "gpu" or (args.device == "auto" and paddle.device.is_compiled_with_cuda())
-    if use_gpu and not paddle.device.is_compiled_with_cuda():
+    has_cuda = paddle.device.is_compiled_with_cuda()
+    if args.device == "gpu" and not has_cuda:
         raise SystemExit("--device gpu: this Paddle has no CUDA support; install paddlepaddle-gpu "
                          "(see README) or use --device cpu")
+    cards = paddle.device.cuda.device_count() if has_cuda and args.device != "cpu" else 0
+    if args.device == "auto" and has_cuda and cards == 0:
+        print("--device auto: this Paddle has CUDA but sees no GPU{}: running on the CPU".format(_visible_cards()))
+    use_gpu = args.device == "gpu" or (args.device == "auto" and cards > 0)
+    from_launcher = gpu_id is not None
+    gpu_id = args.gpu if gpu_id is None else gpu_id
+    if use_gpu and cards == 0:
+        raise SystemExit("--device gpu: this process sees no GPU{}; make a card visible "
+                         "(e.g. CUDA_VISIBLE_DEVICES=0) or use --device cpu".format(_visible_cards()))
+    if use_gpu and not 0 <= gpu_id < cards:
+        given = ("paddle.distributed.launch gave this process card {} (FLAGS_selected_gpus)".format(gpu_id)
+                 if from_launcher else "--gpu {}".format(gpu_id))
+        raise SystemExit("{}: this process sees {} GPU{}{}, numbered {}; cards are counted among the visible "
+                         "ones".format(given, cards, "" if cards == 1 else "s", _visible_cards(),
+                                       ", ".join(str(card) for card in range(cards))))
     paddle.set_device("gpu:{}".format(gpu_id) if use_gpu else "cpu")
     use_cpu_cores()
     return use_gpu, gpu_id

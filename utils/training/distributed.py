@@ -10,6 +10,7 @@ them and two classifier branches never get a gradient: the hooks would fire per 
 for gradients that never come.
 """
 import os
+import time
 
 import paddle
 import paddle.distributed as dist
@@ -21,6 +22,7 @@ class Parallel(object):
     def __init__(self):
         self.world_size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
         self.rank = 0
+        self._main_work_done = 0  # calls of run_on_main so far
         if self.world_size > 1:
             dist.init_parallel_env()
             self.rank = dist.get_rank()
@@ -33,16 +35,31 @@ class Parallel(object):
 
     @property
     def gpu_id(self):
-        """The card the launcher gave this rank (``--gpus``); None outside a GPU job."""
-        if self.world_size == 1 or not paddle.device.is_compiled_with_cuda():
+        """The card paddle.distributed.launch gave this process (``--gpus``, passed on as
+        ``FLAGS_selected_gpus``, counted among the visible cards), also when it started a single
+        process; None outside the launcher or without CUDA."""
+        selected = os.environ.get("FLAGS_selected_gpus", "").split(",")[0].strip()
+        if "PADDLE_TRAINERS_NUM" not in os.environ or not selected or not paddle.device.is_compiled_with_cuda():
             return None
-        return dist.ParallelEnv().device_id
+        return int(selected)
 
     def per_rank_batch(self, batch_size):
         if batch_size % self.world_size:
             raise ValueError("--batch-size {} does not split evenly over {} processes: use a multiple of {}".format(
                 batch_size, self.world_size, self.world_size))
         return batch_size // self.world_size
+
+    def broadcast_networks(self, nets):
+        """Give every rank rank 0's parameters and BN statistics, after loading or resuming: the
+        ranks then start from the same networks whatever each one loaded or initialised. Done as
+        ``paddle.DataParallel`` does when it is built (``sync_params_buffers``): one broadcast per
+        buffer of up to 128 MB of fused tensors, not one per tensor."""
+        if self.world_size == 1:
+            return
+        from paddle.distributed.parallel import sync_params_buffers
+        with paddle.no_grad():
+            for net in nets:
+                sync_params_buffers(net, src_rank=0)
 
     def average_gradients(self, nets):
         """The gradients, and the running statistics of BN layers in batch-statistics mode (--bn
@@ -93,3 +110,29 @@ class Parallel(object):
         flag = paddle.to_tensor([1 if decision else 0], dtype="int32")
         dist.broadcast(flag, src=0)
         return bool(flag.numpy()[0])
+
+    def run_on_main(self, work, poll_seconds=1.0):
+        """``work()`` on rank 0 alone (validating and writing a snapshot), the other ranks waiting
+        for it to return, however long that takes; returns what ``work`` returned on rank 0 and
+        None elsewhere. The other ranks must not wait in the next collective instead: gloo gives
+        up after 30 seconds and NCCL after ``PADDLE_PG_TIMEOUT`` (30 minutes by default). So they
+        poll a counter in the job's TCP store (the one ``init_parallel_env`` set up), which no
+        collective timeout covers. Should rank 0 fail, they wait until the launcher ends the job
+        with rank 0's error."""
+        if self.world_size == 1:
+            return work()
+        from paddle.base import core
+        store = core.create_or_get_global_tcp_store()
+        self._main_work_done += 1
+        key = "adaptseg/main_work_done"
+        result = None
+        if self.is_main:
+            result = work()
+            store.add(key, 1)
+        else:
+            while store.add(key, 0) < self._main_work_done:
+                time.sleep(poll_seconds)
+        # Everyone has seen the counter before rank 0 goes on: after the last snapshot it ends, and
+        # its store with it, while another rank may be asleep between two looks.
+        dist.barrier()
+        return result

@@ -54,6 +54,10 @@ class Method(object):
         says what was loaded."""
         self.load_segmentation_weights(log)
 
+    def preflight(self, use_gpu, gpu_id, world_size):
+        """Checks before iteration 1 that only the method can make (the card's memory, say); none
+        by default."""
+
     def iteration(self, batches, iteration, parallel):
         """One iteration on ``batches`` (--iter-size pairs of source batch, target batch or None);
         returns ({loss name: value}, {tag: value} of the other numbers to log, e.g. "lr/G")."""

@@ -136,6 +136,9 @@ def training_parser(description, defaults, recipes, default_recipe):
     p.add_argument("--amp", default="off", choices=AMP_MODES,
                    help="mixed precision on a GPU: fp16 (with a dynamic loss scale) or bf16 (Ampere and newer); "
                         "off (default) trains in float32, as the reference")
+    p.add_argument("--cudnn-exhaustive-search", action="store_true",
+                   help="on a GPU: let cuDNN time every convolution algorithm once per shape and keep the fastest "
+                        "(the shapes never change, so it searches once); python -m bench.gpu_check measures both")
     p.add_argument("--log-every", type=int, default=10, help="iterations between logged losses")
     p.add_argument("--picture-every", type=int, default=1000,
                    help="iterations between logged target predictions (0: never)")

@@ -100,6 +100,8 @@ class TrainingSession(object):
             self.parallel.per_rank_batch(args.batch_size)
             self.use_gpu, self.gpu_id = select_device(args, self.parallel.gpu_id)
             check_amp_supported(args.amp, self.use_gpu)
+            if self.use_gpu and args.cudnn_exhaustive_search:
+                paddle.set_flags({"FLAGS_cudnn_exhaustive_search": True})
         except BaseException:
             self.close()
             raise
@@ -161,6 +163,7 @@ class TrainingSession(object):
                 messages.append("newer snapshots of the abandoned continuation moved to {}".format(superseded))
         else:
             start_iter = self._new_run(snapshots, messages)
+        parallel.broadcast_networks(method.nets.values())
         if parallel.is_main:
             ensure_room_for_snapshots(args.snapshot_dir, self.checkpointer.snapshot_bytes())
             self.log = TrainLog(args.snapshot_dir, start_iter)
@@ -172,6 +175,7 @@ class TrainingSession(object):
             if parallel.is_main:
                 print(line)
         self.start_iter = start_iter
+        method.preflight(self.use_gpu, self.gpu_id, parallel.world_size)
         self._open_loaders(start_iter)
         return start_iter
 
@@ -282,8 +286,10 @@ class TrainingSession(object):
         end, and when the run is ``stopping`` early."""
         done = iteration + 1
         due = done % self.args.save_pred_every == 0 or done == self.args.num_steps_stop or stopping
-        if not (due and self.parallel.is_main):
-            return
+        if due:  # rank 0 writes; the others wait outside any collective (validation can take long)
+            self.parallel.run_on_main(lambda: self._write_snapshot(done, stopping))
+
+    def _write_snapshot(self, done, stopping):
         model_path = self.snapshots.files(done)[SEGMENTATION]
 
         failure = []
