@@ -64,29 +64,27 @@ def source_batch(rng, present=None):
     return tuple(batch)
 
 
-@pytest.mark.parametrize("recipe", ["authors", "paddle-port"])
-def test_an_adaptsegnet_iteration_reads_back_once(recipe, monkeypatch):
-    args = arguments(train.get_arguments, "--recipe", recipe, "--batch-size", "2")
+def adaptsegnet_read_backs(monkeypatch, args, amp=None):
+    """What one AdaptSegNet iteration (a one-block-per-layer DeepLab) counts."""
     monkeypatch.setattr(train, "build_model", lambda name, num_classes, bn: ResNetMulti([1, 1, 1, 1], num_classes, bn=bn))
     model, sgd, discriminators = train.build_networks(args)
     optimizers = [sgd] + Method(args).add_discriminators(dict(zip(("D1", "D2"), discriminators)))
     rng = np.random.default_rng(0)
     batches = [(source_batch(rng), (paddle.to_tensor(rng.normal(size=(2, 3, HEIGHT, WIDTH)).astype("float32")),))]
     counts = counting(monkeypatch)
-    train.train_iteration((model,) + discriminators, optimizers, batches, 0, args)
-    assert counts == {"read-back": 1}
+    train.train_iteration((model,) + discriminators, optimizers, batches, 0, args, amp=amp or MixedPrecision())
+    return counts
+
+
+@pytest.mark.parametrize("recipe", ["authors", "paddle-port"])
+def test_an_adaptsegnet_iteration_reads_back_once(recipe, monkeypatch):
+    args = arguments(train.get_arguments, "--recipe", recipe, "--batch-size", "2")
+    assert adaptsegnet_read_backs(monkeypatch, args) == {"read-back": 1}
 
 
 def test_with_fp16_the_overflow_check_is_the_one_more_read_back(monkeypatch):
     args = arguments(train.get_arguments, "--batch-size", "2")
-    monkeypatch.setattr(train, "build_model", lambda name, num_classes, bn: ResNetMulti([1, 1, 1, 1], num_classes, bn=bn))
-    model, sgd, discriminators = train.build_networks(args)
-    optimizers = [sgd] + Method(args).add_discriminators(dict(zip(("D1", "D2"), discriminators)))
-    rng = np.random.default_rng(1)
-    batches = [(source_batch(rng), (paddle.to_tensor(rng.normal(size=(2, 3, HEIGHT, WIDTH)).astype("float32")),))]
-    counts = counting(monkeypatch)
-    train.train_iteration((model,) + discriminators, optimizers, batches, 0, args, amp=MixedPrecision("fp16"))
-    assert counts == {"read-back": 2}
+    assert adaptsegnet_read_backs(monkeypatch, args, MixedPrecision("fp16")) == {"read-back": 2}
 
 
 class FeatureNet(nn.Layer):
