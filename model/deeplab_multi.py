@@ -5,6 +5,7 @@ Paddle's ``_mean`` / ``_variance``), so converted weights load one to one.
 """
 import functools
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
@@ -33,6 +34,8 @@ class FrozenAffineBatchNorm2D(nn.BatchNorm2D):
                          weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(1.0)),
                          bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
         self.statistics = statistics
+        # Asked here, on the device the network is built on, not inside a training iteration.
+        self._biased_kernel = statistics == "train" and moves_biased_variance()
         self.weight.stop_gradient = True
         self.bias.stop_gradient = True
 
@@ -44,17 +47,35 @@ class FrozenAffineBatchNorm2D(nn.BatchNorm2D):
         if values < 2:
             raise ValueError("BatchNorm with batch statistics needs more than one value per channel, got input "
                              "shape {}; use --bn frozen or a larger input".format(list(x.shape)))
-        # Paddle moves the statistics it is given by the biased batch variance v: r' = m r + (1 - m) v;
-        # PyTorch by the unbiased n / (n - 1) v, i.e. r' + (1 - m) v / (n - 1) = r' + (r' - m r) / (n - 1).
         # Copies go in: the backward pass keeps them, so the buffers can be updated here.
         mean, variance = self._mean.clone(), self._variance.clone()
         out = F.batch_norm(x, mean, variance, self.weight, self.bias, training=True, momentum=self._momentum,
                            epsilon=self._epsilon)
         with paddle.no_grad():
-            paddle.assign(variance + (variance - self._variance * self._momentum) / (values - 1),
-                          output=self._variance)
+            if self._biased_kernel:
+                # r' = m r + (1 - m) v with the biased v; PyTorch's unbiased n / (n - 1) v gives
+                # r' + (1 - m) v / (n - 1) = r' + (r' - m r) / (n - 1).
+                variance = variance + (variance - self._variance * self._momentum) / (values - 1)
+            paddle.assign(variance, output=self._variance)
             paddle.assign(mean, output=self._mean)
         return out
+
+
+_BIASED = {}
+
+
+def moves_biased_variance():
+    """Whether Paddle's training-mode batch_norm on the current device moves the running variance
+    by the biased batch variance (its CPU kernel does; cuDNN's uses the unbiased one, as PyTorch).
+    Asked once per device, of four values whose variances are 1.25 (biased) and 5/3 (unbiased)."""
+    key = paddle.get_device()
+    if key not in _BIASED:
+        with paddle.no_grad():
+            x = paddle.to_tensor(np.array([1.0, 2.0, 3.0, 4.0], np.float32).reshape([2, 1, 1, 2]))
+            running = paddle.zeros([1], "float32")
+            F.batch_norm(x, paddle.zeros([1], "float32"), running, training=True, momentum=0.0)
+        _BIASED[key] = bool(abs(float(running.numpy()[0]) - 1.25) < 1e-3)
+    return _BIASED[key]
 
 
 def conv_no_bias(in_channels, out_channels, kernel_size, **kwargs):

@@ -222,3 +222,13 @@ def test_a_snapshot_from_before_recipes_continues_with_the_settings_it_was_train
     assert_same_snapshot(straight, old, 4)
     assert any(line.startswith("the snapshot predates recipes: the run continues with its own settings")
                and "--sgd-groups original" in line and "--bn frozen" in line for line in log_lines(old))
+
+
+def test_a_continued_run_whose_schedule_ends_before_the_stop_is_refused_before_iteration_1(data, tmp_path):
+    """--num-steps comes back from the snapshot; --num-steps-stop, not part of a recipe, does not."""
+    assert train.main(training_args(data, tmp_path, 2, steps=20)) == 0
+    arguments = training_args(data, tmp_path, 30, continue_train=True)
+    del arguments[arguments.index("--num-steps"):arguments.index("--num-steps") + 2]
+    arguments[arguments.index("--num-steps-stop") + 1] = "30"
+    with pytest.raises(CheckpointError, match="ends at --num-steps 20, before --num-steps-stop 30"):
+        train.main(arguments)

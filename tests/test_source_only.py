@@ -62,3 +62,9 @@ def test_an_adversarial_run_does_not_continue_as_the_baseline(data, tmp_path):
     assert train.main(training_args(data, tmp_path, 1)) == 0
     with pytest.raises(CheckpointError, match="--source-only True \\(snapshot: False\\)"):
         train.main(training_args(data, tmp_path, 2, "--source-only", continue_train=True))
+
+
+def test_the_adversarial_command_in_a_baseline_directory_does_not_start_over(data, tmp_path):
+    assert train.main(training_args(data, tmp_path, 2, "--source-only")) == 0
+    with pytest.raises(CheckpointError, match="holds snapshot GTA5_2, whose state file is there but not its D1 or D2"):
+        train.main(training_args(data, tmp_path, 4, continue_train=True))

@@ -6,6 +6,7 @@ import zlib
 import numpy as np
 import paddle
 import paddle.nn.functional as F
+from paddle.base import core
 
 from dataset.classes import IGNORE_LABEL
 
@@ -121,8 +122,9 @@ def dropout(x, rate, seed):
     drawn on the device (no copy from the host), and Paddle's generator is left as it was."""
     if rate <= 0:
         return x
-    state = paddle.get_rng_state()
-    paddle.seed(zlib.crc32(np.asarray(seed, dtype=np.int64).tobytes()))
+    device, cpu = paddle.get_rng_state(), core.default_cpu_generator().get_state()
+    paddle.seed(zlib.crc32(np.asarray(seed, dtype=np.int64).tobytes()))  # seeds every device's generator
     keep = paddle.rand(x.shape) >= rate
-    paddle.set_rng_state(state)
+    paddle.set_rng_state(device)
+    core.default_cpu_generator().set_state(cpu)
     return x * (keep.astype(x.dtype) * (1.0 / (1.0 - rate)))

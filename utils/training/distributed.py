@@ -127,11 +127,18 @@ class Parallel(object):
         key = "adaptseg/main_work_done"
         result = None
         if self.is_main:
-            result = work()
-            store.add(key, 1)
+            try:
+                result = work()
+            except BaseException:
+                store.add(key + "_failed", 1)  # the others stop too, rather than wait for the launcher
+                raise
+            finally:
+                store.add(key, 1)
         else:
             while store.add(key, 0) < self._main_work_done:
                 time.sleep(poll_seconds)
+            if store.add(key + "_failed", 0):
+                raise RuntimeError("rank 0 failed while writing a snapshot; its message is in its log (workerlog.0)")
         # Everyone has seen the counter before rank 0 goes on: after the last snapshot it ends, and
         # its store with it, while another rank may be asleep between two looks.
         dist.barrier()

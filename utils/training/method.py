@@ -66,8 +66,8 @@ class Method(object):
     # -- for subclasses ------------------------------------------------------------------------
 
     def load_segmentation_weights(self, log):
-        """--restore-from (or --from-scratch) into G. The ImageNet/COCO init file holds a backbone
-        only: its classifiers start fresh, as in the reference; any other file must hold both."""
+        """--restore-from (or --from-scratch) into G. A file may lack the classifiers (the
+        ImageNet/COCO init file: they start fresh, as in the reference), but not one of the two."""
         model, path = self.nets[SEGMENTATION], self.args.restore_from
         if path is None:
             log("--from-scratch: the segmentation network starts from random initialisation")

@@ -119,6 +119,10 @@ class TrainingSession(object):
                 continue  # the checkpointer says which snapshot is damaged and resumes an older one
             self._preread[iteration] = saved
             self._adopted = adopt_snapshot_settings(self.args, self.recipes, saved["extra"]["args"])
+            if self.args.num_steps_stop > self.args.num_steps:
+                raise CheckpointError("the snapshot's schedule ends at --num-steps {}, before --num-steps-stop {}: "
+                                      "give --num-steps-stop {} (or less)".format(
+                                          self.args.num_steps, self.args.num_steps_stop, self.args.num_steps))
             return
 
     def _log_text(self, line):
@@ -184,6 +188,14 @@ class TrainingSession(object):
         if snapshots.complete():
             raise CheckpointError("{} already holds snapshots of a run: add --continue-train to resume it, or "
                                   "choose another --snapshot-dir".format(args.snapshot_dir))
+        # A state file is written last: its snapshot was complete for the run that wrote it.
+        other = sorted(it for it, kinds in snapshots.present().items() if STATE in kinds)
+        if other:
+            raise CheckpointError("{} holds snapshot {}, whose state file is there but not its {} file: another "
+                                  "kind of run wrote it (continue that with the flags it was started with: "
+                                  "--source-only, --use-weak-cw, ...), or it was damaged; starting over would "
+                                  "overwrite it. Choose another --snapshot-dir".format(
+                                      args.snapshot_dir, snapshots.name(other[-1]), " or ".join(self.method.parts)))
         if args.restore_from is None and not args.from_scratch:
             raise CheckpointError("--continue-train: {} has no snapshot yet, and nothing to start a new run from: "
                                   "give --restore-from (or --from-scratch)".format(args.snapshot_dir))
