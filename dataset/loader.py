@@ -31,6 +31,7 @@ import paddle
 from dataset.base import train_id_dtype
 from dataset.classes import IGNORE_LABEL
 from dataset.files import summarize
+from utils.runtime import local_processes
 
 _FAILED = "__sample_failed__"
 SHARED_MEMORY = "/dev/shm"
@@ -79,14 +80,14 @@ def check_shared_memory(num_workers, batch_size, source_size, target_size=None, 
     ``batch_size`` images a batch (per process), ``source_size`` and ``target_size`` (None: no
     target loader) = (width, height) of the labelled source and of the target images, ``held``
     batches of each in use by the iteration (--iter-size); ``processes`` training processes on
-    this machine (default: PADDLE_LOCAL_SIZE as paddle.distributed.launch sets it, else 1).
+    this machine (default: those paddle.distributed.launch started, utils.runtime.local_processes).
     Returns (needed, free) bytes, or None when nothing is checked (no workers, or no ``path``:
     not Linux). Raises SharedMemoryError naming the numbers and the fix.
     """
     if num_workers == 0 or not os.path.isdir(path):
         return None
     if processes is None:
-        processes = int(os.environ.get("PADDLE_LOCAL_SIZE", "1"))
+        processes = local_processes()
     batches = [batch_bytes(batch_size, source_size, labels=True, ignore_label=ignore_label)]
     if target_size is not None:
         batches.append(batch_bytes(batch_size, target_size, labels=False))

@@ -232,3 +232,24 @@ def test_a_continued_run_whose_schedule_ends_before_the_stop_is_refused_before_i
     arguments[arguments.index("--num-steps-stop") + 1] = "30"
     with pytest.raises(CheckpointError, match="ends at --num-steps 20, before --num-steps-stop 30"):
         train.main(arguments)
+
+
+def test_where_the_kernel_already_moves_by_the_unbiased_variance_nothing_is_added(monkeypatch):
+    """cuDNN's batch norm (a GPU's) updates as PyTorch does; Paddle's CPU kernel needs the correction."""
+    import model.deeplab_multi as deeplab
+    x = np.random.default_rng(1).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    variances = {}
+    for biased in (True, False):
+        monkeypatch.setitem(deeplab._BIASED, paddle.get_device(), biased)
+        bn = FrozenAffineBatchNorm2D(3, statistics="train")
+        bn(paddle.to_tensor(x))
+        variances[biased] = bn._variance.numpy()
+    np.testing.assert_allclose(variances[True], 0.9 + 0.1 * x.var(axis=(0, 2, 3), ddof=1), rtol=1e-6)
+    np.testing.assert_allclose(variances[False], 0.9 + 0.1 * x.var(axis=(0, 2, 3)), rtol=1e-6)
+
+
+def test_the_logged_pictures_do_not_move_the_running_statistics(data, tmp_path):
+    with_pictures, without = tmp_path / "pictures", tmp_path / "none"
+    assert train.main(training_args(data, with_pictures, 2, "--recipe", "authors", picture_every=1)) == 0
+    assert train.main(training_args(data, without, 2, "--recipe", "authors")) == 0
+    assert_same_snapshot(with_pictures, without, 2)

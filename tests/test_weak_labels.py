@@ -238,6 +238,11 @@ def test_dropout_masks_repeat_with_the_seed():
     assert abs((a == 0).mean() - 0.1) < 0.01
     assert not np.array_equal(a, dropout(x, 0.1, (7, 4, 0, 0)).numpy())
     assert dropout(x, 0.0, (7, 3, 0, 0)) is x
+    paddle.seed(5)
+    expected = paddle.rand([3]).numpy()
+    paddle.seed(5)
+    dropout(x, 0.1, (7, 3, 0, 0))
+    np.testing.assert_array_equal(paddle.rand([3]).numpy(), expected)  # Paddle's generator left as it was
 
 
 def test_gradient_clipping_as_pytorch():

@@ -19,9 +19,9 @@ from utils.training.amp import MixedPrecision
 class Method(object):
     """What the session needs of a method.
 
-    Class attributes: ``recipes`` ({name: Recipe}, utils/training/recipes.py); ``invariants``, its own flags a continued run must keep (the recipe's
-    values are kept anyway); ``weight_flags``, its flags naming files of initial weights, which a
-    continued run does not use.
+    Class attributes: ``recipes`` ({name: Recipe}, utils/training/recipes.py); ``invariants``, its
+    own flags a continued run must keep (the recipe's values are kept anyway); ``weight_flags``, its
+    flags naming files of initial weights, which a continued run does not use.
 
     Set by ``__init__``: ``source`` and ``target`` (datasets; ``target`` None when the method
     reads no target images), ``nets`` ({"model": G, <part>: network}; the parts name the
