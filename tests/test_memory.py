@@ -46,8 +46,14 @@ def measure_iteration(source_size, target_size):
     real_batches = batches(args)
     with open("/proc/self/statm") as statm:
         before = int(statm.read().split()[1]) * resource.getpagesize()
+    # The process's peak so far (imports, building the networks) may exceed the iteration's: start
+    # the high-water mark afresh ("5": reset the peak resident set size).
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
     train.train_iteration((model, D1, D2), optimizers, real_batches, 1, args)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    with open("/proc/self/status") as status:
+        peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) * 1024
+    return peak - before
 
 
 def measured_in_a_fresh_process(source_size, target_size):
