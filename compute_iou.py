@@ -2,20 +2,25 @@
 
     python compute_iou.py gt_dir pred_dir [--devkit_dir DIR] [--source synthia] [--num-workers N]
     python compute_iou.py NTHU/Rome/Labels/Test pred_dir --target nthu
+    python compute_iou.py data/mine/labels pred_dir --target custom --classes classes.json
 
 With --devkit_dir, the authors' lists decide the pairs: gt_dir/<line of label.txt> against
 pred_dir/<file name of the same line of val.txt>; an info.json there with label2train
 maps label ids to train ids. Without it, every *_gtFine_labelIds.png under gt_dir is paired
 with pred_dir/<city>_<seq>_<frame>_leftImg8bit.png; with --target nthu, every <id>_eval.png
-with pred_dir/<id>.png. A missing, mis-sized or out-of-range prediction is an error, never
-skipped. --source synthia scores the 16 classes SYNTHIA shares with Cityscapes and 13 of them;
---target nthu the 13 classes the NTHU cities annotate.
+with pred_dir/<id>.png; with --target custom, every label PNG under gt_dir with the prediction of
+the same relative path (or, failing that, of the same name) in pred_dir. A missing, mis-sized or
+out-of-range prediction is an error, never skipped. --source synthia scores the 16 classes SYNTHIA
+shares with Cityscapes and 13 of them; --target nthu the 13 classes the NTHU cities annotate;
+--target custom what the class file (--classes) says.
 """
 from PIL import Image
 
 import argparse
+import collections
 import itertools
 import os
+import posixpath
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -23,9 +28,10 @@ import numpy as np
 
 from dataset.files import scan, summarize
 from dataset.cityscapes_dataset import LABEL_SUFFIX, image_name_of_label
-from dataset.classes import NUM_CLASSES, label_id_to_train_id_lut
-from dataset.nthu_dataset import LABEL_SUFFIX as NTHU_LABEL_SUFFIX, NTHU_LABEL_ID_TO_TRAIN_ID
-from dataset.sources import SOURCES, TARGETS, scored_class_sets
+from dataset.classes import CITYSCAPES, NTHU
+from dataset.nthu_dataset import LABEL_SUFFIX as NTHU_LABEL_SUFFIX
+from dataset.custom import LabelReader
+from dataset.sources import CUSTOM, SOURCES, TARGETS, scored_classes, target_classes
 from utils.evaluation.metrics import confusion_matrix, devkit_lut, format_iou_table, miou_result, save_iou_json
 from utils.runtime import usable_cpus
 
@@ -42,23 +48,36 @@ def _read_devkit_list(path):
         return [line.strip() for line in handle if line.strip()]
 
 
-def pair_files(gt_dir, pred_dir, devkit_dir=None, target="cityscapes"):
-    """(gt paths, prediction paths, label id -> train id LUT), in evaluation order."""
+def pair_files(gt_dir, pred_dir, devkit_dir=None, target="cityscapes", labels=None):
+    """(gt paths, prediction paths, label id -> train id LUT or a reader of train ids), in evaluation
+    order; ``labels``: the class set a custom target's labels are read with."""
     for path, flag in ((gt_dir, "gt_dir"), (pred_dir, "pred_dir")):
         if not os.path.isdir(path):
             raise FileNotFoundError("{} {!r} is not a directory".format(flag, path))
-    if target == "nthu":
+    if target == CUSTOM:
+        if devkit_dir is not None:
+            raise ValueError("--devkit_dir holds Cityscapes lists; it cannot pair a custom domain's files")
+        gt_entries = scan(gt_dir, ".png", "compute_iou", "gt_dir/<sub/path>/<name>.png (a custom domain's labels)")
+        # predict.py keeps the sub-folders, evaluate_cityscapes.py writes <name>.png flat: either pairs.
+        pred_names = [entry if os.path.isfile(os.path.join(pred_dir, entry)) else posixpath.basename(entry)
+                      for entry in gt_entries]
+        twice = [name for name, count in collections.Counter(pred_names).items() if count > 1]
+        if twice:
+            raise ValueError("several labels under {} pair with the prediction {}: keep the labels' sub-folders in "
+                             "pred_dir".format(gt_dir, os.path.join(pred_dir, twice[0])))
+        lut = LabelReader(labels)
+    elif target == "nthu":
         if devkit_dir is not None:
             raise ValueError("--devkit_dir holds Cityscapes lists; it cannot pair NTHU files")
         layout = "gt_dir/<id>" + NTHU_LABEL_SUFFIX + " (an NTHU city's Labels/Test)"
         gt_entries = scan(gt_dir, NTHU_LABEL_SUFFIX, "compute_iou", layout)
         pred_names = [entry.split("/")[-1][:-len(NTHU_LABEL_SUFFIX)] + ".png" for entry in gt_entries]
-        lut = label_id_to_train_id_lut(NTHU_LABEL_ID_TO_TRAIN_ID)
+        lut = NTHU.lut()
     elif devkit_dir is None:
         layout = "gt_dir/<city>/<city>_<seq>_<frame>" + LABEL_SUFFIX
         gt_entries = scan(gt_dir, LABEL_SUFFIX, "compute_iou", layout)
         pred_names = [image_name_of_label(entry.split("/")[-1]) for entry in gt_entries]
-        lut = label_id_to_train_id_lut()
+        lut = CITYSCAPES.lut()
     else:
         image_list = os.path.join(devkit_dir, "val.txt")
         label_list = os.path.join(devkit_dir, "label.txt")
@@ -68,7 +87,7 @@ def pair_files(gt_dir, pred_dir, devkit_dir=None, target="cityscapes"):
             raise ValueError("{} has {} entries and {} has {}; they must list the same images, one per "
                              "line".format(image_list, len(pred_names), label_list, len(gt_entries)))
         info_path = os.path.join(devkit_dir, "info.json")
-        lut = devkit_lut(info_path) if os.path.isfile(info_path) else label_id_to_train_id_lut()
+        lut = devkit_lut(info_path) if os.path.isfile(info_path) else CITYSCAPES.lut()
     gt_paths = [os.path.join(gt_dir, entry) for entry in gt_entries]
     pred_paths = [os.path.join(pred_dir, name) for name in pred_names]
     for paths, what in ((gt_paths, "ground-truth files"), (pred_paths, "predictions")):
@@ -87,40 +106,48 @@ def _decode(path):
         raise OSError("cannot read {}: {}".format(path, error)) from error
 
 
-def _pair_confusion(gt_path, pred_path, lut):
+def _pair_confusion(gt_path, pred_path, lut, num_classes):
     """(confusion matrix, None) for a good pair, (None, what is wrong) otherwise."""
     try:
-        gt_mode, label_ids = _decode(gt_path)
         pred_mode, pred = _decode(pred_path)
-    except OSError as error:
+        if callable(lut):
+            truth = lut(gt_path)
+        else:
+            gt_mode, label_ids = _decode(gt_path)
+            if label_ids.ndim != 2 or label_ids.dtype != np.uint8:
+                return None, "{}: PIL mode {}, expected 8-bit single-channel label ids".format(gt_path, gt_mode)
+            truth = lut[label_ids]
+    except (OSError, ValueError) as error:
         return None, str(error)
-    if label_ids.ndim != 2 or label_ids.dtype != np.uint8:
-        return None, "{}: PIL mode {}, expected 8-bit single-channel label ids".format(gt_path, gt_mode)
     if pred.ndim != 2:
         return None, "{}: PIL mode {}, expected a single-channel PNG of train ids (mode L or P)".format(
             pred_path, pred_mode)
-    if pred.shape != label_ids.shape:
+    if pred.shape != truth.shape:
         return None, "{}: {}x{} but its ground truth {} is {}x{}".format(
-            pred_path, pred.shape[1], pred.shape[0], gt_path, label_ids.shape[1], label_ids.shape[0])
+            pred_path, pred.shape[1], pred.shape[0], gt_path, truth.shape[1], truth.shape[0])
     try:
-        return confusion_matrix(lut[label_ids], pred), None
+        return confusion_matrix(truth, pred, num_classes), None
     except ValueError as error:
         return None, "{}: {}".format(pred_path, error)
 
 
-def compute_mIoU(gt_dir, pred_dir, devkit_dir=None, num_workers=None, source="gta5", target="cityscapes"):
-    """Score every prediction on the class sets of ``source`` and ``target``
-    (dataset.sources.scored_class_sets); raise (listing the files) if any is missing or invalid."""
+def compute_mIoU(gt_dir, pred_dir, devkit_dir=None, num_workers=None, source="gta5", target="cityscapes",
+                 class_file=None):
+    """Score every prediction with the class set of ``source`` and ``target`` (dataset.sources.
+    scored_classes; ``class_file`` for a custom domain); raise (listing the files) if any is
+    missing or invalid."""
     workers = num_workers if num_workers is not None else min(8, usable_cpus())
     if workers < 1:
         raise ValueError("num_workers (--num-workers) must be at least 1, got {}".format(workers))
-    class_sets = scored_class_sets(source, target)
-    gt_paths, pred_paths, lut = pair_files(gt_dir, pred_dir, devkit_dir, target)
-    total = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=np.int64)
+    classes = scored_classes(source, target, class_file)
+    labels = target_classes(target, class_file) if target == CUSTOM else None
+    gt_paths, pred_paths, lut = pair_files(gt_dir, pred_dir, devkit_dir, target, labels)
+    total = np.zeros((classes.num_classes, classes.num_classes), dtype=np.int64)
     problems = []
     # Threads suffice: PIL releases the GIL while decoding, which dominates the cost.
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for confusion, problem in pool.map(_pair_confusion, gt_paths, pred_paths, itertools.repeat(lut)):
+        for confusion, problem in pool.map(_pair_confusion, gt_paths, pred_paths, itertools.repeat(lut),
+                                             itertools.repeat(classes.num_classes)):
             if problem is None:
                 total += confusion
             else:
@@ -128,17 +155,19 @@ def compute_mIoU(gt_dir, pred_dir, devkit_dir=None, num_workers=None, source="gt
     if problems:
         raise ValueError("{} of {} predictions cannot be scored:\n  {}".format(
             len(problems), len(gt_paths), summarize(problems, separator="\n  ")))
-    return miou_result(total, len(gt_paths), class_sets)
+    return miou_result(total, len(gt_paths), classes)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
-        description="mIoU of Cityscapes predictions (PNGs of train ids 0..{}) against gtFine labelIds. "
-                    "Prints the per-class table and saves the numbers to PRED_DIR/{}.".format(
-                        NUM_CLASSES - 1, RESULT_FILE))
-    parser.add_argument("gt_dir", help="gtFine/val directory (holds <city>/*_gtFine_labelIds.png)")
-    parser.add_argument("pred_dir", help="flat directory of predictions named <city>_<seq>_<frame>_leftImg8bit.png; "
-                                         "the JSON report is written here as " + RESULT_FILE)
+        description="mIoU of predictions (PNGs of train ids) against ground truth: Cityscapes gtFine labelIds, "
+                    "an NTHU city's labels or a custom domain's. Prints the per-class table and saves the numbers "
+                    "to PRED_DIR/{}.".format(RESULT_FILE))
+    parser.add_argument("gt_dir", help="gtFine/val directory (holds <city>/*_gtFine_labelIds.png); an NTHU city's "
+                                       "Labels/Test; a custom domain's labels folder")
+    parser.add_argument("pred_dir", help="directory of predictions named <city>_<seq>_<frame>_leftImg8bit.png (NTHU: "
+                                         "<id>.png; custom: the labels' relative paths, or their names); the JSON "
+                                         "report is written here as " + RESULT_FILE)
     parser.add_argument("--devkit_dir", default=None,
                         help="directory with the original val.txt and label.txt (and optionally info.json) "
                              "deciding which files are paired")
@@ -147,16 +176,19 @@ def main(argv=None):
     parser.add_argument("--source", default="gta5", choices=sorted(SOURCES),
                         help="the domain the model was trained on; synthia: score the 16 shared classes and 13")
     parser.add_argument("--target", default="cityscapes", choices=sorted(TARGETS),
-                        help="nthu: gt_dir is a city's Labels/Test (<id>_eval.png), predictions <id>.png, 13 classes")
+                        help="nthu: gt_dir is a city's Labels/Test (<id>_eval.png), predictions <id>.png, 13 classes; "
+                             "custom: gt_dir holds label PNGs, predictions have the same relative paths")
+    parser.add_argument("--classes", default=None, metavar="FILE",
+                        help="with --source/--target custom: the class file (README: Your own data)")
     args = parser.parse_args(argv)
     try:
         result = compute_mIoU(args.gt_dir, args.pred_dir, args.devkit_dir, args.num_workers, args.source,
-                              args.target)
+                              args.target, args.classes)
     except (OSError, ValueError) as error:
         sys.exit("compute_iou.py: error: {}".format(error))
-    print(format_iou_table(result.ious, class_sets=result.class_sets))
+    print(format_iou_table(result.ious, result.classes))
     json_path = os.path.join(args.pred_dir, RESULT_FILE)
-    save_iou_json(json_path, result.ious, result.num_images, class_sets=result.class_sets)
+    save_iou_json(json_path, result.ious, result.num_images, result.classes)
     print("saved {}".format(json_path))
     return result
 

@@ -12,9 +12,12 @@ SYNTHIA_<iter>, Cityscapes_<iter>) is evaluated once (the result is cached besid
 iteration -> mIoU table is printed and saved, and the best snapshot is copied to
 <SOURCE>_best.pdparams.
 
+    python evaluate_cityscapes.py --restore-from snapshots/mine --target custom --data-dir data/custom/target
+
 What is scored: a model of a SYNTHIA run (--source synthia, or read off SYNTHIA_<N> snapshot
 names) on the 16 classes SYNTHIA shares with Cityscapes, and also on 13 of them; an NTHU city on
-its 13 annotated classes; otherwise all 19 classes.
+its 13 annotated classes; a custom domain as its class file says; otherwise all 19 classes. A
+run's snapshot directory records its class set (class_set.json); a model of other classes is refused.
 """
 import utils.runtime  # noqa: F401  (first: settings that must precede paddle)
 
@@ -22,10 +25,10 @@ import argparse
 import os
 import sys
 
-from dataset.classes import CLASS_SETS, IGNORE_LABEL, NUM_CLASSES
+from dataset.classes import IGNORE_LABEL, class_set_from_record
 from dataset.loader import DataError, Watchdog
 from dataset.nthu_dataset import NTHU_CITIES
-from dataset.sources import SOURCES, TARGETS, scored_class_sets
+from dataset.sources import CUSTOM, SOURCES, TARGETS, scored_classes, target_classes
 from model import build_model
 from model.inference import BACKENDS, SegmentationPredictor
 from utils.cli import size_argument
@@ -33,6 +36,7 @@ from utils.evaluation.cityscapes import evaluate, evaluate_snapshots, evaluation
     snapshot_source
 from utils.evaluation.metrics import format_iou_table, save_iou_json
 from utils.runtime import add_device_args, select_device
+from utils.files.snapshots import read_class_record
 from utils.files.weights import WeightsError, load_weights
 
 
@@ -43,12 +47,16 @@ def get_arguments(argv=None):
                         help="the domain the model was trained on; decides the classes scored (synthia: 16 and "
                              "13). Default: read off the snapshot names (SYNTHIA_<N> -> synthia), else gta5")
     parser.add_argument("--target", default="cityscapes", choices=sorted(TARGETS),
-                        help="cityscapes: val with gtFine labels; nthu: the test images of --city (13 classes)")
+                        help="cityscapes: val with gtFine labels; nthu: the test images of --city (13 classes); "
+                             "custom: your own images and labels (a list file or images/ and labels/ in --data-dir)")
+    parser.add_argument("--classes", default=None, metavar="FILE",
+                        help="with --source/--target custom: the class file (README: Your own data)")
     parser.add_argument("--city", default=None, choices=NTHU_CITIES, help="with --target nthu: the city")
     parser.add_argument("--data-dir", default=None,
-                        help="Cityscapes root (holds leftImg8bit/; default {}), or with --target nthu the NTHU "
-                             "root (holds <City>/Images/; default {})".format(TARGETS["cityscapes"].data_dir,
-                                                                             TARGETS["nthu"].data_dir))
+                        help="Cityscapes root (holds leftImg8bit/; default {}), with --target nthu the NTHU root "
+                             "(holds <City>/Images/; default {}), with --target custom the root of its list's paths "
+                             "or of its images/ and labels/".format(TARGETS["cityscapes"].data_dir,
+                                                                    TARGETS["nthu"].data_dir))
     parser.add_argument("--data-list", default=None,
                         help="image list in the original's format (entries relative to leftImg8bit/<set>, or for "
                              "NTHU to <City>/Images/Test); default: every image of the set")
@@ -59,10 +67,13 @@ def get_arguments(argv=None):
     parser.add_argument("--devkit-dir", default=None,
                         help="the original's cityscapes_list folder; its info.json label2train is used if present")
     parser.add_argument("--restore-from", required=True,
-                        help=".pdparams or PyTorch .pth weights, or a directory of <SOURCE>_<iter>.pdparams snapshots "
-                             "(GTA5_<iter>, SYNTHIA_<iter>, Cityscapes_<iter>)")
+                        help=".pdparams or PyTorch .pth weights, or a run's directory of <PREFIX>_<iter>.pdparams "
+                             "snapshots (GTA5_<iter>, SYNTHIA_<iter>, Cityscapes_<iter>, Synscapes_<iter>, a custom "
+                             "run's <NAME>_<iter>)")
+    parser.add_argument("--no-hash-check", action="store_true",
+                        help="do not check a hash suffix in --restore-from's name (-ed35151c) against its SHA-256")
     parser.add_argument("--save", default="./result/cityscapes", help="where predictions and mIoU.json go")
-    parser.add_argument("--num-classes", type=int, default=NUM_CLASSES)
+    parser.add_argument("--num-classes", type=int, default=None, help="default: the class set's")
     parser.add_argument("--ignore-label", type=int, default=IGNORE_LABEL)
     parser.add_argument("--input-size", type=size_argument, default=(1024, 512),
                         help="WIDTH,HEIGHT the images are resized to before the network (reference: 1024,512)")
@@ -74,8 +85,6 @@ def get_arguments(argv=None):
                         help="stop with a message when no image arrives for this many seconds")
     add_device_args(parser)
     args = parser.parse_args(argv)
-    if args.num_classes != NUM_CLASSES:
-        parser.error("--num-classes {}: the Cityscapes evaluation scores {} classes".format(args.num_classes, NUM_CLASSES))
     if args.ignore_label != IGNORE_LABEL:
         parser.error("--ignore-label: only {} is supported (the Cityscapes convention)".format(IGNORE_LABEL))
     if args.target == "nthu" and args.city is None:
@@ -84,14 +93,29 @@ def get_arguments(argv=None):
         parser.error("--city {} is for --target nthu".format(args.city))
     if args.target == "nthu" and args.devkit_dir:
         parser.error("--devkit-dir holds Cityscapes lists; the NTHU evaluation does not use it")
+    if args.target == CUSTOM and not args.data_dir:
+        parser.error("--target custom needs --data-dir (the root of its list's paths, or holding images/ and labels/)")
     args.data_dir = args.data_dir or TARGETS[args.target].data_dir
     return args
 
 
-def describe_classes(source, class_sets, prefix):
+def model_classes(args, source):
+    """(the ClassSet the evaluated model is scored with, the one a custom target's labels are read
+    with or None): the flags' (--source, --target, --classes), checked against the class set
+    recorded beside the model; a custom run's record stands for its class file."""
+    record = read_class_record(args.restore_from)
+    recorded = class_set_from_record(record) if source == CUSTOM and record and not args.classes else None
+    classes = scored_classes(source, args.target, args.classes, model_classes=recorded)
+    classes.check_model_classes(record, args.restore_from)
+    classes.check_num_classes(args.num_classes)
+    labels = target_classes(args.target, args.classes, recorded) if args.target == CUSTOM else None
+    return classes, labels
+
+
+def describe_classes(source, classes, prefix):
     """'source: synthia (snapshots SYNTHIA_<N>); scored on 16 classes (mIoU), also 13'."""
     origin = " (snapshots {}_<N>)".format(prefix) if prefix else ""
-    sizes = ["{} classes".format(len(CLASS_SETS[name])) for name in class_sets]
+    sizes = ["{} classes".format(len(members)) for members in classes.scored_subsets.values()]
     return "source: {}{}; scored on {} (mIoU){}".format(source, origin, sizes[0], "".join(
         ", also " + size for size in sizes[1:]))
 
@@ -99,13 +123,13 @@ def describe_classes(source, class_sets, prefix):
 def main(argv=None):
     args = get_arguments(argv)
     source, prefix = snapshot_source(args.restore_from, args.source)
-    class_sets = scored_class_sets(source, args.target)
+    classes, labels = model_classes(args, source)
     use_gpu, gpu_id = select_device(args)
     data = evaluation_set(args.target, args.data_dir, args.input_size, args.data_list, args.set, args.gt_dir,
-                          args.devkit_dir, args.city)
-    model = build_model(args.model, num_classes=args.num_classes)
+                          args.devkit_dir, args.city, labels)
+    model = build_model(args.model, num_classes=classes.num_classes)
     watchdog = Watchdog(args.data_timeout)
-    print(describe_classes(source, class_sets, prefix))
+    print(describe_classes(source, classes, prefix))
 
     def make_predictor(net):
         return SegmentationPredictor(net, backend=args.backend, use_gpu=use_gpu, gpu_id=gpu_id)
@@ -115,12 +139,12 @@ def main(argv=None):
             sys.exit("--restore-from is a directory of snapshots, but there is no ground truth at {} to rank "
                      "them: give --gt-dir".format(data.gt_dir))
         settings = evaluation_settings(args.data_dir, args.data_list, data.split, data.gt_dir, args.devkit_dir,
-                                       args.model, args.input_size, len(data.images), class_sets)
+                                       args.model, args.input_size, len(data.images), classes, labels)
         scores = evaluate_snapshots(model, args.restore_from, make_predictor, data.images, data.gt_paths, data.lut,
-                                    args.batch_size, args.num_workers, settings, class_sets=class_sets, prefix=prefix,
+                                    args.batch_size, args.num_workers, settings, classes=classes, prefix=prefix,
                                     watchdog=watchdog)
-        extra = class_sets[1:]
-        print("iteration\tmIoU" + "".join("\tmIoU ({} classes)".format(len(CLASS_SETS[name])) for name in extra))
+        extra = classes.scored[1:]
+        print("iteration\tmIoU" + "".join("\tmIoU ({} classes)".format(len(classes.subsets[name])) for name in extra))
         for iteration, mious in scores.mious_by_classes.items():
             print("{}\t{:.2f}{}{}".format(iteration, scores.mious[iteration] * 100,
                                           "".join("\t{:.2f}".format(mious[name] * 100) for name in extra),
@@ -133,21 +157,21 @@ def main(argv=None):
               "python evaluate_cityscapes.py --restore-from {}{} --save DIR".format(best_path, city))
         return 0
 
-    print(load_weights(model, args.restore_from).summary())
+    print(load_weights(model, args.restore_from, check_hash=not args.no_hash_check).summary())
     result = evaluate(make_predictor(model), data.images, data.gt_paths, data.lut, save_dir=args.save,
-                      batch_size=args.batch_size, num_workers=args.num_workers, class_sets=class_sets,
+                      batch_size=args.batch_size, num_workers=args.num_workers, classes=classes,
                       watchdog=watchdog)
     print("predictions: {}".format(os.path.abspath(args.save)))
     if result is None:
         print("no ground truth at {}: predictions only (give --gt-dir to score them)".format(data.gt_dir))
         return 0
-    print(format_iou_table(result.ious, class_sets=class_sets))
-    save_iou_json(os.path.join(args.save, "mIoU.json"), result.ious, result.num_images, class_sets=class_sets)
+    print(format_iou_table(result.ious, classes))
+    save_iou_json(os.path.join(args.save, "mIoU.json"), result.ious, result.num_images, classes)
     return 0
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (WeightsError, DataError, FileNotFoundError, ValueError) as exc:
+    except (WeightsError, DataError, FileNotFoundError, ValueError) as exc:  # ClassSetError is a ValueError
         sys.exit("error: {}".format(exc))

@@ -135,8 +135,8 @@ class AdaptSegNet(Method):
 
 
 def get_arguments(argv=None):
-    parser = training_parser("AdaptSegNet multi-level training: GTA5 or SYNTHIA -> Cityscapes, or Cityscapes "
-                             "-> a city of the NTHU dataset.", {}, ADAPTSEGNET, DEFAULT_RECIPE)
+    parser = training_parser("AdaptSegNet multi-level training: GTA5 or SYNTHIA -> Cityscapes, Cityscapes -> "
+                             "a city of the NTHU dataset, or between your own domains (--source/--target custom).", {}, ADAPTSEGNET, DEFAULT_RECIPE)
     parser.add_argument("--lambda-seg", type=float, default=None,
                         help="weight of the conv4 head's seg loss" + RECIPE_DEFAULT)
     parser.add_argument("--lambda-adv-target1", type=float, default=None,

@@ -18,7 +18,7 @@ import sys
 import paddle
 import paddle.nn.functional as F
 
-from dataset.sources import TranslatedImages, make_source, make_target
+from dataset.sources import CUSTOM, TranslatedImages, make_source, make_target
 from dataset.weak_labels import SourceWithPresentClasses, Thresholds, WeakTargetDataSet
 from model import CWDiscriminator, FCDiscriminator, build_model
 from model.discriminator import pooled_features
@@ -137,11 +137,19 @@ def target_dataset(args):
     images = make_target(args)
     if not args.use_pointloss and (args.use_pseudo or not needs_weak_labels(args)):
         return images
-    if args.target != "cityscapes" and args.weak_label_file is None:
+    if args.target == CUSTOM and (args.weak_label_file is None or args.use_pointloss):
+        images = make_target(args, with_labels=True)
+    elif args.target != "cityscapes" and args.weak_label_file is None:
         raise ValueError("--target {}: its training images have no labels; weak supervision needs --use-pseudo "
                          "or --weak-label-file".format(args.target))
-    thresholds = Thresholds.from_file(args.target_thresholds) if args.target_thresholds else \
-        Thresholds.reference("cityscapes")
+    if args.weak_label_file:
+        thresholds = None  # the file says which classes are present
+    elif args.target_thresholds:
+        thresholds = Thresholds.from_file(args.target_thresholds, args.class_set)
+    elif args.target == CUSTOM:
+        thresholds = Thresholds.of_dataset(images, args.class_set)
+    else:
+        thresholds = Thresholds.reference("cityscapes")
     return WeakTargetDataSet(images, thresholds, with_points=args.use_pointloss, label_file=args.weak_label_file,
                              seed=args.random_seed)
 
@@ -157,9 +165,11 @@ class WeakLabels(Method):
 
     def __init__(self, args):
         super().__init__(args)
-        self.source_thresholds = Thresholds.from_file(args.source_thresholds) if args.source_thresholds else \
-            Thresholds.reference(args.source)
         source = make_source(args)
+        self.source_thresholds = None
+        if args.use_weak_cw:  # the only use of the source's thresholds
+            self.source_thresholds = Thresholds.from_file(args.source_thresholds, args.class_set) \
+                if args.source_thresholds else Thresholds.of_dataset(source, args.class_set)
         if args.use_pixeladapt:
             if not (args.pixeladapt_dir or args.source in PIXELADAPT_DIRS):
                 raise ValueError("--use-pixeladapt with --source {} needs --pixeladapt-dir".format(args.source))
@@ -186,8 +196,13 @@ class WeakLabels(Method):
         mode = "source only" if args.source_only else "{} weak labels{}{}{}".format(
             "pseudo-" if args.use_pseudo else "ground-truth", ", weak loss" if args.use_weak else "",
             ", points" if args.use_pointloss else "", ", category-wise alignment" if args.use_weak_cw else "")
-        return ["weak-label method: {}{}".format(mode, ", pixel adaptation" if args.use_pixeladapt else ""),
-                describe(self.optimizers[0], args.sgd_groups)]
+        lines = ["weak-label method: {}{}".format(mode, ", pixel adaptation" if args.use_pixeladapt else ""),
+                 describe(self.optimizers[0], args.sgd_groups)]
+        if args.use_weak_cw:
+            lines.append("source class thresholds: {}".format(self.source_thresholds.source))
+        if isinstance(self.target, WeakTargetDataSet) and self.target.file_labels is None:
+            lines.append("target class thresholds: {}".format(self.target.thresholds.source))
+        return lines
 
     def load_initial_weights(self, log):
         """--restore-from (a source-only model, or the ImageNet/COCO init), -D2 and -cwD, strictly."""
@@ -199,7 +214,7 @@ class WeakLabels(Method):
 
 
 def get_arguments(argv=None):
-    parser = training_parser("Domain adaptation with weak labels (ECCV 2020), GTA5 or SYNTHIA -> Cityscapes.", dict(
+    parser = training_parser("Domain adaptation with weak labels (ECCV 2020), GTA5 or SYNTHIA -> Cityscapes, or between your own domains.", dict(
         num_steps_stop=120000, save_pred_every=1000, keep_last=3), WEAK_LABELS, DEFAULT_RECIPE)
     p = parser.add_argument
     p("--use-weak", action="store_true", help="the weak (image-level) label loss on the target")

@@ -18,7 +18,6 @@ import statistics
 import time
 
 EVAL_SIZE = (1024, 2048)  # (H, W) of a Cityscapes label: what the logits are upsampled to
-NUM_CLASSES = 19
 TARGET_RATIO = 1.3  # Paddle Inference within 1.3x of the physical limit
 TARGET_IOU_SECONDS = 15.0
 
@@ -46,6 +45,7 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 import paddle.nn as nn  # noqa: E402
 
+from dataset.classes import CITYSCAPES  # noqa: E402
 from model.common import Classifier_Module  # noqa: E402
 from model.deeplab_multi import DeeplabMulti  # noqa: E402
 from model.inference import SegmentationPredictor, upsample_argmax  # noqa: E402
@@ -203,7 +203,7 @@ def main(argv=None):
     print("{:<44}{:>10.1f} GFLOP/s".format("  same on paddle.matmul (bundled MKL)", paddle_rate))
 
     paddle.seed(0)
-    model = DeeplabMulti(num_classes=NUM_CLASSES)
+    model = DeeplabMulti(num_classes=CITYSCAPES.num_classes)
     model.eval()
     macs, per_layer, unused = count_macs(model, h, w)
     limit = 2.0 * macs / (numpy_rate * 1e9)

@@ -17,7 +17,7 @@ import numpy as np
 
 from compute_iou import compute_mIoU
 from dataset.cityscapes_dataset import IMAGE_SUFFIX, LABEL_SUFFIX
-from dataset.classes import IGNORE_LABEL, NUM_CLASSES, colorize, label_id_to_train_id_lut
+from dataset.classes import CITYSCAPES, IGNORE_LABEL
 from dataset.synthetic import VAL_CITIES, scene_label_ids
 
 CITYSCAPES_SIZE = (2048, 1024)
@@ -32,19 +32,19 @@ def write_pairs(out_dir, pairs, distinct=10, size=CITYSCAPES_SIZE, seed=0):
     for folder in [pred_dir, templates] + [os.path.join(gt_dir, city) for city in VAL_CITIES]:
         os.makedirs(folder, exist_ok=True)
     width, height = size
-    lut = label_id_to_train_id_lut()
+    lut = CITYSCAPES.lut()
     for index in range(min(distinct, pairs)):
         rng = np.random.default_rng([seed, index])
         label_ids = scene_label_ids(width, height, rng)
         # An imperfect prediction: ignored pixels get some class, and a few blocks are wrong.
         pred = lut[label_ids]
-        pred[pred == IGNORE_LABEL] = int(rng.integers(NUM_CLASSES))
+        pred[pred == IGNORE_LABEL] = int(rng.integers(CITYSCAPES.num_classes))
         for _ in range(8):
             top, left = int(rng.integers(height - 64)), int(rng.integers(width - 128))
-            pred[top:top + 64, left:left + 128] = int(rng.integers(NUM_CLASSES))
+            pred[top:top + 64, left:left + 128] = int(rng.integers(CITYSCAPES.num_classes))
         Image.fromarray(label_ids).save(os.path.join(templates, "gt{}.png".format(index)))
         pred_image = Image.frombytes("P", (width, height), pred.tobytes())
-        pred_image.putpalette(colorize(np.arange(256)).ravel().tolist())
+        pred_image.putpalette(CITYSCAPES.palette().ravel().tolist())
         pred_image.save(os.path.join(templates, "pred{}.png".format(index)))
     for index in range(pairs):
         city = VAL_CITIES[index % len(VAL_CITIES)]

@@ -317,13 +317,13 @@ def measure_evaluation(cityscapes_root, size, device, gpu_id, warmup, runs, seed
     import numpy as np
     import paddle
     from dataset.cityscapes_dataset import cityscapesDataSet
-    from dataset.classes import NUM_CLASSES
+    from dataset.classes import CITYSCAPES
     from model.deeplab_multi import DeeplabMulti
     from model.inference import SegmentationPredictor, upsample_argmax
 
     synchronize = _set_device(device, gpu_id)
     paddle.seed(seed)
-    model = DeeplabMulti(num_classes=NUM_CLASSES)
+    model = DeeplabMulti(num_classes=CITYSCAPES.num_classes)
     model.eval()
     dataset = cityscapesDataSet(cityscapes_root, crop_size=tuple(size), set="val")
     images = [dataset[index][0][None] for index in range(len(dataset))]

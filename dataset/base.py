@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from dataset.classes import IGNORE_LABEL, LABEL_ID_TO_TRAIN_ID, label_id_to_train_id_lut
+from dataset.classes import CITYSCAPES, IGNORE_LABEL
 from dataset.files import image_to_input, label_to_train_ids, load_image, load_label_ids, read_list, summarize
 
 
@@ -44,8 +44,9 @@ class ListDataSet(object):
     """Entries from a list file or a sorted scan; every entry gives one image and maybe a label.
 
     Subclasses set LAYOUT and LIST_HINT (shown in errors) and define scan_entries(),
-    image_path(entry) and label_path(entry); a dataset whose labels are not Cityscapes label ids
-    in an 8-bit PNG also sets LABEL_ID_TO_TRAIN_ID and read_label_ids(path).
+    image_path(entry) and label_path(entry); CLASSES (a dataset.classes.ClassSet) says what its
+    label values mean (Cityscapes label ids by default), and a dataset whose labels are not an
+    8-bit PNG also defines read_label_ids(path) and raw_label_ids(path).
 
     Index with an int, or with (int, flip) so that a sampler decides the mirroring
     explicitly and reproducibly. With a plain int and mirror=True the flip is drawn from
@@ -55,8 +56,7 @@ class ListDataSet(object):
 
     LAYOUT = ""
     LIST_HINT = ""
-    LABEL_ID_TO_TRAIN_ID = LABEL_ID_TO_TRAIN_ID
-    KNOWN_LABEL_IDS = 34  # a label holding an id from 34 up is damaged (Cityscapes' table ends at 33)
+    CLASSES = CITYSCAPES
 
     def __init__(self, root, list_path, max_iters, crop_size, mean, scale, mirror, ignore_label,
                  seed, with_labels):
@@ -75,8 +75,10 @@ class ListDataSet(object):
         self.is_mirror = bool(mirror)
         self.ignore_label = ignore_label
         self.with_labels = with_labels
-        self._lut = label_id_to_train_id_lut(self.LABEL_ID_TO_TRAIN_ID).astype(train_id_dtype(ignore_label))
-        self._lut[self._lut == IGNORE_LABEL] = ignore_label
+        self.classes = getattr(self, "classes", None) or self.CLASSES
+        self._train_ids = self.train_id_table()
+        self._lut = self._train_ids.astype(train_id_dtype(ignore_label))
+        self._lut[self._train_ids == IGNORE_LABEL] = ignore_label
         self._rng = np.random.default_rng(seed)
 
         if list_path is None:
@@ -116,6 +118,16 @@ class ListDataSet(object):
     def read_label_ids(path):
         """The label file as a PIL image of 8-bit label ids (what is resized)."""
         return load_label_ids(path)
+
+    def train_id_table(self):
+        """256-entry uint8 table from what read_label_ids yields to train ids (IGNORE_LABEL where
+        not labelled)."""
+        return self.classes.lut()
+
+    def read_train_ids(self, path):
+        """HxW uint8 train ids of the label file ``path`` at its own size, IGNORE_LABEL where not
+        labelled (whatever ignore_label the training samples use)."""
+        return self._train_ids[np.asarray(self.read_label_ids(path))]
 
     def _position_and_flip(self, index):
         if isinstance(index, tuple):

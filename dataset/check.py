@@ -2,11 +2,12 @@
 
     python -m dataset.check data/GTA5 data/Cityscapes [data/SYNTHIA data/NTHU] [--num-workers N]
     python -m dataset.check data            # every dataset found below data/
+    python -m dataset.check data/mine --classes mine.json   # your own domain (dataset/custom.py)
 
 Reports files that cannot be decoded (a cut-short extraction), labels holding ids outside the
-dataset's table, and image/label pairs whose sizes disagree (GTA5 has a few of those; training
-resizes both, so they are reported but not counted as errors there). Exits 1 if anything is
-wrong. Training does the same with --check-data.
+dataset's class set (neither a class's nor ignored), and image/label pairs whose sizes disagree
+(GTA5 has a few of those; training resizes both, so they are reported but not counted as errors
+there). Exits 1 if anything is wrong. Training does the same with --check-data.
 """
 import argparse
 import os
@@ -18,14 +19,17 @@ from PIL import Image
 import numpy as np
 from tqdm import tqdm
 
+from dataset.custom import SYNSCAPES_IMAGES, CustomDataSet, SynscapesDataSet, as_class_set, label_value_text, \
+    values_present
 from dataset.files import summarize
 from utils.runtime import usable_cpus
 
 SIZE_MISMATCH_IS_NORMAL = ("GTA5DataSet",)
 
 
-def _check_sample(image_path, label_path, read_label, known_ids):
-    """(errors, notes) of one image and its label."""
+def _check_sample(image_path, label_path, read_label, known, table):
+    """(errors, notes) of one image and its label; ``known`` holds the values its label may hold,
+    ``table`` names them in errors."""
     errors, notes = [], []
     try:
         with Image.open(image_path) as image:
@@ -39,10 +43,10 @@ def _check_sample(image_path, label_path, read_label, known_ids):
         ids = np.asarray(read_label(label_path))
     except Exception as exc:  # noqa: BLE001
         return ["{}: cannot be decoded ({})".format(label_path, exc)], notes
-    unknown = np.unique(ids[ids >= known_ids])
-    if unknown.size:
-        errors.append("{}: label ids {} are outside the dataset's table (0..{})".format(
-            label_path, ", ".join(str(v) for v in unknown[:8]), known_ids - 1))
+    unknown = [value for value in values_present(ids).tolist() if value not in known]
+    if unknown:
+        errors.append("{}: label ids {} are outside the dataset's table ({})".format(
+            label_path, ", ".join(label_value_text(v) for v in unknown[:8]), table))
     if (ids.shape[1], ids.shape[0]) != image_size:
         notes.append("{}: label is {}x{} but its image {} is {}x{}".format(
             label_path, ids.shape[1], ids.shape[0], image_path, *image_size))
@@ -66,13 +70,22 @@ def listed_dataset(dataset):
 
 
 def samples_of(dataset):
-    """(image path, label path or None, label reader, number of known ids) of every entry."""
+    """(image path, label path or None, label reader, known label values, their name in errors) of
+    every entry. The values a label may hold are its class set's (a class's or ignored); a custom
+    dataset's also include the colours of colour labels."""
     reader = type(dataset).raw_label_ids
-    known = type(dataset).KNOWN_LABEL_IDS
+    if hasattr(dataset, "known_label_values"):
+        known = frozenset(dataset.known_label_values())
+    else:
+        known = frozenset(dataset.classes.known_values())
+    if known and max(known) - min(known) + 1 == len(known):
+        table = "{}..{}".format(min(known), max(known))
+    else:
+        table = getattr(dataset, "class_source", None) or "class set {}".format(dataset.classes.name)
     jobs = []
     for entry in dict.fromkeys(dataset.img_ids):
         label = dataset.label_path(entry) if dataset.with_labels else None
-        jobs.append((dataset.image_path(entry), label, reader, known))
+        jobs.append((dataset.image_path(entry), label, reader, known, table))
     return jobs
 
 
@@ -104,8 +117,10 @@ def check_datasets(datasets, num_workers=None, progress=True, only=None):
     return errors, notes
 
 
-def datasets_below(root):
-    """The datasets at ``root`` (a GTA5, Cityscapes, SYNTHIA or NTHU root) or in its sub-folders."""
+def datasets_below(root, classes=None):
+    """The datasets at ``root`` (a GTA5, Cityscapes, SYNTHIA, NTHU or Synscapes root) or in its
+    sub-folders. With ``classes`` (a class file, a preset's name or a ClassSet), a folder holding
+    images/ is a custom dataset of these classes (dataset/custom.py), GTA5's layout included."""
     from dataset.cityscapes_dataset import cityscapesDataSet
     from dataset.gta5_dataset import GTA5DataSet
     from dataset.nthu_dataset import NTHU_CITIES, NTHUDataSet
@@ -113,8 +128,12 @@ def datasets_below(root):
 
     def at(folder):
         found = []
-        if os.path.isdir(os.path.join(folder, "images")) and os.path.isdir(os.path.join(folder, "labels")):
+        if classes is not None and os.path.isdir(os.path.join(folder, "images")):
+            found.append(CustomDataSet(folder, classes=classes))
+        elif os.path.isdir(os.path.join(folder, "images")) and os.path.isdir(os.path.join(folder, "labels")):
             found.append(GTA5DataSet(folder))
+        if os.path.isdir(os.path.join(folder, SYNSCAPES_IMAGES)):
+            found.append(SynscapesDataSet(folder))
         if os.path.isdir(os.path.join(folder, "RGB")):
             found.append(SYNTHIADataSet(folder))
         for split in ("train", "val"):
@@ -132,8 +151,9 @@ def datasets_below(root):
         for name in sorted(os.listdir(root)):
             found += at(os.path.join(root, name))
     if not found:
-        raise FileNotFoundError("{}: no GTA5 (images/, labels/), Cityscapes (leftImg8bit/), SYNTHIA (RGB/) or NTHU "
-                                "(<City>/Images/) dataset there or in its folders".format(root))
+        raise FileNotFoundError("{}: no GTA5 (images/, labels/), Cityscapes (leftImg8bit/), SYNTHIA (RGB/), NTHU "
+                                "(<City>/Images/), Synscapes ({}/) or, with --classes, custom (images/) dataset there "
+                                "or in its folders".format(root, SYNSCAPES_IMAGES))
     return found
 
 
@@ -142,9 +162,14 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("roots", nargs="+", help="dataset roots, or folders holding them")
     parser.add_argument("--num-workers", type=int, default=None, help="decoding processes (default: CPU count)")
+    parser.add_argument("--classes", default=None,
+                        help="class file (JSON or YAML) or preset name: folders holding images/ (and labels/ of the "
+                             "same names) are then your own datasets of these classes, not GTA5")
     args = parser.parse_args(argv)
     try:
-        datasets = [d for root in args.roots for d in datasets_below(root)]
+        if args.classes is not None:
+            as_class_set(args.classes)  # a bad class file is refused before any folder is read
+        datasets = [d for root in args.roots for d in datasets_below(root, args.classes)]
         for dataset in datasets:
             print("{}: {} samples in {}".format(type(dataset).__name__, len(set(dataset.img_ids)), dataset.root))
         _, notes = check_datasets(datasets, args.num_workers)

@@ -13,7 +13,7 @@ dataset/crosscity_dataset.py.
 import os
 
 from dataset.base import ListDataSet
-from dataset.classes import CLASS_SETS, IGNORE_LABEL, IMG_MEAN_BGR, LABEL_ID_TO_TRAIN_ID
+from dataset.classes import IGNORE_LABEL, IMG_MEAN_BGR, NTHU
 from dataset.files import files_below
 
 NTHU_CITIES = ("Rome", "Rio", "Tokyo", "Taipei")
@@ -21,8 +21,6 @@ SPLITS = {"train": "Train", "test": "Test"}  # only Test has labels
 IMAGE_SUFFIXES = (".jpg", ".png")
 LABEL_SUFFIX = "_eval.png"
 INPUT_SIZE = (1024, 512)
-NTHU_LABEL_ID_TO_TRAIN_ID = {label_id: train_id for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items()
-                             if train_id in CLASS_SETS["crosscity13"]}
 _LAYOUT = ("root/<City>/Images/{Train,Test}/<id>.jpg or <id>.png, with the test labels (Cityscapes label ids) "
            "in root/<City>/Labels/Test/<id>" + LABEL_SUFFIX + " (cities: " + ", ".join(NTHU_CITIES) + ")")
 
@@ -44,7 +42,7 @@ class NTHUDataSet(ListDataSet):
     LAYOUT = _LAYOUT
     LIST_HINT = ("give one image per line relative to root/<City>/Images/<Split> (e.g. 0001.jpg, or the bare "
                  "id 0001), or list_path=None to use every image of the split")
-    LABEL_ID_TO_TRAIN_ID = NTHU_LABEL_ID_TO_TRAIN_ID
+    CLASSES = NTHU
 
     def __init__(self, root, city, split="train", list_path=None, max_iters=None, crop_size=INPUT_SIZE,
                  mean=IMG_MEAN_BGR, scale=False, mirror=False, ignore_label=IGNORE_LABEL, seed=0,

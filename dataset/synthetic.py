@@ -1,13 +1,17 @@
 """Tiny synthetic stand-ins for GTA5, SYNTHIA, Cityscapes and NTHU, written in their real on-disk layouts.
 
     python -m dataset.synthetic OUT_DIR [--num-source N] [--num-target-train N]
-        [--num-target-val N] [--num-synthia N] [--num-nthu N] [--source-size W,H] [--target-size W,H]
-        [--seed S]
+        [--num-target-val N] [--num-synthia N] [--num-nthu N] [--num-synscapes N]
+        [--source-size W,H] [--target-size W,H] [--seed S]
+    python -m dataset.synthetic OUT_DIR --custom [--label-format gray|palette|16bit|colour] ...
 
 writes OUT_DIR/GTA5/{images,labels}/NNNNN.png, OUT_DIR/Cityscapes/leftImg8bit/{train,val}/ with
 their gtFine labels, and OUT_DIR/SYNTHIA/{RGB,GT/LABELS}/NNNNNNN.png (16-bit labels, as SYNTHIA
 ships them); with --num-nthu, OUT_DIR/NTHU/Rome/{Images,Labels} as the cross-city dataset
-(make_nthu). Every scene is a street: sky on top, buildings and trees
+(make_nthu); with --num-synscapes, OUT_DIR/Synscapes/img/{rgb,class}/<n>.png (make_synscapes).
+With --custom it writes only OUT_DIR/custom, a pair of domains of your own kind (dataset/custom.py;
+make_custom_pair): a class file, a source in the list-file form and a target in the folder form.
+Every scene is a street: sky on top, buildings and trees
 along a skyline, road and sidewalk below the horizon, with cars, persons and poles as shapes.
 Each class has its own colour (the class palette) and texture, so a tiny network can learn
 it, and the two domains are rendered with different colour, brightness and noise statistics,
@@ -16,14 +20,16 @@ so adaptation has a gap to close.
 from PIL import Image
 
 import argparse
+import json
 import os
 import struct
 import zlib
+from collections import OrderedDict
 from typing import NamedTuple, Tuple
 
 import numpy as np
 
-from dataset.classes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID, colorize, label_id_to_train_id_lut
+from dataset.classes import CITYSCAPES
 from dataset.cityscapes_dataset import IMAGE_SUFFIX, LABEL_SUFFIX
 from dataset.synthia_dataset import cityscapes_ids_to_synthia
 from utils.cli import size_argument
@@ -35,7 +41,7 @@ UNLABELED, EGO_VEHICLE, STATIC = 0, 1, 4
 TRAIN_CITIES = ("aachen", "bochum")
 VAL_CITIES = ("frankfurt", "lindau")
 
-_ID = {CLASS_NAMES[train_id]: label_id for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items()}
+_ID = {CITYSCAPES.names[train_id]: label_id for label_id, train_id in CITYSCAPES.label_values.items()}
 
 
 class Style(NamedTuple):
@@ -51,7 +57,7 @@ SOURCE_STYLE = Style(saturation=1.25, gain=(1.1, 1.0, 0.9), bias=(12.0, 4.0, -6.
 TARGET_STYLE = Style(saturation=0.55, gain=(0.7, 0.8, 0.85), bias=(-4.0, 6.0, 18.0), noise=9.0)
 
 # Label id -> base RGB colour (class palette; ignored ids get muted colours of their own).
-_BASE_COLOUR = colorize(label_id_to_train_id_lut()).astype(np.float32)
+_BASE_COLOUR = CITYSCAPES.colorize(CITYSCAPES.lut()).astype(np.float32)
 _BASE_COLOUR[EGO_VEHICLE] = (50, 50, 55)
 _BASE_COLOUR[STATIC] = (110, 90, 70)
 _BASE_COLOUR[UNLABELED] = (15, 15, 15)
@@ -212,7 +218,7 @@ def make_synthetic(out_dir, num_source=20, num_target_train=10, num_target_val=6
     cityscapes_root = os.path.join(out_dir, "Cityscapes")
 
     # GTA5 stores label ids as palettised PNGs; show them in their class colours.
-    palette = colorize(label_id_to_train_id_lut()).ravel().tolist()
+    palette = CITYSCAPES.colorize(CITYSCAPES.lut()).ravel().tolist()
     for folder in ("images", "labels"):
         os.makedirs(os.path.join(gta5_root, folder), exist_ok=True)
     width, height = source_size
@@ -278,6 +284,129 @@ def make_nthu(out_dir, cities=("Rome",), num_train=4, num_test=3, size=(128, 64)
     return root
 
 
+def make_synscapes(out_dir, count=3, size=(144, 72), seed=0):
+    """Write a Synscapes-format tree under out_dir/Synscapes; return its root: img/rgb/<n>.png
+    (rendered in the source style) and img/class/<n>.png (8-bit Cityscapes label ids), n from 1,
+    not zero-padded, as the real files are (dataset/custom.py cites the layout's source)."""
+    if count < 1:
+        raise ValueError("--num-synscapes must be at least 1, got {}".format(count))
+    _check_size(size, "--source-size")
+    root = os.path.join(out_dir, "Synscapes")
+    for folder in ("rgb", "class"):
+        os.makedirs(os.path.join(root, "img", folder), exist_ok=True)
+    for index in range(count):
+        rng = np.random.default_rng([seed, 5, index])
+        ids = scene_label_ids(size[0], size[1], rng)
+        name = "{}.png".format(index + 1)
+        Image.fromarray(render(ids, SOURCE_STYLE, rng)).save(os.path.join(root, "img", "rgb", name))
+        Image.fromarray(ids).save(os.path.join(root, "img", "class", name))
+    return root
+
+
+# The custom pair's class file: 5 of the scenes' classes, under label values that are not their
+# train ids; road has a second value past 8 bits, which only the 16-bit labels write. Every other
+# pixel of a scene is ignored: 0 on the frame, 255 elsewhere (cars, persons, poles, ...).
+CUSTOM_CLASSES = OrderedDict([
+    ("name", "streets5"),
+    ("classes", [
+        {"name": "road", "colour": [128, 64, 128], "values": [10, 1000]},
+        {"name": "sidewalk", "colour": [244, 35, 232], "values": [20]},
+        {"name": "building", "colour": [70, 70, 70], "values": [30]},
+        {"name": "vegetation", "colour": [107, 142, 35], "values": [40]},
+        {"name": "sky", "colour": [70, 130, 180], "values": [50]},
+    ]),
+    ("ignore", [0, 255]),
+])
+CUSTOM_LABEL_FORMATS = ("gray", "palette", "16bit", "colour")
+
+
+def custom_label_values(ids):
+    """Cityscapes label ids of a scene -> the custom class file's first values (uint16; all below 256)."""
+    table = np.full(256, 255, np.uint16)
+    table[UNLABELED] = 0
+    for entry in CUSTOM_CLASSES["classes"]:
+        table[_ID[entry["name"]]] = entry["values"][0]
+    return table[ids]
+
+
+def custom_label_image(values, label_format):
+    """A PIL image of custom label values in one of CUSTOM_LABEL_FORMATS: gray (8-bit, mode L),
+    palette (mode P, the palette index is the value, as PaddleSeg writes labels), 16bit (road as
+    its 16-bit value) or colour (the class colours, black where not labelled)."""
+    colours = np.zeros((65536, 3), np.uint8)
+    for entry in CUSTOM_CLASSES["classes"]:
+        colours[entry["values"]] = entry["colour"]
+    if label_format == "gray":
+        return Image.fromarray(values.astype(np.uint8))
+    if label_format == "palette":
+        label = Image.fromarray(values.astype(np.uint8)).convert("P")
+        label.putpalette(colours[:256].ravel().tolist())
+        return label
+    if label_format == "16bit":
+        narrow, wide = CUSTOM_CLASSES["classes"][0]["values"]  # road's two values
+        return Image.fromarray(np.where(values == narrow, wide, values).astype(np.uint16))
+    if label_format == "colour":
+        return Image.fromarray(colours[values])
+    raise ValueError("--label-format must be one of {}, got {!r}".format(", ".join(CUSTOM_LABEL_FORMATS),
+                                                                         label_format))
+
+
+class CustomPair(NamedTuple):
+    class_file: str    # the 5-class JSON file
+    source_root: str   # source/: rgb/<n>.jpg, gt/<n>.png, listed in train.txt
+    source_list: str   # source/train.txt: "rgb/<n>.jpg gt/<n>.png" lines
+    target_root: str   # target/: images/<street>/<n>.png, labels/<street>/<n>.png
+
+
+def make_custom_pair(out_dir, num_source=8, num_target=6, source_size=(160, 90), target_size=(128, 64),
+                     label_format="gray", seed=0):
+    """Write out_dir/custom, two domains in dataset/custom.py's two forms with the class file
+    CUSTOM_CLASSES (custom/classes.json), and return its CustomPair: a labelled source in the
+    list-file form (JPEG images, source style) and a target in the folder form, two streets in
+    sub-folders (PNG images, target style), with labels for scoring. Labels are written in
+    ``label_format`` (CUSTOM_LABEL_FORMATS)."""
+    if label_format not in CUSTOM_LABEL_FORMATS:
+        raise ValueError("--label-format must be one of {}, got {!r}".format(", ".join(CUSTOM_LABEL_FORMATS),
+                                                                             label_format))
+    for count, flag in ((num_source, "--num-source"), (num_target, "--num-target-train")):
+        if count < 1:
+            raise ValueError("{} must be at least 1, got {}".format(flag, count))
+    _check_size(source_size, "--source-size")
+    _check_size(target_size, "--target-size")
+    root = os.path.join(out_dir, "custom")
+    source, target = os.path.join(root, "source"), os.path.join(root, "target")
+    for folder in (os.path.join(source, "rgb"), os.path.join(source, "gt")):
+        os.makedirs(folder, exist_ok=True)
+    class_file = os.path.join(root, "classes.json")
+    with open(class_file, "w") as handle:  # one class a line, as a user would write it
+        handle.write('{{\n  "name": {},\n  "classes": [\n    {}\n  ],\n  "ignore": {}\n}}\n'.format(
+            json.dumps(CUSTOM_CLASSES["name"]), ",\n    ".join(json.dumps(c) for c in CUSTOM_CLASSES["classes"]),
+            json.dumps(CUSTOM_CLASSES["ignore"])))
+
+    lines = []
+    for index in range(num_source):
+        rng = np.random.default_rng([seed, 6, index])
+        ids = scene_label_ids(source_size[0], source_size[1], rng)
+        image, label = "rgb/{:04d}.jpg".format(index + 1), "gt/{:04d}.png".format(index + 1)
+        Image.fromarray(render(ids, SOURCE_STYLE, rng)).save(os.path.join(source, image), quality=95)
+        custom_label_image(custom_label_values(ids), label_format).save(os.path.join(source, label))
+        lines.append("{} {}\n".format(image, label))
+    source_list = os.path.join(source, "train.txt")
+    with open(source_list, "w") as handle:
+        handle.writelines(lines)
+
+    for index in range(num_target):
+        rng = np.random.default_rng([seed, 7, index])
+        ids = scene_label_ids(target_size[0], target_size[1], rng)
+        relative = os.path.join("street_{}".format("ab"[index % 2]), "{:04d}".format(index + 1))
+        for folder in ("images", "labels"):
+            os.makedirs(os.path.dirname(os.path.join(target, folder, relative)), exist_ok=True)
+        Image.fromarray(render(ids, TARGET_STYLE, rng)).save(os.path.join(target, "images", relative + ".png"))
+        custom_label_image(custom_label_values(ids), label_format).save(
+            os.path.join(target, "labels", relative + ".png"))
+    return CustomPair(class_file, source, source_list, target)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m dataset.synthetic",
@@ -293,11 +422,29 @@ def main(argv=None):
     parser.add_argument("--num-nthu", type=int, default=0,
                         help="NTHU cross-city (Rome): this many Train and as many labelled Test images, at "
                              "--target-size (default 0: none)")
+    parser.add_argument("--num-synscapes", type=int, default=0,
+                        help="Synscapes image/label pairs, at --source-size (default 0: none)")
+    parser.add_argument("--custom", action="store_true",
+                        help="write only OUT_DIR/custom instead: a class file, a source domain in the list-file form "
+                             "(--num-source images) and a target in the folder form (--num-target-train images), "
+                             "as dataset/custom.py reads them")
+    parser.add_argument("--label-format", choices=CUSTOM_LABEL_FORMATS, default="gray",
+                        help="the custom domains' labels: 8-bit gray, 8-bit palette (PaddleSeg's), 16bit or colour "
+                             "PNGs (default gray)")
     parser.add_argument("--source-size", type=size_argument, default=(160, 90), help="W,H of GTA5 images (default 160,90)")
     parser.add_argument("--target-size", type=size_argument, default=(128, 64),
                         help="W,H of Cityscapes images (default 128,64)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.custom:
+        try:
+            pair = make_custom_pair(args.out_dir, args.num_source, args.num_target_train, args.source_size,
+                                    args.target_size, args.label_format, args.seed)
+        except ValueError as error:
+            parser.error(str(error))
+        print("class file:  {}\nsource list: {} (root {})\ntarget root: {}".format(
+            pair.class_file, pair.source_list, pair.source_root, pair.target_root))
+        return
     try:
         roots = make_synthetic(args.out_dir, args.num_source, args.num_target_train, args.num_target_val,
                                args.source_size, args.target_size, args.seed)
@@ -305,11 +452,15 @@ def main(argv=None):
                                args.seed)
         nthu = make_nthu(args.out_dir, num_train=args.num_nthu, num_test=args.num_nthu, size=args.target_size,
                          seed=args.seed) if args.num_nthu else None
+        synscapes = make_synscapes(args.out_dir, args.num_synscapes, args.source_size,
+                                   args.seed) if args.num_synscapes else None
     except ValueError as error:
         parser.error(str(error))
     print("GTA5 root:       {}\nCityscapes root: {}\nSYNTHIA root:    {}".format(roots[0], roots[1], synthia))
     if nthu:
         print("NTHU root:       {}".format(nthu))
+    if synscapes:
+        print("Synscapes root:  {}".format(synscapes))
 
 
 if __name__ == "__main__":

@@ -2,11 +2,9 @@
 root/GT/LABELS/0000000.png.
 
 The label PNGs are 16-bit with the class id in the first channel (the second holds instance
-ids). Their ids map to Cityscapes train ids for the 16 classes the two share; everything else is
-ignored. Sources for the mapping and sizes (read, not copied): the dataset's README (RGB images
-are 1280x760), lhoyer/DAFormer tools/convert_datasets/synthia.py and ZJULearning/MaxSquareLoss
-datasets/synthia_Dataset.py (the mapping; terrain, truck and train are absent from SYNTHIA),
-valeoai/DADA dada/domain_adaptation/config.py and JDAI-CV/FADA
+ids). Their ids map to Cityscapes train ids for the 16 classes the two share (dataset.classes.
+SYNTHIA); everything else is ignored. Sources for the sizes (read, not copied): the dataset's
+README (RGB images are 1280x760), valeoai/DADA dada/domain_adaptation/config.py and JDAI-CV/FADA
 configs/deeplabv2_r101_adv_synthia.yaml (training input 1280x760).
 """
 import os
@@ -16,15 +14,10 @@ from PIL import Image
 import numpy as np
 
 from dataset.base import ListDataSet
-from dataset.classes import IGNORE_LABEL, IMG_MEAN_BGR, LABEL_ID_TO_TRAIN_ID
+from dataset.classes import CITYSCAPES, IGNORE_LABEL, IMG_MEAN_BGR, SYNTHIA
 from dataset.files import load_first_channel_16bit, scan
 
 INPUT_SIZE = (1280, 760)
-# SYNTHIA class id -> Cityscapes train id, by class: road, sidewalk, building, wall, fence, pole,
-# light, sign, vegetation, sky, person, rider, car, bus, motorcycle, bicycle.
-SYNTHIA_TO_TRAIN_ID = {3: 0, 4: 1, 2: 2, 21: 3, 5: 4, 7: 5, 15: 6, 9: 7, 6: 8, 1: 10, 10: 11, 17: 12, 8: 13,
-                       19: 15, 12: 17, 11: 18}
-NUM_SYNTHIA_IDS = 23  # 0 (void) .. 22 (lane marking)
 
 
 def synthia_label_ids(path):
@@ -39,8 +32,7 @@ class SYNTHIADataSet(ListDataSet):
     LAYOUT = "root/RGB/0000000.png with its 16-bit labels in root/GT/LABELS/0000000.png"
     LIST_HINT = ("give one image name per line relative to root/RGB (e.g. 0000000.png), "
                  "or list_path=None to use every image in root/RGB")
-    LABEL_ID_TO_TRAIN_ID = SYNTHIA_TO_TRAIN_ID
-    KNOWN_LABEL_IDS = NUM_SYNTHIA_IDS
+    CLASSES = SYNTHIA
 
     def __init__(self, root, list_path=None, max_iters=None, crop_size=INPUT_SIZE, mean=IMG_MEAN_BGR,
                  scale=False, mirror=False, ignore_label=IGNORE_LABEL, seed=0):
@@ -69,7 +61,7 @@ def cityscapes_ids_to_synthia(label_ids):
     """Cityscapes label ids -> the SYNTHIA ids of the same classes (0, void, where SYNTHIA has
     none): how the synthetic data generator writes a SYNTHIA-format tree."""
     table = np.zeros(256, np.uint16)
-    train_to_synthia = {train_id: synthia for synthia, train_id in SYNTHIA_TO_TRAIN_ID.items()}
-    for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
+    train_to_synthia = {train_id: synthia for synthia, train_id in SYNTHIA.label_values.items()}
+    for label_id, train_id in CITYSCAPES.label_values.items():
         table[label_id] = train_to_synthia.get(train_id, 0)
     return table[label_ids]

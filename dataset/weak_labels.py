@@ -17,10 +17,11 @@ import os
 import sys
 
 import numpy as np
+from PIL import Image
 
 from dataset.base import split_index
-from dataset.classes import CLASS_NAMES, NUM_CLASSES, label_id_to_train_id_lut
-from dataset.files import label_to_train_ids, load_label_ids, summarize
+from dataset.classes import CITYSCAPES
+from dataset.files import summarize
 
 # tau per class in train-id order: thresholds_from_counts of the reference's published count tables
 # (sujoyp/weak-da-seg, pixel_counts/<dataset>_pixel_counts.npy): the mean its
@@ -39,26 +40,39 @@ RATIO, ROUNDS = 0.1, 10
 
 
 class Thresholds(object):
-    """tau (per class) for labels of ``pixels`` pixels; ``for_pixels(n)`` scales them to n."""
+    """tau (per class of ``classes``) for labels of ``pixels`` pixels; ``for_pixels(n)`` scales them to n."""
 
-    def __init__(self, tau, pixels, source="the reference"):
+    def __init__(self, tau, pixels, source="the reference", classes=CITYSCAPES):
         self.tau = np.asarray(tau, dtype=np.float64)
         self.pixels = int(pixels)
         self.source = source
-        if self.tau.shape != (NUM_CLASSES,):
-            raise ValueError("{}: {} thresholds, expected one per class ({})".format(source, self.tau.size, NUM_CLASSES))
+        if self.tau.shape != (classes.num_classes,):
+            raise ValueError("{}: {} thresholds, expected one per class of {} ({})".format(
+                source, self.tau.size, classes.name, classes.num_classes))
 
     @classmethod
     def reference(cls, dataset):
         return cls(REFERENCE_THRESHOLDS[dataset], REFERENCE_PIXELS[dataset], "the reference's {} table".format(dataset))
 
     @classmethod
-    def from_file(cls, path):
+    def of_dataset(cls, dataset, classes):
+        """The reference's table for a benchmark dataset, else tau computed from ``dataset``'s own
+        labels at its input size by the reference's rule (``thresholds_from_counts``)."""
+        name = {"GTA5DataSet": "gta5", "SYNTHIADataSet": "synthia", "cityscapesDataSet": "cityscapes"}.get(
+            type(dataset).__name__)
+        if name is not None:
+            return cls.reference(name)
+        counts, (width, height) = count_table(dataset, dataset.crop_size)
+        return cls(thresholds_from_counts(counts), width * height,
+                   "thresholds_from_counts of the {} labels of {}".format(len(counts), dataset.root), classes)
+
+    @classmethod
+    def from_file(cls, path, classes=CITYSCAPES):
         """A JSON file written by ``python -m dataset.weak_labels thresholds``."""
         try:
             with open(path) as f:
                 saved = json.load(f)
-            return cls([saved["tau"][name] for name in CLASS_NAMES], saved["pixels"], path)
+            return cls([saved["tau"][name] for name in classes.names], saved["pixels"], path, classes)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ValueError("{}: not a thresholds file of python -m dataset.weak_labels thresholds ({}: {})".format(
                 path, type(exc).__name__, exc))
@@ -79,7 +93,7 @@ def thresholds_from_counts(counts, ratio=RATIO, rounds=ROUNDS):
     return ratio * means
 
 
-def class_pixel_counts(train_ids, num_classes=NUM_CLASSES):
+def class_pixel_counts(train_ids, num_classes):
     """(classes,) pixel count of each train id in a label map (ignored pixels not counted)."""
     ids = np.asarray(train_ids).ravel()
     return np.bincount(ids[ids < num_classes], minlength=num_classes)[:num_classes]
@@ -88,37 +102,38 @@ def class_pixel_counts(train_ids, num_classes=NUM_CLASSES):
 def present_classes(train_ids, thresholds):
     """(classes,) float32 1/0: the classes covering more than their threshold in ``train_ids``."""
     tau = thresholds.for_pixels(np.asarray(train_ids).size)
-    return (class_pixel_counts(train_ids) > tau).astype(np.float32)
+    return (class_pixel_counts(train_ids, len(tau)) > tau).astype(np.float32)
 
 
-def sample_points(train_ids, rng):
+def sample_points(train_ids, rng, num_classes):
     """(classes, 2) int64 (row, column) of one pixel of every class in ``train_ids``; -1 where a
     class is absent. The reference clicks one point per class present in the label."""
-    points = np.full((NUM_CLASSES, 2), -1, dtype=np.int64)
+    points = np.full((num_classes, 2), -1, dtype=np.int64)
     flat = np.asarray(train_ids).ravel()
     for c in np.unique(flat):
-        if c < NUM_CLASSES:
+        if c < num_classes:
             where = np.flatnonzero(flat == c)
             points[c] = np.unravel_index(where[rng.integers(len(where))], train_ids.shape)
     return points
 
 
-def read_label_file(path, entries):
+def read_label_file(path, entries, classes=CITYSCAPES):
     """{entry: (classes,) float32} from a file of one line per image: its entry, then the names (or
     train ids) of the classes present, separated by spaces; every entry needs a line."""
-    by_name = {name: i for i, name in enumerate(CLASS_NAMES)}
+    by_name = {name: i for i, name in enumerate(classes.names)}
+    num_classes = classes.num_classes
     labels = {}
     with open(path) as f:
         for number, line in enumerate(f, 1):
             fields = line.split()
             if not fields:
                 continue
-            vector = np.zeros(NUM_CLASSES, np.float32)
+            vector = np.zeros(num_classes, np.float32)
             for field in fields[1:]:
                 index = int(field) if field.isdigit() else by_name.get(field)
-                if index is None or not 0 <= index < NUM_CLASSES:
+                if index is None or not 0 <= index < num_classes:
                     raise ValueError("{}, line {}: {!r} is neither a class name ({}) nor a train id 0..{}".format(
-                        path, number, field, ", ".join(CLASS_NAMES), NUM_CLASSES - 1))
+                        path, number, field, ", ".join(classes.names), num_classes - 1))
                 vector[index] = 1.0
             labels[fields[0]] = vector
     missing = [entry for entry in dict.fromkeys(entries) if entry not in labels]
@@ -131,7 +146,7 @@ class WeakTargetDataSet(object):
     """The target images with what a weak-label mode needs: ``(image, weak labels, size, name)``, or
     with points ``(image, weak labels, points, size, name)``.
 
-    ``images``: a cityscapesDataSet without labels. Weak labels are the classes present in the
+    ``images``: a target dataset without labels. Weak labels are the classes present in the
     image's ground truth at its own resolution (or listed in ``label_file``); points are one pixel
     per class of the label resized to the input size, drawn once per image from ``seed`` (every
     run and every resume sees the same points).
@@ -139,17 +154,16 @@ class WeakTargetDataSet(object):
 
     def __init__(self, images, thresholds, with_points=False, label_file=None, seed=0):
         self.images, self.thresholds, self.with_points, self.seed = images, thresholds, with_points, seed
-        self.file_labels = read_label_file(label_file, images.img_ids) if label_file else None
-        self._lut = label_id_to_train_id_lut()
+        self.file_labels = read_label_file(label_file, images.img_ids, images.classes) if label_file else None
         if self.file_labels is None or with_points:
             missing = [path for path in dict.fromkeys(map(images.label_path, images.img_ids))
                        if not os.path.isfile(path)]
             if missing:
                 raise FileNotFoundError(
                     "weakly supervised training (image labels from ground truth, or points) needs the target "
-                    "images' labels; {} of them are missing: {}. Extract gtFine/{} too, give the image labels "
-                    "as a file (--weak-label-file), or train with --use-pseudo".format(
-                        len(missing), summarize(missing), images.set))
+                    "images' labels; {} of them are missing: {}. Extract them too (Cityscapes: gtFine), give the "
+                    "image labels as a file (--weak-label-file), or train with --use-pseudo".format(
+                        len(missing), summarize(missing)))
 
     def __len__(self):
         return len(self.images)
@@ -158,17 +172,19 @@ class WeakTargetDataSet(object):
         return self.images.files(index) + [self.images.label_path(self.images.img_ids[split_index(index)[0]])]
 
     def __getitem__(self, index):
-        image, size, entry = self.images[index]
+        sample = self.images[index]  # (image, size, name), or a custom target's (image, label, size, name)
+        image, size, entry = sample[0], sample[-2], sample[-1]
         if self.file_labels is not None and not self.with_points:
             return image, self.file_labels[entry], size, entry
-        label = load_label_ids(self.images.label_path(entry))
+        train_ids = self.images.read_train_ids(self.images.label_path(entry))
         weak = self.file_labels[entry] if self.file_labels is not None else \
-            present_classes(self._lut[np.asarray(label)], self.thresholds)
+            present_classes(train_ids, self.thresholds)
         if not self.with_points:
             return image, weak, size, entry
-        resized = label_to_train_ids(label, self.images.crop_size, self._lut)
+        # NEAREST picks the same pixels from train ids as from the label ids they map.
+        resized = np.asarray(Image.fromarray(train_ids).resize(self.images.crop_size, Image.NEAREST))
         position, flip = split_index(index)
-        points = sample_points(resized, np.random.default_rng([self.seed, position]))
+        points = sample_points(resized, np.random.default_rng([self.seed, position]), len(weak))
         if flip:  # the image was mirrored: so are its points
             points[:, 1] = np.where(points[:, 1] >= 0, resized.shape[1] - 1 - points[:, 1], -1)
         return image, weak, points, size, entry
@@ -197,17 +213,15 @@ class SourceWithPresentClasses(object):
 
 
 def count_table(dataset, size=None):
-    """(images, classes) pixel counts of every label of ``dataset`` (a GTA5, SYNTHIA or Cityscapes
-    dataset with labels), at ``size`` = (width, height) or at the labels' own size."""
-    from PIL import Image
-
+    """(images, classes) pixel counts of every label of ``dataset`` (a dataset with labels), at
+    ``size`` = (width, height) or at the labels' own size."""
     rows = []
     for entry in dict.fromkeys(dataset.img_ids):
-        label = dataset.read_label_ids(dataset.label_path(entry))
+        train_ids = dataset.read_train_ids(dataset.label_path(entry))
         if size is not None:
-            label = label.resize(size, Image.NEAREST)
-        rows.append(class_pixel_counts(dataset._lut[np.asarray(label)]))
-    return np.array(rows), (size or label.size)
+            train_ids = np.asarray(Image.fromarray(train_ids).resize(size, Image.NEAREST))
+        rows.append(class_pixel_counts(train_ids, dataset.classes.num_classes))
+    return np.array(rows), (size or train_ids.shape[::-1])
 
 
 def main(argv=None):
@@ -235,7 +249,7 @@ def main(argv=None):
     except (OSError, ValueError) as exc:
         sys.exit("error: {}".format(exc))
     tau = thresholds_from_counts(counts)
-    result = {"tau": {name: float(t) for name, t in zip(CLASS_NAMES, tau)}, "pixels": width * height,
+    result = {"tau": {name: float(t) for name, t in zip(dataset.classes.names, tau)}, "pixels": width * height,
               "images": len(counts), "dataset": args.dataset, "root": os.path.abspath(args.root)}
     for name, value in result["tau"].items():
         print("{:>12s} {:10.1f}".format(name, value))

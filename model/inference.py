@@ -89,6 +89,35 @@ class _FinalLogits(nn.Layer):
         return out[-1] if isinstance(out, (tuple, list)) else out
 
 
+def save_static_model(net, prefix, input_spec):
+    """Save ``net``'s forward as a static graph at ``prefix``; returns the program file: Paddle 3
+    writes it as JSON (PIR, ``prefix.json``), Paddle 2.6 as ``prefix.pdmodel``. The weights go
+    to ``prefix.pdiparams``."""
+    # full_graph: Paddle 3 converts the whole forward (export needs it); 2.6 ignores it.
+    with _stderr_without(_EXPORT_NOISE):
+        paddle.jit.save(paddle.jit.to_static(net, input_spec=input_spec, full_graph=True), prefix)
+    return prefix + ".json" if os.path.exists(prefix + ".json") else prefix + ".pdmodel"
+
+
+def params_file(program):
+    """The weights file saved with a program file."""
+    return os.path.splitext(program)[0] + ".pdiparams"
+
+
+def create_inference_predictor(program, params, use_gpu=False, gpu_id=0, cpu_threads=None):
+    """A Paddle Inference predictor of a saved static model: oneDNN on CPU, CUDA on GPU."""
+    from paddle import inference
+    config = inference.Config(program, params)
+    if use_gpu:
+        config.enable_use_gpu(256, gpu_id)
+    else:
+        config.disable_gpu()
+        config.enable_mkldnn()
+        config.set_cpu_math_library_num_threads(cpu_threads or usable_cpus())
+    config.disable_glog_info()
+    return inference.create_predictor(config)
+
+
 def upsample_argmax(logits, size):
     """Bilinear (align_corners=True, as the reference evaluation) to ``size`` (H, W), then argmax."""
     logits = paddle.to_tensor(logits) if isinstance(logits, np.ndarray) else logits
@@ -114,24 +143,11 @@ class SegmentationPredictor(object):
             self._predictor = self._create_predictor(use_gpu, gpu_id, cpu_threads or usable_cpus())
 
     def _create_predictor(self, use_gpu, gpu_id, cpu_threads):
-        from paddle import inference
         with tempfile.TemporaryDirectory(prefix="adaptseg_export_") as export_dir:
-            prefix = os.path.join(export_dir, "model")
             spec = [paddle.static.InputSpec([None, 3, None, None], "float32", "image")]
-            # full_graph: Paddle 3 converts the whole forward (export needs it); 2.6 ignores it.
-            with _stderr_without(_EXPORT_NOISE):
-                paddle.jit.save(paddle.jit.to_static(self.net, input_spec=spec, full_graph=True), prefix)
-            # Paddle 3 writes the program as JSON (PIR), Paddle 2.6 as .pdmodel.
-            program = prefix + ".json" if os.path.exists(prefix + ".json") else prefix + ".pdmodel"
-            config = inference.Config(program, prefix + ".pdiparams")
-            if use_gpu:
-                config.enable_use_gpu(256, gpu_id)
-            else:
-                config.disable_gpu()
-                config.enable_mkldnn()
-                config.set_cpu_math_library_num_threads(cpu_threads)
-            config.disable_glog_info()
-            predictor = inference.create_predictor(config)  # reads the files; they may go now
+            program = save_static_model(self.net, os.path.join(export_dir, "model"), spec)
+            # reads the files; they may go now
+            predictor = create_inference_predictor(program, params_file(program), use_gpu, gpu_id, cpu_threads)
         self._input = predictor.get_input_handle(predictor.get_input_names()[0])
         self._output = predictor.get_output_handle(predictor.get_output_names()[0])
         return predictor

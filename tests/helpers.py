@@ -55,16 +55,16 @@ def _load(directory, name):
     return paddle.load(os.path.join(str(directory), name), return_numpy=True)
 
 
-def assert_same_snapshot(dir_a, dir_b, iteration, discriminators=("D1", "D2")):
+def assert_same_snapshot(dir_a, dir_b, iteration, discriminators=("D1", "D2"), prefix="GTA5"):
     """Two runs wrote the same weights and the same optimizer states at `iteration`, bit for bit."""
     for suffix in [""] + ["_" + name for name in discriminators]:
-        name = "GTA5_{}{}.pdparams".format(iteration, suffix)
+        name = "{}_{}{}.pdparams".format(prefix, iteration, suffix)
         a, b = _load(dir_a, name), _load(dir_b, name)
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg="{} {}".format(name, key))
-    state_a = _load(dir_a, "GTA5_{}_state.pdopt".format(iteration))["state"]
-    state_b = _load(dir_b, "GTA5_{}_state.pdopt".format(iteration))["state"]
+    state_a = _load(dir_a, "{}_{}_state.pdopt".format(prefix, iteration))["state"]
+    state_b = _load(dir_b, "{}_{}_state.pdopt".format(prefix, iteration))["state"]
     for name in ("model",) + tuple(discriminators):
         assert state_a[name].keys() == state_b[name].keys() and state_a[name]
         for key in state_a[name]:

@@ -84,3 +84,23 @@ def test_main_runs_and_paths_agree(model, monkeypatch):
     for name, seconds, rel_diff, others in result["rows"]:
         assert seconds > 0 and rel_diff < 1e-4 and 0 <= others <= 8, name
     assert result["upsample"] > 0 and result["iou"] > 0 and result["rss"] > 100
+
+
+def test_bench_predict_runs_at_tiny_sizes(model, monkeypatch):
+    from bench import bench_predict
+    monkeypatch.setattr(bench_predict, "DeeplabMulti", lambda num_classes: model)
+    small_gemm = bench_eval.gemm_peak
+    monkeypatch.setattr(bench_predict, "gemm_peak", lambda: small_gemm(256, 1))
+    result = bench_predict.main(["--images", "1", "--width", "96", "--height", "48", "--input-size", "64,32"])
+    assert [(row["backend"], row["workers"]) for row in result["rows"]][:3] == [
+        ("dygraph", 2), ("inference", 2), ("inference", 0)]
+    for row in result["rows"]:
+        assert row["images_per_s"] > 0 and 0 <= row["outside"] < 1 and row["network_s"] > 0, row
+    assert set(result["stages"]) == {"decode", "resize + mean", "network", "upsample + argmax", "encode + write"}
+    assert (len(result["rows"]) == 4) == (result["onnx_skipped"] is None)
+    # not 1: an argmax export's train ids come back to the image's size by nearest resizing
+    backends = ["inference"] + ([] if result["onnx_skipped"] else ["onnx"])
+    assert sorted(result["agreement"]) == backends and 0 < result["commonest_share"] <= 1
+    for backend, shares in result["agreement"].items():
+        assert list(shares) == ["argmax", "softmax", "none"], backend
+        assert all(0.9 < share <= 1 for share in shares.values()), (backend, shares)

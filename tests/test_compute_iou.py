@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 from compute_iou import compute_mIoU, main
-from dataset.classes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID, NUM_CLASSES, colorize
+from dataset.classes import CITYSCAPES, ClassSet
 from utils.evaluation.metrics import confusion_matrix, format_iou_table, mean_iou, per_class_iou
 
+# The benchmark's class set, under test as the default of every scorer.
+CLASS_NAMES, NUM_CLASSES, LABEL_ID_TO_TRAIN_ID = CITYSCAPES.names, CITYSCAPES.num_classes, CITYSCAPES.label_values
 HEIGHT, WIDTH = 12, 20
 TRAIN = CLASS_NAMES.index("train")  # never in the ground truth, never predicted -> NaN
 MOTORCYCLE = CLASS_NAMES.index("motorcycle")  # never in the ground truth, but predicted -> 0
@@ -42,7 +44,7 @@ def reference_ious(pairs, mapping=LABEL_ID_TO_TRAIN_ID):
 def save_prediction(path, pred):
     """As the original evaluation writes them: palettised PNG of train ids."""
     image = Image.frombytes("P", (pred.shape[1], pred.shape[0]), pred.astype(np.uint8).tobytes())
-    image.putpalette(colorize(np.arange(256)).ravel().tolist())
+    image.putpalette(CITYSCAPES.colorize(np.arange(256)).ravel().tolist())
     image.save(str(path))
 
 
@@ -107,7 +109,7 @@ def test_iou_nan_and_zero_cases():
     ious = per_class_iou(confusion)
     assert ious[0] == pytest.approx(6 / 8) and ious[1] == 0 and math.isnan(ious[2])
     assert mean_iou(ious) == pytest.approx(6 / 16)
-    assert format_iou_table(ious, ("a", "b", "c")) == "===>a:\t75.0\n===>b:\t0.0\n===>c:\tnan\n===> mIoU: 37.5"
+    assert format_iou_table(ious, ClassSet("abc", ("a", "b", "c"))) == "===>a:\t75.0\n===>b:\t0.0\n===>c:\tnan\n===> mIoU: 37.5"
 
 
 # --- compute_mIoU --------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import pytest
 import evaluate_cityscapes
 from compute_iou import compute_mIoU, main as compute_iou_main
 from dataset.nthu_dataset import NTHUDataSet
-from dataset.sources import SOURCE_OF_PREFIX, SOURCES, make_source, make_target, scored_class_sets
+from dataset.sources import SOURCE_OF_PREFIX, SOURCES, make_source, make_target, scored_classes
 from dataset.synthetic import main as synthetic_main, make_nthu, make_synthetic
 from model.deeplab_multi import DeeplabMulti
 
@@ -131,8 +131,8 @@ def test_cityscapes_is_a_labelled_source_and_nthu_a_target(nthu, tmp_path):
     assert len(source) == 3 and source.set == "train" and len(source[0]) == 4  # with its gtFine labels
     assert SOURCES["cityscapes"].snapshot_prefix == "Cityscapes" and SOURCE_OF_PREFIX["Cityscapes"] == "cityscapes"
     assert isinstance(target, NTHUDataSet) and len(target) == 2 and len(target[0]) == 3
-    assert scored_class_sets("cityscapes", "nthu") == scored_class_sets("gta5", "nthu") == ("crosscity13",)
-    assert scored_class_sets("cityscapes", "cityscapes") == ("19",)
+    assert scored_classes("cityscapes", "nthu").scored == scored_classes("gta5", "nthu").scored == ("crosscity13",)
+    assert scored_classes("cityscapes", "cityscapes").scored == ("19",)
 
 
 def test_synthetic_cli_writes_a_city_only_when_asked(tmp_path, capsys):

@@ -9,7 +9,9 @@ import pytest
 
 from dataset import GTA5DataSet, cityscapesDataSet
 from dataset.cityscapes_dataset import gtfine_entry, gtfine_path
-from dataset.classes import IMG_MEAN_BGR, LABEL_ID_TO_TRAIN_ID, label_id_to_train_id_lut
+from dataset.classes import CITYSCAPES, IMG_MEAN_BGR
+
+LABEL_ID_TO_TRAIN_ID = CITYSCAPES.label_values
 from dataset.synthetic import make_synthetic
 
 SOURCE_SIZE = (40, 24)  # (width, height)
@@ -114,7 +116,7 @@ def test_label_and_image_of_different_sizes_both_reach_crop_size(gta5_root):
 
 
 def test_lut_matches_the_class_table_for_every_id():
-    lut = label_id_to_train_id_lut()
+    lut = CITYSCAPES.lut()
     assert lut.shape == (256,)
     for label_id in range(256):
         assert lut[label_id] == LABEL_ID_TO_TRAIN_ID.get(label_id, 255)

@@ -1,4 +1,5 @@
 """python -m utils.demo run a second time replaces its own output, and nothing else."""
+import json
 import os
 
 import pytest
@@ -24,3 +25,14 @@ def test_a_second_demo_replaces_the_first_but_not_a_foreign_folder(tmp_path, mon
     with pytest.raises(SystemExit, match="was not written by the demo"):
         demo.main(["--out", str(foreign)])
     assert os.listdir(str(foreign)) == ["notes.txt"]
+
+
+def test_the_custom_demo_trains_between_two_domains_of_its_own_and_scores_their_five_classes(tmp_path, capfd):
+    out = tmp_path / "demo"
+    assert demo.main(["--out", str(out), "--source", "custom", "--iterations", "2"]) == 0
+    with open(str(out / "predictions" / "mIoU.json")) as f:
+        report = json.load(f)
+    with open(str(out / "data" / "custom" / "classes.json")) as f:
+        names = [entry["name"] for entry in json.load(f)["classes"]]
+    assert list(report["IoU"]) == names and len(names) == 5 and report["classes"] == "5"
+    assert "resumed from custom_1 at iteration 1" in capfd.readouterr().out

@@ -12,7 +12,7 @@ from PIL import Image
 
 import train_gta2cityscapes_multi as train
 from dataset import GTA5DataSet
-from dataset.classes import LABEL_ID_TO_TRAIN_ID
+from dataset.classes import CITYSCAPES
 from dataset.sampler import SOURCE_STREAM, ResumableBatchSampler
 from tests.helpers import assert_same_snapshot, logged_losses, training_args
 
@@ -32,7 +32,7 @@ def data(data):
     objective as 1 x 2 images."""
     gta5, cityscapes = data
     valid = np.zeros(256, bool)
-    valid[list(LABEL_ID_TO_TRAIN_ID)] = True
+    valid[list(CITYSCAPES.label_values)] = True
     for name in os.listdir(os.path.join(gta5, "labels")):
         path = os.path.join(gta5, "labels", name)
         label = Image.open(path)

@@ -215,7 +215,11 @@ def test_03_scores_every_snapshot_and_draws_pictures(demo):
     with Image.open(pictures[0]) as row:
         # image, ground truth, released model, best snapshot: 128 px wide each, 8 px apart
         assert row.size == (4 * 128 + 3 * 8, 64)
-    assert len(shown(notebook, "image/png")) == 2  # the mIoU plot and the pictures
+    # The validation images stand in for your own: predict.py's outputs of each, and their grid.
+    own = os.path.join(results, "own_images")
+    assert len(files_below(os.path.join(own, "pseudo_color_prediction"), ".png")) == DEMO_VAL_IMAGES
+    assert len(files_below(os.path.join(own, "confidence"), ".png")) == DEMO_VAL_IMAGES
+    assert len(shown(notebook, "image/png")) == 3  # the mIoU plot, the pictures and your own images
     [table_shown] = shown(notebook, "text/markdown")
     assert table_shown.startswith("| iteration | mIoU |")
 

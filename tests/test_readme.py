@@ -19,6 +19,7 @@ from dataset.synthetic import make_nthu, make_synthetic, make_synthia
 from model import DeeplabMulti, FCDiscriminator
 from tests.helpers import seeded_torch_state
 from utils.demo.torch_writer import save_legacy
+from utils.files.weights import hash_suffix
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_TRAINING = ["--input-size", "48,32", "--input-size-target", "48,32", "--num-steps", "100",
@@ -61,6 +62,8 @@ def runnable(command):
     tokens = [ITERATIONS.get(token, token) for token in shlex.split(command)]
     assert tokens[0] == "python", command
     tokens[0] = sys.executable
+    if any(hash_suffix(token) for token in tokens):
+        tokens.append("--no-hash-check")  # the stand-ins carry the authors' names, not their bytes
     script = tokens[1]
     if script.endswith(".py"):
         tokens[1] = os.path.join(ROOT, script)
@@ -69,7 +72,7 @@ def runnable(command):
         tokens += SMALL_TRAINING + ["--num-steps-stop", stop]
     elif script == "train_weak_labels.py":  # one snapshot: with --use-weak-cw, each is 2.3 GB
         tokens += SMALL_TRAINING + ["--num-steps-stop", "1"]
-    elif script == "evaluate_cityscapes.py":
+    elif script in ("evaluate_cityscapes.py", "predict.py"):
         tokens += SMALL_EVALUATION
     return tokens
 

@@ -6,6 +6,7 @@ model.train() BN and PyTorch 0.4 SGD over their duplicated parameter list, the p
 and the Paddle port's frozen BN with one SGD group and its learning-rate floor.
 """
 import argparse
+import json
 import os
 
 import numpy as np
@@ -32,20 +33,24 @@ def reference():
     return dict(np.load(FIXTURE))
 
 
-def recipe_arguments(recipe, reference):
+def recipe_arguments(recipe, reference, tmp_path):
+    """The script's arguments for the fixture's task: its class count is a class file's."""
     width, height = reference["source_size"]
     target_width, target_height = reference["target_size"]
+    classes = tmp_path / "classes.json"
+    classes.write_text(json.dumps({"classes": ["class{}".format(c) for c in range(int(reference["num_classes"]))]}))
     return train.get_arguments([
-        "--recipe", recipe, "--from-scratch", "--num-classes", str(int(reference["num_classes"])),
+        "--recipe", recipe, "--from-scratch", "--source", "custom", "--target", "custom", "--classes", str(classes),
+        "--data-dir", str(tmp_path), "--data-dir-target", str(tmp_path),
         "--input-size", "{},{}".format(width, height),
         "--input-size-target", "{},{}".format(target_width, target_height),
         "--lambda-adv-target1", "0", "--lambda-adv-target2", "0", "--learning-rate", str(float(reference["learning_rate"]))])
 
 
-def two_iterations(recipe, reference, monkeypatch):
+def two_iterations(recipe, reference, monkeypatch, tmp_path):
     """The recipe's networks and optimizers as the script builds them, with the fixture's small
     network in place of ResNet-101, after two iterations on the fixture's batches."""
-    args = recipe_arguments(recipe, reference)
+    args = recipe_arguments(recipe, reference, tmp_path)
     monkeypatch.setattr(train, "build_model", lambda name, num_classes, bn: ResNetMulti([1, 1, 1, 1], num_classes, bn=bn))
     model, sgd, discriminators = train.build_networks(args)
     nets = (model,) + discriminators
@@ -73,8 +78,9 @@ def relative(ours, theirs):
 
 @pytest.mark.parametrize("recipe,batch_size,bn", [("authors", 1, "train"), ("paper", 1, "train"),
                                                   ("paddle-port", 2, "frozen")])
-def test_two_iterations_of_each_recipe_match_its_reference_run(recipe, batch_size, bn, reference, monkeypatch):
-    args, model, before, losses = two_iterations(recipe, reference, monkeypatch)
+def test_two_iterations_of_each_recipe_match_its_reference_run(recipe, batch_size, bn, reference, monkeypatch,
+                                                               tmp_path):
+    args, model, before, losses = two_iterations(recipe, reference, monkeypatch, tmp_path)
     assert (args.batch_size, args.bn) == (batch_size, bn)
     np.testing.assert_allclose(losses, reference[recipe + "/losses"], rtol=1e-4)
     after = {name: value.numpy() for name, value in model.state_dict().items()}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dataset import GTA5DataSet, cityscapesDataSet
-from dataset.classes import CLASS_NAMES, LABEL_ID_TO_TRAIN_ID, label_id_to_train_id_lut
+from dataset.classes import CITYSCAPES
 from dataset.synthetic import EGO_VEHICLE, STATIC, UNLABELED, main, make_synthetic
 
 
@@ -67,7 +67,7 @@ def test_labels_hold_classes_and_ignored_ids(out_dir):
     for group in (arrays, val_arrays):
         ids = set(np.unique(np.concatenate([array.ravel() for array in group])).tolist())
         assert {UNLABELED, EGO_VEHICLE, STATIC} <= ids
-        train_ids = {LABEL_ID_TO_TRAIN_ID[i] for i in ids if i in LABEL_ID_TO_TRAIN_ID}
+        train_ids = {CITYSCAPES.label_values[i] for i in ids if i in CITYSCAPES.label_values}
         assert len(train_ids) >= 8  # road, sidewalk, building, vegetation, sky, pole, car, ...
 
 
@@ -93,13 +93,13 @@ def test_domain_shift_is_measurable(out_dir):
 
 def test_same_class_looks_alike_within_a_domain(out_dir):
     """Learnable: a class's mean colour varies little between source images."""
-    lut = label_id_to_train_id_lut()
+    lut = CITYSCAPES.lut()
     colours = []
     for index in range(1, 6):
         name = "{:05d}.png".format(index)
         image = np.asarray(Image.open(os.path.join(out_dir, "GTA5", "images", name)), dtype=np.float64)
         label = Image.open(os.path.join(out_dir, "GTA5", "labels", name)).resize((160, 90), Image.NEAREST)
-        colours.append(image[lut[np.asarray(label)] == CLASS_NAMES.index("sky")].mean(0))
+        colours.append(image[lut[np.asarray(label)] == CITYSCAPES.names.index("sky")].mean(0))
     assert np.ptp(np.array(colours), axis=0).max() < 20
 
 

@@ -21,11 +21,11 @@ import pytest
 import evaluate_cityscapes
 import train_gta2cityscapes_multi as train
 from compute_iou import compute_mIoU, main as compute_iou_main
-from dataset.classes import LABEL_ID_TO_TRAIN_ID, NUM_CLASSES
+from dataset.classes import CITYSCAPES, SYNTHIA
 from dataset.files import load_first_channel_16bit
-from dataset.sources import scored_class_sets
+from dataset.sources import scored_classes
 from dataset.synthetic import make_synthetic, make_synthia
-from dataset.synthia_dataset import SYNTHIA_TO_TRAIN_ID, SYNTHIADataSet
+from dataset.synthia_dataset import SYNTHIADataSet
 from model.inference import SegmentationPredictor
 from model.deeplab_multi import DeeplabMulti
 from tests.helpers import training_args
@@ -64,21 +64,21 @@ def synthia_id_to_train_id_by_name():
 def test_synthia_ids_map_to_the_cityscapes_class_of_the_same_name():
     by_name = synthia_id_to_train_id_by_name()
 
-    assert {synthia_id: by_name.get(synthia_id) for synthia_id in SYNTHIA_TO_TRAIN_ID} == SYNTHIA_TO_TRAIN_ID
-    mapped = {CITYSCAPES_TRAIN_CLASSES[train_id] for train_id in SYNTHIA_TO_TRAIN_ID.values()}
+    assert {synthia_id: by_name.get(synthia_id) for synthia_id in SYNTHIA.label_values} == SYNTHIA.label_values
+    mapped = {CITYSCAPES_TRAIN_CLASSES[train_id] for train_id in SYNTHIA.label_values.values()}
     assert mapped >= set(SYNTHIA_16)
     # void, parking-slot, road-work and lane-marking have no Cityscapes class.
-    assert not {0, 13, 14, 22} & set(SYNTHIA_TO_TRAIN_ID)
+    assert not {0, 13, 14, 22} & set(SYNTHIA.label_values)
 
 
 def test_scored_classes_of_a_synthia_model_are_the_16_and_the_13():
-    from dataset.classes import CLASS_NAMES, CLASS_SETS
-    official = dict(zip(CLASS_NAMES, CITYSCAPES_TRAIN_CLASSES))
+    official = dict(zip(CITYSCAPES.names, CITYSCAPES_TRAIN_CLASSES))
+    synthia = scored_classes("synthia")
 
-    assert scored_class_sets("synthia") == ("16", "13")
-    assert scored_class_sets("gta5") == ("19",)
-    assert tuple(official[CLASS_NAMES[c]] for c in CLASS_SETS["16"]) == SYNTHIA_16
-    assert tuple(official[CLASS_NAMES[c]] for c in CLASS_SETS["13"]) == SYNTHIA_13
+    assert synthia.scored == ("16", "13") and synthia.names == CITYSCAPES.names
+    assert scored_classes("gta5").scored == ("19",)
+    assert tuple(official[CITYSCAPES.names[c]] for c in synthia.subsets["16"]) == SYNTHIA_16
+    assert tuple(official[CITYSCAPES.names[c]] for c in synthia.subsets["13"]) == SYNTHIA_13
 
 
 # ----------------------------------------------------------------- (b) 16-bit labels
@@ -155,7 +155,7 @@ def test_synthia_dataset_gives_train_ids_of_the_16bit_labels(tmp_path):
 
     for synthia_id in np.unique(channels[..., 0]):
         at = channels[..., 0] == synthia_id
-        if synthia_id in SYNTHIA_TO_TRAIN_ID:
+        if synthia_id in SYNTHIA.label_values:
             assert (label[at] == by_name[synthia_id]).all(), SYNTHIA_CLASSES[synthia_id]
         else:  # no Cityscapes class, or an id past SYNTHIA's table
             assert (label[at] == 255).all(), synthia_id
@@ -171,7 +171,7 @@ def ious_by_masks(pairs):
         tp = fp = fn = 0
         for label_ids, pred in pairs:
             gt = np.full(label_ids.shape, 255)
-            for label_id, train_id in LABEL_ID_TO_TRAIN_ID.items():
+            for label_id, train_id in CITYSCAPES.label_values.items():
                 gt[label_ids == label_id] = train_id
             scored = gt != 255
             tp += np.sum(scored & (gt == c) & (pred == c))
@@ -186,13 +186,13 @@ def test_16_and_13_class_miou_of_prediction_pngs(tmp_path, capsys):
     gt_dir, pred_dir = tmp_path / "gtFine" / "val" / "lindau", tmp_path / "pred"
     gt_dir.mkdir(parents=True)
     pred_dir.mkdir()
-    label_ids = np.array(sorted(LABEL_ID_TO_TRAIN_ID) + [0, 1, 4])
+    label_ids = np.array(sorted(CITYSCAPES.label_values) + [0, 1, 4])
     pairs = []
     for index in range(3):
         stem = "lindau_000000_{:06d}".format(index)
         labels = rng.choice(label_ids, (12, 20)).astype(np.uint8)
         labels[labels == 31] = 0  # train never in the ground truth ...
-        pred = rng.integers(0, NUM_CLASSES, (12, 20)).astype(np.uint8)
+        pred = rng.integers(0, CITYSCAPES.num_classes, (12, 20)).astype(np.uint8)
         pred[pred == CITYSCAPES_TRAIN_CLASSES.index("train")] = 0  # ... nor predicted: its IoU is NaN
         Image.fromarray(labels).save(str(gt_dir / (stem + "_gtFine_labelIds.png")))
         Image.fromarray(pred).save(str(pred_dir / (stem + "_leftImg8bit.png")))
@@ -218,7 +218,7 @@ def test_16_and_13_class_miou_of_prediction_pngs(tmp_path, capsys):
         report = json.load(f)
     assert report["classes"] == "16" and report["mIoU"] == pytest.approx(miou_16)
     assert report["mIoU_by_classes"] == pytest.approx({"16": miou_16, "13": miou_13})
-    assert len(report["IoU"]) == NUM_CLASSES and report["IoU"]["train"] is None
+    assert len(report["IoU"]) == CITYSCAPES.num_classes and report["IoU"]["train"] is None
     assert report["num_images"] == 3
 
 
@@ -264,14 +264,14 @@ def test_snapshot_directory_is_scored_on_16_and_13_classes_read_from_the_names(d
     _, resumed = runs
     # Training's --val scores SYNTHIA_2 into the cache that the evaluation then reuses.
     val = evaluation_set("cityscapes", cityscapes, (48, 32))
-    class_sets = scored_class_sets("synthia", "cityscapes")
+    classes = scored_classes("synthia", "cityscapes")
     settings = evaluation_settings(cityscapes, None, "val", val.gt_dir, None, "DeeplabMulti", (48, 32),
-                                   len(val.images), class_sets=class_sets)
-    model = DeeplabMulti(num_classes=NUM_CLASSES)
+                                   len(val.images), classes)
+    model = DeeplabMulti(num_classes=CITYSCAPES.num_classes)
     snapshot_2 = os.path.join(resumed, "SYNTHIA_2.pdparams")
     load_weights(model, snapshot_2)
     result = evaluate(SegmentationPredictor(model, "dygraph"), val.images, val.gt_paths, val.lut, num_workers=0,
-                      progress=False, class_sets=class_sets)
+                      progress=False, classes=classes)
     save_score(snapshot_2, settings, result, 2)
     gta5_settings = evaluation_settings(cityscapes, None, "val", val.gt_dir, None, "DeeplabMulti", (48, 32),
                                         len(val.images))
@@ -290,9 +290,8 @@ def test_snapshot_directory_is_scored_on_16_and_13_classes_read_from_the_names(d
     with open(os.path.join(resumed, "SYNTHIA_4.eval.json")) as f:
         record = json.load(f)
     iou = {name: math.nan if value is None else value for name, value in record["IoU"].items()}
-    from dataset.classes import CLASS_NAMES
-    names_16 = [CLASS_NAMES[CITYSCAPES_TRAIN_CLASSES.index(name)] for name in SYNTHIA_16]
-    names_13 = [CLASS_NAMES[CITYSCAPES_TRAIN_CLASSES.index(name)] for name in SYNTHIA_13]
+    names_16 = [CITYSCAPES.names[CITYSCAPES_TRAIN_CLASSES.index(name)] for name in SYNTHIA_16]
+    names_13 = [CITYSCAPES.names[CITYSCAPES_TRAIN_CLASSES.index(name)] for name in SYNTHIA_13]
     assert record["classes"] == "16"
     assert record["mIoU"] == pytest.approx(np.nanmean([iou[n] for n in names_16]))
     assert record["mIoU_by_classes"]["13"] == pytest.approx(np.nanmean([iou[n] for n in names_13]))

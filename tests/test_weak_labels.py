@@ -20,7 +20,7 @@ import paddle.nn.functional as F
 import pytest
 
 import train_weak_labels as weak
-from dataset.classes import NUM_CLASSES
+from dataset.classes import CITYSCAPES
 from dataset.loader import Batches
 from dataset.weak_labels import (SourceWithPresentClasses, Thresholds, class_pixel_counts, present_classes,
                                  read_label_file, sample_points, thresholds_from_counts)
@@ -34,6 +34,8 @@ from utils.training.optimizer import build_sgd, clip_grad_norm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 rng = np.random.default_rng(0)
+
+NUM_CLASSES = CITYSCAPES.num_classes  # the weak-label thresholds' tables are per Cityscapes class
 
 
 def sigmoid(x):
@@ -157,7 +159,7 @@ def test_present_classes_compare_counts_with_thresholds_scaled_to_the_label_size
     tau[0], tau[3] = 300.0, 40.0  # for labels of 1000 pixels: 60 and 8 at this label's 200
     present = present_classes(labels, Thresholds(tau, 1000))
     assert present.dtype == np.float32 and np.flatnonzero(present).tolist() == [0]  # 8 is not more than 8
-    assert class_pixel_counts(labels)[[0, 3]].tolist() == [80, 8]
+    assert class_pixel_counts(labels, NUM_CLASSES)[[0, 3]].tolist() == [80, 8]
 
 
 class LabelledImages(object):
@@ -202,13 +204,13 @@ def test_source_samples_carry_the_classes_present_in_their_label():
 def test_points_lie_on_their_class_and_repeat_with_the_seed():
     labels = rng.integers(0, 5, size=(9, 11))
     labels[0, 0] = 255
-    points = sample_points(labels, np.random.default_rng(3))
+    points = sample_points(labels, np.random.default_rng(3), NUM_CLASSES)
     for c in range(NUM_CLASSES):
         if c < 5:
             assert labels[tuple(points[c])] == c
         else:
             assert points[c].tolist() == [-1, -1]
-    np.testing.assert_array_equal(points, sample_points(labels, np.random.default_rng(3)))
+    np.testing.assert_array_equal(points, sample_points(labels, np.random.default_rng(3), NUM_CLASSES))
 
 
 def test_category_wise_discriminator_is_one_mlp_per_class():
@@ -591,3 +593,17 @@ def test_image_labels_from_a_file_need_no_ground_truth(data, tmp_path):
     assert np.flatnonzero(weak).tolist() == [0, 10]
     with pytest.raises(FileNotFoundError, match="needs the target images' labels"):  # points need them
         WeakTargetDataSet(images, Thresholds.reference("cityscapes"), with_points=True, label_file=str(label_file))
+
+
+def test_weak_labels_and_points_do_not_depend_on_the_ignore_label(data):
+    """--ignore-label -1 changes the training labels' ignore value only, not what is present where."""
+    from dataset import cityscapesDataSet
+    from dataset.weak_labels import WeakTargetDataSet
+    samples = []
+    for ignore_label in (255, -1):
+        images = cityscapesDataSet(data[1], set="train", crop_size=SIZE, ignore_label=ignore_label)
+        target = WeakTargetDataSet(images, Thresholds.reference("cityscapes"), with_points=True)
+        samples.append(target[(1, True)])
+    for a, b in zip(samples[0][1:3], samples[1][1:3]):
+        np.testing.assert_array_equal(a, b)
+    assert samples[0][1].sum() > 0 and (samples[0][2] >= 0).any()

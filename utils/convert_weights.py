@@ -4,7 +4,8 @@
     python -m utils.convert_weights GTA2Cityscapes_multi-ed35151c.pth GTA2Cityscapes_multi.pdparams --model DeeplabMulti
 
 Both PyTorch file formats (pre-1.6 legacy and zip) are read; the result is checked key by key
-against the model before anything is written.
+against the model before anything is written. A name with a hash suffix in torch.hub's style
+(-f81d91e8) is first checked against the file's SHA-256 (--no-hash-check skips that).
 """
 import argparse
 import sys
@@ -15,14 +16,16 @@ from utils.files.checkpoint import atomic_save
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, read_weights
 
 
-def convert(src, dst, model_name="DeeplabMulti", num_classes=19):
+def convert(src, dst, model_name="DeeplabMulti", num_classes=19, check_hash=True):
     """Convert ``src`` (.pth) into ``dst`` (.pdparams) for the named model; returns the LoadReport.
 
     The init file holds only a backbone: its converted file leaves the classifiers out, and
-    training starts them fresh as the reference does.
+    training starts them fresh as the reference does. ``check_hash=False`` skips the check of
+    ``src``'s hash suffix.
     """
     model = build_model(model_name, num_classes=num_classes)
-    report = read_weights(src, model, allow_fresh=CLASSIFIER_PREFIXES if isinstance(model, ResNetMulti) else ())
+    report = read_weights(src, model, allow_fresh=CLASSIFIER_PREFIXES if isinstance(model, ResNetMulti) else (),
+                          check_hash=check_hash)
     if report.fresh and report.kind != "init":
         raise WeightsError("{} has no classifier weights ({}); only the ImageNet/COCO init file "
                            "('Scale.' keys) may lack them".format(src, ", ".join(report.fresh)))
@@ -37,11 +40,14 @@ def main(argv=None):
     parser.add_argument("--model", default="DeeplabMulti",
                         choices=["DeeplabMulti", "DeepLab", "DeeplabVGG", "FCDiscriminator", "CWDiscriminator"])
     parser.add_argument("--num-classes", type=int, default=19)
+    parser.add_argument("--no-hash-check", action="store_true",
+                        help="do not check a name's hash suffix (-f81d91e8) against the file's SHA-256: for a "
+                             "file renamed on purpose")
     args = parser.parse_args(argv)
     if not args.dst.endswith(".pdparams"):
         parser.error("dst must end with .pdparams: {}".format(args.dst))
     try:
-        report = convert(args.src, args.dst, args.model, args.num_classes)
+        report = convert(args.src, args.dst, args.model, args.num_classes, check_hash=not args.no_hash_check)
     except WeightsError as exc:
         print("error: {}".format(exc), file=sys.stderr)
         return 1

@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 
 from dataset.cityscapes_dataset import IMAGE_SUFFIX, LABEL_SUFFIX
-from dataset.classes import CLASS_NAMES, colorize, label_id_to_train_id_lut
+from dataset.classes import CITYSCAPES
 from dataset.files import files_below
 
 # Seed of the stand-ins for the authors' weights (tests compare against it; the weak-label
@@ -38,13 +38,13 @@ def make_demo_weights(out_dir, seed=DEMO_WEIGHTS_SEED):
 
     os.makedirs(out_dir, exist_ok=True)
     paddle.seed(seed)
-    released = as_torch_state(build_model("DeeplabMulti", num_classes=len(CLASS_NAMES)).state_dict())
+    released = as_torch_state(build_model("DeeplabMulti", num_classes=CITYSCAPES.num_classes).state_dict())
     # The init file: a backbone with a 21-class (COCO) layer5 and no layer6, every key prefixed.
     coco = as_torch_state(build_model("DeeplabMulti", num_classes=21).layer5.state_dict())
     init = {INIT_FILE_PREFIX + k: v for k, v in released.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     init.update((INIT_FILE_PREFIX + "layer5." + k, v) for k, v in coco.items())
     paddle.seed(seed + 1)
-    source_only = as_torch_state(build_model("DeeplabMulti", num_classes=len(CLASS_NAMES)).state_dict())
+    source_only = as_torch_state(build_model("DeeplabMulti", num_classes=CITYSCAPES.num_classes).state_dict())
     for state, path in zip((init, released, source_only), paths):
         if not os.path.isfile(path):
             save_legacy(state, path, device="cuda:0", old_tensors=True)
@@ -101,7 +101,7 @@ def make_demo_archives(out_dir, gta5_parts=10):
     colour_labels = []
     for label in labels:
         with Image.open(os.path.join(cityscapes_root, label)) as label_ids:
-            rgb = colorize(label_id_to_train_id_lut()[np.asarray(label_ids)])
+            rgb = CITYSCAPES.colorize(CITYSCAPES.lut()[np.asarray(label_ids)])
         path = os.path.join(cityscapes_root, label[:-len(LABEL_SUFFIX)] + "_gtFine_color.png")
         Image.fromarray(rgb).save(path)
         colour_labels.append(label[:-len(LABEL_SUFFIX)] + "_gtFine_color.png")

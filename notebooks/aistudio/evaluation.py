@@ -10,7 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from dataset.cityscapes_dataset import IMAGE_SUFFIX, gtfine_entry
-from dataset.classes import CLASS_NAMES, PALETTE, colorize, label_id_to_train_id_lut
+from dataset.classes import CITYSCAPES
 from dataset.files import files_below, load_label_ids
 from utils.evaluation.cityscapes import SNAPSHOT_TABLE_NAME
 
@@ -86,7 +86,7 @@ def comparison_pictures(cityscapes_dir, predictions, count, out_dir, split="val"
     entries = _evenly(files_below(image_dir, IMAGE_SUFFIX), count)
     if not entries:
         raise FileNotFoundError("no Cityscapes images in {}".format(image_dir))
-    lut = label_id_to_train_id_lut()
+    lut = CITYSCAPES.lut()
     os.makedirs(out_dir, exist_ok=True)
     rows = []
     for entry in entries:
@@ -94,7 +94,7 @@ def comparison_pictures(cityscapes_dir, predictions, count, out_dir, split="val"
         with Image.open(os.path.join(image_dir, entry)) as image:
             panels = [image.convert("RGB")]
         truth = lut[np.asarray(load_label_ids(os.path.join(cityscapes_dir, "gtFine", split, gtfine_entry(entry))))]
-        panels.append(Image.fromarray(colorize(truth)))
+        panels.append(Image.fromarray(CITYSCAPES.colorize(truth)))
         for title, directory in predictions.items():
             path = os.path.join(directory, name[:-len(".png")] + "_color.png")
             if not os.path.isfile(path):
@@ -114,8 +114,8 @@ def comparison_pictures(cityscapes_dir, predictions, count, out_dir, split="val"
     return rows
 
 
-def show_pictures(rows):
-    """The rows of comparison_pictures as one figure, the class colours as its legend."""
+def show_pictures(rows, classes=CITYSCAPES):
+    """The rows of comparison_pictures as one figure, the colours of ``classes`` as its legend."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
@@ -130,7 +130,66 @@ def show_pictures(rows):
             ax.set_yticks([])
             ax.set_title(title if index else "{}: {}".format(os.path.basename(row.path)[:-len(".png")], title),
                          fontsize="small")
-    handles = [Patch(color=np.asarray(colour) / 255.0, label=name) for name, colour in zip(CLASS_NAMES, PALETTE)]
+    handles = [Patch(color=np.asarray(colour) / 255.0, label=name) for name, colour in zip(classes.names, classes.colours)]
+    figure.legend(handles=handles, loc="lower center", ncol=10, fontsize="small", frameon=False)
+    figure.tight_layout(rect=(0, 0.08, 1, 1))
+    return figure
+
+
+class OwnImage(NamedTuple):
+    """One of your images next to what predict.py wrote for it."""
+    name: str
+    titles: list
+    panels: list  # HxWx3 RGB arrays, and the confidence as HxW (0..255) if it was written
+
+
+def own_image_pictures(images, save_dir, count):
+    """Image | class colours | overlay (| confidence) of ``count`` of ``images`` (predict.py's --images,
+    spread over them) from predict.py's outputs in ``save_dir``; images without outputs (unreadable
+    ones) are left out. Returns [OwnImage]."""
+    from utils.prediction import ADDED, CONFIDENCE, PSEUDO_COLOR, Outputs, find_images
+
+    outputs = Outputs(save_dir, CITYSCAPES)
+    done = [image for image in find_images(images) if os.path.isfile(outputs.path(PSEUDO_COLOR, image.name))]
+    rows = []
+    for image in _evenly(done, count):
+        titles, panels = ["image", "classes", "overlay"], []
+        for path in (image.path, outputs.path(PSEUDO_COLOR, image.name), outputs.path(ADDED, image.name)):
+            with Image.open(path) as picture:
+                panels.append(np.asarray(picture.convert("RGB")))
+        confidence = outputs.path(CONFIDENCE, image.name)
+        if os.path.isfile(confidence):
+            with Image.open(confidence) as picture:
+                panels.append(np.asarray(picture))
+            titles.append("confidence")
+        rows.append(OwnImage(image.name, titles, panels))
+    return rows
+
+
+def show_own_images(rows, classes=CITYSCAPES):
+    """The rows of own_image_pictures as one figure: a row per image, the class colours as its legend."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    columns = max(len(row.panels) for row in rows)
+    height, width = rows[0].panels[0].shape[:2]
+    figure, axes = plt.subplots(len(rows), columns, squeeze=False,
+                                figsize=(14, (14.0 / columns * height / width + 0.3) * len(rows) + 1.0))
+    for row, row_axes in zip(rows, axes):
+        for index, ax in enumerate(row_axes):
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if index >= len(row.panels):
+                ax.axis("off")
+                continue
+            panel = row.panels[index]
+            if panel.ndim == 2:  # confidence: dark where the model hesitates
+                ax.imshow(panel, cmap="magma", vmin=0, vmax=255)
+            else:
+                ax.imshow(panel)
+            ax.set_title(row.titles[index] if index else "{}: image".format(row.name), fontsize="small")
+    handles = [Patch(color=np.asarray(colour) / 255.0, label=name)
+               for name, colour in zip(classes.names, classes.colours)]
     figure.legend(handles=handles, loc="lower center", ncol=10, fontsize="small", frameon=False)
     figure.tight_layout(rect=(0, 0.08, 1, 1))
     return figure

@@ -1,66 +1,71 @@
 """Segmentation scores in train ids: confusion matrix, per-class IoU, mIoU, the original's table.
 
-Every score comes from the 19x19 confusion matrix. A class set (dataset.classes.CLASS_SETS: "19",
-SYNTHIA's "16" and "13", "crosscity13") is scored as the weak-label reference scores SYNTHIA
-models: the mean of its classes' IoUs, the other classes' IoUs left out (NaN ignored). The first
-set named is the headline: its mIoU is "the" mIoU of the table, of the JSON and of snapshot
-selection.
+Every score comes from the one confusion matrix of all the classes. The subsets a class set
+scores (dataset.classes.ClassSet.scored: "19", SYNTHIA's "16" and "13", "crosscity13", a user's)
+are scored as the weak-label reference scores SYNTHIA models: the mean of the subset's IoUs, the
+other classes' IoUs left out (NaN ignored). The first subset is the headline: its mIoU is "the"
+mIoU of the table, of the JSON and of snapshot selection.
 """
 import json
 import math
 from collections import OrderedDict
-from typing import NamedTuple, Tuple
+from typing import NamedTuple
 
 import numpy as np
 
-from dataset.classes import CLASS_NAMES, CLASS_SETS, IGNORE_LABEL, NUM_CLASSES, label_id_to_train_id_lut
+from dataset.classes import CITYSCAPES, ClassSet, IGNORE_LABEL
 from utils.files.atomic import atomic_write_json
-
-ALL_CLASSES = ("19",)
 
 
 class MIoUResult(NamedTuple):
     ious: np.ndarray  # per train id, fraction; NaN = absent from the ground truth and never predicted
-    miou: float  # over the headline class set
+    miou: float  # over the headline subset
     num_images: int
     confusion: np.ndarray  # rows = ground truth, columns = prediction
-    class_sets: Tuple[str, ...] = ALL_CLASSES  # names in CLASS_SETS, the headline first
+    classes: ClassSet = CITYSCAPES  # what the train ids are and which subsets are scored
+
+    @property
+    def class_sets(self):
+        """Names of the subsets scored, the headline first."""
+        return self.classes.scored
 
     @property
     def miou_by_classes(self):
-        """{class set: mIoU} of every set scored, the headline first."""
-        return class_set_mious(self.ious, self.class_sets)
+        """{subset: mIoU} of every subset scored, the headline first."""
+        return class_set_mious(self.ious, self.classes)
 
 
-def miou_result(confusion, num_images, class_sets=None):
-    """The MIoUResult of a summed confusion matrix, scored on ``class_sets`` (default: all 19)."""
-    class_sets = tuple(class_sets or ALL_CLASSES)
+def miou_result(confusion, num_images, classes=CITYSCAPES):
+    """The MIoUResult of a summed confusion matrix, scored on the subsets of ``classes``."""
     ious = per_class_iou(confusion)
-    headline = class_set_mious(ious, class_sets)[class_sets[0]]
-    return MIoUResult(ious=ious, miou=headline, num_images=int(num_images), confusion=confusion,
-                      class_sets=class_sets)
+    if len(ious) != classes.num_classes:
+        raise ValueError("a {0}x{0} confusion matrix cannot be scored on the {1} classes of {2}".format(
+            len(ious), classes.num_classes, classes.name))
+    headline = class_set_mious(ious, classes)[classes.scored[0]]
+    return MIoUResult(ious=ious, miou=headline, num_images=int(num_images), confusion=confusion, classes=classes)
 
 
-def devkit_lut(info_path):
+def devkit_lut(info_path, classes=CITYSCAPES):
     """256-entry label id -> train id table from the label2train pairs of a devkit info.json."""
     with open(info_path) as handle:
         info = json.load(handle)
     if "label2train" not in info:
-        return label_id_to_train_id_lut()
-    if int(info.get("classes", NUM_CLASSES)) != NUM_CLASSES:
-        raise ValueError("{} declares {} classes; this evaluation scores the {} Cityscapes classes".format(
-            info_path, info["classes"], NUM_CLASSES))
+        return classes.lut()
+    num_classes = classes.num_classes
+    if int(info.get("classes", num_classes)) != num_classes:
+        raise ValueError("{} declares {} classes; this evaluation scores the {} classes of {}".format(
+            info_path, info["classes"], num_classes, classes.name))
     lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
     for label_id, train_id in info["label2train"]:
-        if not (0 <= train_id < NUM_CLASSES or train_id == IGNORE_LABEL):
+        if not (0 <= train_id < num_classes or train_id == IGNORE_LABEL):
             raise ValueError("{}: label2train maps label id {} to {}, which is neither a train id "
-                             "0..{} nor {}".format(info_path, label_id, train_id, NUM_CLASSES - 1, IGNORE_LABEL))
+                             "0..{} nor {}".format(info_path, label_id, train_id, num_classes - 1, IGNORE_LABEL))
         if 0 <= label_id < 256:  # ids such as -1 (license plate) never occur in an 8-bit PNG
             lut[label_id] = train_id
     return lut
 
 
-def confusion_matrix(gt, pred, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL):
+def confusion_matrix(gt, pred, num_classes=CITYSCAPES.num_classes, ignore_label=IGNORE_LABEL):
     """num_classes x num_classes int64 counts, rows = ground truth, columns = prediction.
 
     gt holds train ids or ignore_label (those pixels are not counted); pred must hold
@@ -115,30 +120,19 @@ def mean_iou(ious, classes=None):
     return float(defined.mean()) if defined.size else float("nan")
 
 
-def _class_sets(ious, class_sets):
-    """{name: train ids} of the sets scored; None: one set of every class given."""
-    if class_sets is None:
-        return OrderedDict([(str(len(ious)), tuple(range(len(ious))))])
-    unknown = [name for name in class_sets if name not in CLASS_SETS]
-    if unknown or not class_sets:
-        raise ValueError("unknown class set(s) {}: choose among {}".format(
-            ", ".join(map(repr, unknown)) or "(none given)", ", ".join(CLASS_SETS)))
-    return OrderedDict((name, CLASS_SETS[name]) for name in class_sets)
+def class_set_mious(ious, classes=CITYSCAPES):
+    """{subset: mIoU over its classes} of the subsets ``classes`` scores, the headline first."""
+    return OrderedDict((name, mean_iou(ious, members)) for name, members in classes.scored_subsets.items())
 
 
-def class_set_mious(ious, class_sets=None):
-    """{class set: mIoU over its classes}, in the order given (None: one set of every class)."""
-    return OrderedDict((name, mean_iou(ious, classes)) for name, classes in _class_sets(ious, class_sets).items())
-
-
-def format_iou_table(ious, class_names=CLASS_NAMES, class_sets=None):
-    """The original's report: '===>road:\\t86.46' per class of the headline set, then
-    '===> mIoU: 42.35' over it, then '===> mIoU (13 classes): 48.2' for each further set (percent)."""
-    sets = list(_class_sets(ious, class_sets).values())
-    lines = ["===>{}:\t{}".format(class_names[c], round(float(ious[c]) * 100, 2)) for c in sets[0]]
-    lines.append("===> mIoU: {}".format(round(mean_iou(ious, sets[0]) * 100, 2)))
-    lines += ["===> mIoU ({} classes): {}".format(len(classes), round(mean_iou(ious, classes) * 100, 2))
-              for classes in sets[1:]]
+def format_iou_table(ious, classes=CITYSCAPES):
+    """The original's report: '===>road:\t86.46' per class of the headline subset, then
+    '===> mIoU: 42.35' over it, then '===> mIoU (13 classes): 48.2' for each further subset (percent)."""
+    subsets = list(classes.scored_subsets.values())
+    lines = ["===>{}:\t{}".format(classes.names[c], round(float(ious[c]) * 100, 2)) for c in subsets[0]]
+    lines.append("===> mIoU: {}".format(round(mean_iou(ious, subsets[0]) * 100, 2)))
+    lines += ["===> mIoU ({} classes): {}".format(len(members), round(mean_iou(ious, members) * 100, 2))
+              for members in subsets[1:]]
     return "\n".join(lines)
 
 
@@ -146,22 +140,22 @@ def _number(value):
     return None if math.isnan(value) else float(value)
 
 
-def iou_report(ious, num_images, class_names=CLASS_NAMES, class_sets=None):
+def iou_report(ious, num_images, classes=CITYSCAPES):
     """{"mIoU", "IoU": {class: value}, "num_images", "classes", "mIoU_by_classes"}: fractions in
     [0, 1], None where undefined (a class absent from the ground truth and never predicted).
 
-    "mIoU" is the headline set's, "classes" names that set and "mIoU_by_classes" has every set's;
-    "IoU" holds every class, scored or not."""
-    mious = class_set_mious(ious, class_sets)
+    "mIoU" is the headline subset's, "classes" names that subset and "mIoU_by_classes" has every
+    subset's; "IoU" holds every class, scored or not."""
+    mious = class_set_mious(ious, classes)
     headline = next(iter(mious))
     return {
         "mIoU": _number(mious[headline]),
-        "IoU": {name: _number(float(iou)) for name, iou in zip(class_names, ious)},
+        "IoU": {name: _number(float(iou)) for name, iou in zip(classes.names, ious)},
         "num_images": int(num_images),
         "classes": headline,
         "mIoU_by_classes": {name: _number(miou) for name, miou in mious.items()},
     }
 
 
-def save_iou_json(path, ious, num_images, class_names=CLASS_NAMES, class_sets=None):
-    atomic_write_json(path, iou_report(ious, num_images, class_names, class_sets))
+def save_iou_json(path, ious, num_images, classes=CITYSCAPES):
+    atomic_write_json(path, iou_report(ious, num_images, classes))

@@ -11,8 +11,7 @@ import random
 import numpy as np
 import paddle
 
-from dataset.classes import CLASS_NAMES
-from dataset.sources import scored_class_sets
+from dataset.sources import CUSTOM, target_classes
 from model.inference import SegmentationPredictor
 from utils.evaluation.cityscapes import evaluate, evaluation_set, evaluation_settings, save_score
 from utils.files.atomic import atomic_copy
@@ -54,14 +53,16 @@ class Validation(object):
     def __init__(self, args, use_gpu, gpu_id, watchdog):
         self.args, self.use_gpu, self.gpu_id, self.watchdog = args, use_gpu, gpu_id, watchdog
         self.backend = validation_backend(args.val_backend, use_gpu)
-        val = evaluation_set(args.target, args.data_dir_target, args.input_size_target, args.val_list, city=args.city)
+        labels = target_classes(args.target, args.classes) if args.target == CUSTOM else None
+        val = evaluation_set(args.target, args.data_dir_target, args.input_size_target, args.val_list, city=args.city,
+                             labels=labels)
         if val.gt_paths is None:
             raise FileNotFoundError("--val: no ground truth at {} to score the snapshots with".format(val.gt_dir))
         self.images, self.gt_paths, self.lut = val.images, val.gt_paths, val.lut
-        self.class_sets = scored_class_sets(args.source, args.target)
+        self.classes = args.class_set
         self.settings = evaluation_settings(args.data_dir_target, args.val_list, val.split, val.gt_dir, None,
-                                            "DeeplabMulti", args.input_size_target, len(self.images),
-                                            class_sets=self.class_sets)
+                                            "DeeplabMulti", args.input_size_target, len(self.images), self.classes,
+                                            labels)
 
     def __call__(self, model, model_path, iteration, log, best_path):
         """Score ``model`` (saved at ``model_path``) and log it; returns the line it logged."""
@@ -70,7 +71,7 @@ class Validation(object):
                 predictor = SegmentationPredictor(model, self.backend, self.use_gpu, self.gpu_id)
                 result = evaluate(predictor, self.images, self.gt_paths, self.lut, batch_size=1,
                                   num_workers=min(self.args.num_workers, 2), progress=False, watchdog=self.watchdog,
-                                  class_sets=self.class_sets)
+                                  classes=self.classes)
         finally:
             predictor = None
             release_memory(self.use_gpu)
@@ -79,7 +80,7 @@ class Validation(object):
         scalars = {"val/mIoU": result.miou}
         scalars.update(("val/mIoU_" + name, miou) for name, miou in list(result.miou_by_classes.items())[1:]
                        if np.isfinite(miou))
-        scalars.update(("val/IoU_" + name, float(iou)) for name, iou in zip(CLASS_NAMES, result.ious)
+        scalars.update(("val/IoU_" + name, float(iou)) for name, iou in zip(self.classes.names, result.ious)
                        if np.isfinite(iou))
         log.scalars(iteration, scalars)
         if best is None or result.miou > best[1]:

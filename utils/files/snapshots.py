@@ -12,13 +12,15 @@ It is complete when all of these exist: the state file comes last, so a complete
 whole unless something damaged it afterwards. Beside them live ``<PREFIX>_<N>.eval.json`` (the
 evaluation of that snapshot, reused by whoever evaluates it next) and ``<PREFIX>_best.pdparams``
 (the best snapshot so far). "Latest" means the newest complete snapshot; there is no tag file
-that could disagree with the files.
+that could disagree with the files. ``class_set.json`` records the class set the run's networks
+predict (names and colours), so that evaluation, prediction and a continued run can check it.
 """
+import json
 import os
 import re
 import time
 
-from utils.files.atomic import TMP_SUFFIX
+from utils.files.atomic import TMP_SUFFIX, atomic_write_json
 
 SEGMENTATION = "model"
 STATE = "state"
@@ -49,6 +51,30 @@ def prefix_of(file_name):
         return parsed[0] if parsed[2] == SEGMENTATION else None
     best = _BEST.match(file_name)
     return best.group(1) if best else None
+
+
+CLASSES_FILE = "class_set.json"
+
+
+def write_class_record(directory, classes):
+    """Record ``classes`` (a dataset.classes.ClassSet) for the snapshots in ``directory``."""
+    atomic_write_json(os.path.join(directory, CLASSES_FILE), classes.record())
+
+
+def read_class_record(weights):
+    """The class set recorded for a weights file (beside it) or a snapshot directory; None if none is."""
+    directory = weights if os.path.isdir(weights) else os.path.dirname(os.path.abspath(weights))
+    path = os.path.join(directory, CLASSES_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+        if not isinstance(record.get("names"), list) or len(record.get("colours", ())) != len(record["names"]):
+            raise ValueError("expected names and colours of equal length")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError("{}: not a class record of this project ({}); remove it or write it again".format(path, exc))
+    return record
 
 
 def evaluation_cache(segmentation_path):

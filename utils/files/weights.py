@@ -4,8 +4,10 @@ Paddle's ``set_state_dict`` only warns about missing or mis-shaped keys, which t
 file into a silently untrained network. Everything here refuses instead, naming the keys.
 """
 import collections
+import hashlib
 import os
 import pickle
+import re
 
 import numpy as np
 
@@ -19,6 +21,11 @@ _DROPPED_SUFFIX = "num_batches_tracked"
 # every key with this.
 INIT_FILE_PREFIX = "Scale."
 CLASSIFIER_PREFIXES = ("layer5.", "layer6.")
+# torch.hub names a download <name>-<first hex digits of its SHA-256>.<ext> and checks it against
+# them (check_hash); the authors' files are named so: GTA2Cityscapes_multi-ed35151c.pth.
+_HASH_SUFFIX = re.compile(r"-([0-9a-f]{8,64})(\.[A-Za-z0-9_]+)+$")
+_HASH_CHUNK = 1 << 20  # the files are ~170 MB: hashed a MiB at a time
+_sha256_by_file = {}   # (real path, size, mtime) -> hex digest: each file is hashed once per process
 
 
 class WeightsError(ValueError):
@@ -28,19 +35,20 @@ class WeightsError(ValueError):
 class LoadReport(object):
     """What a conversion or load did: for the log and for the caller's decisions."""
 
-    def __init__(self, path, kind, params, skipped, fresh):
+    def __init__(self, path, kind, params, skipped, fresh, hash_prefix=None):
         self.path = path
         self.kind = kind          # "init" (Scale.-prefixed backbone file), "pytorch" or "paddle"
         self.params = params      # {paddle name: float32 ndarray} that were loaded
         self.skipped = skipped    # [(key in the file, why it was not loaded)]
         self.fresh = fresh        # parameter prefixes absent from the file, left at fresh init
+        self.hash_prefix = hash_prefix  # the name's SHA-256 prefix, checked; None if not checked
 
     def summary(self):
-        lines = ["{}: {} tensors loaded ({})".format(self.path, len(self.params), {
+        lines = ["{}: {} tensors loaded ({}{})".format(self.path, len(self.params), {
             "init": "ImageNet/COCO-initialised DeepLab backbone, 'Scale.' prefix removed",
             "pytorch": "PyTorch state dict",
             "paddle": "Paddle state dict",
-        }[self.kind])]
+        }[self.kind], "; sha256 prefix checked" if self.hash_prefix else "")]
         reasons = collections.OrderedDict()
         for key, why in self.skipped:
             reasons.setdefault(why, []).append(key)
@@ -192,13 +200,57 @@ def _read_paddle_file(path):
     return _unwrap(obj, path)
 
 
-def read_weights(path, model, allow_fresh=()):
+def hash_suffix(path):
+    """The start of its SHA-256 that ``path``'s name promises (``-<8 or more lowercase hex>.<ext>``),
+    or None.
+
+    A .pdparams promises nothing: the notebooks give a converted file its source's name, hash
+    suffix included, and converting changes every byte.
+    """
+    if path.endswith(".pdparams"):
+        return None
+    match = _HASH_SUFFIX.search(os.path.basename(path))
+    # All digits is more likely a date or a step (model-20240101.pth) than a hash: not checked.
+    return match.group(1) if match and not match.group(1).isdigit() else None
+
+
+def file_sha256(path):
+    """Hex SHA-256 of ``path``; remembered per path, size and mtime, so a file is hashed once."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _sha256_by_file:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
+                digest.update(chunk)
+        _sha256_by_file[key] = digest.hexdigest()
+    return _sha256_by_file[key]
+
+
+def check_hash_suffix(path):
+    """Refuse ``path`` if its name's hash suffix (torch.hub style) does not start its SHA-256;
+    returns the prefix checked, or None when the name carries none."""
+    expected = hash_suffix(path)
+    if expected is None:
+        return None
+    actual = file_sha256(path)[:len(expected)]
+    if actual != expected:
+        raise WeightsError("{} ({} bytes): its name says its SHA-256 starts {}, but it starts {}: the download is "
+                           "damaged or incomplete. Download it again, or pass --no-hash-check if the file was "
+                           "renamed on purpose".format(path, os.path.getsize(path), expected, actual))
+    return expected
+
+
+def read_weights(path, model, allow_fresh=(), check_hash=True):
     """Read and check ``path`` (.pdparams, or .pth converted on the fly) for ``model``.
 
-    Returns a LoadReport whose ``params`` are float32 arrays keyed by Paddle names.
+    With ``check_hash``, a name with a hash suffix (GTA2Cityscapes_multi-ed35151c.pth) is checked
+    against the file's SHA-256 first (check_hash_suffix). Returns a LoadReport whose ``params``
+    are float32 arrays keyed by Paddle names.
     """
     if not os.path.isfile(path):
         raise WeightsError("weights file not found: {}".format(path))
+    hash_prefix = check_hash_suffix(path) if check_hash else None
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if path.endswith(".pdparams"):
         params, skipped, kind = _read_paddle_file(path), [], "paddle"
@@ -210,15 +262,16 @@ def read_weights(path, model, allow_fresh=()):
         params, skipped, kind = torch_to_paddle(_unwrap(torch_state, path), path, expected)
     fresh = check_against_model(params, expected, path, allow_fresh)
     params = {k: v.astype(np.float32, copy=False) if v.dtype != np.float32 else v for k, v in params.items()}
-    return LoadReport(path, kind, params, skipped, fresh)
+    return LoadReport(path, kind, params, skipped, fresh, hash_prefix)
 
 
-def load_weights(model, path, allow_fresh=()):
-    """Load ``path`` into ``model`` strictly; ``allow_fresh`` names prefixes that may be absent.
+def load_weights(model, path, allow_fresh=(), check_hash=True):
+    """Load ``path`` into ``model`` strictly; ``allow_fresh`` names prefixes that may be absent;
+    ``check_hash=False`` (--no-hash-check) skips the check of a hash suffix (read_weights).
 
     Returns the LoadReport (``report.summary()`` says what was loaded, skipped and left fresh).
     """
-    report = read_weights(path, model, allow_fresh)
+    report = read_weights(path, model, allow_fresh, check_hash)
     # Give Paddle every key (the fresh ones as they are) so it has no partial load to warn about.
     full = dict(model.state_dict())
     full.update(report.params)

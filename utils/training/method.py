@@ -72,7 +72,7 @@ class Method(object):
         if path is None:
             log("--from-scratch: the segmentation network starts from random initialisation")
             return
-        report = load_weights(model, path, allow_fresh=CLASSIFIER_PREFIXES)
+        report = load_weights(model, path, allow_fresh=CLASSIFIER_PREFIXES, check_hash=not self.args.no_hash_check)
         if report.fresh and report.kind != "init" and set(report.fresh) != set(CLASSIFIER_PREFIXES):
             raise WeightsError("{}: has one classifier but not the other ({} missing)".format(
                 path, ", ".join(report.fresh)))
@@ -86,7 +86,7 @@ class Method(object):
                 continue
             if part not in self.nets:
                 raise WeightsError("--{} {}: this mode has no such network".format(flag.replace("_", "-"), path))
-            log(load_weights(self.nets[part], path).summary())
+            log(load_weights(self.nets[part], path, check_hash=not self.args.no_hash_check).summary())
 
     def add_discriminators(self, discriminators):
         """{part: network}: each with its own Adam (--learning-rate-D, betas 0.9/0.99, as the

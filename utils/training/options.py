@@ -5,11 +5,12 @@ None here and are filled from ``--recipe`` (utils/training/recipes.py) unless gi
 adds its own method's flags (loss weights, its discriminators' files) and defaults.
 """
 import argparse
+import re
 
-from dataset.classes import IGNORE_LABEL, NUM_CLASSES
+from dataset.classes import IGNORE_LABEL, ClassSetError
 from model.deeplab_multi import BN_MODES
 from dataset.nthu_dataset import NTHU_CITIES
-from dataset.sources import SOURCES, TARGETS
+from dataset.sources import CUSTOM, SOURCE_OF_PREFIX, SOURCES, TARGETS, scored_classes, snapshot_prefix
 from utils.cli import size_argument
 from utils.runtime import add_device_args
 from utils.training.amp import AMP_MODES
@@ -18,14 +19,15 @@ from utils.training.recipes import apply_recipe
 
 DEFAULTS = dict(
     model="DeepLab", iter_size=1, num_workers=4, data_list=None, data_list_target=None, input_size_target="1024,512",
-    set="train", num_steps_stop=150000, num_classes=NUM_CLASSES, ignore_label=IGNORE_LABEL,
+    set="train", num_steps_stop=150000, num_classes=None, ignore_label=IGNORE_LABEL,
     random_seed=1234, save_pred_every=5000, snapshot_dir="./snapshots/", restore_from=None,
 )
 # Flags a continued run must share with its snapshot for the continuation to be exact (the
 # recipe's values among them).
 RESUME_INVARIANTS = ("recipe", "source", "batch_size", "iter_size", "random_seed", "random_mirror", "num_steps",
                      "power", "learning_rate", "learning_rate_D", "end_learning_rate", "momentum", "weight_decay",
-                     "sgd_groups", "bn", "input_size", "input_size_target", "set", "amp", "target", "city")
+                     "sgd_groups", "bn", "input_size", "input_size_target", "set", "amp", "target", "city",
+                     "classes")
 RECIPE_DEFAULT = " (default: the recipe's)"
 
 
@@ -58,9 +60,16 @@ def training_parser(description, defaults, recipes, default_recipe):
     p.add_argument("--model", default=d["model"], choices=["DeepLab", "DeeplabMulti"],
                    help="segmentation network (the multi-level DeepLab-v2 ResNet-101)")
     p.add_argument("--source", default="gta5", choices=sorted(SOURCES),
-                   help="the labelled source domain; sets the default --input-size and the snapshots' names")
+                   help="the labelled source domain; sets the default --input-size and the snapshots' names; "
+                        "custom: your own (a list file or images/ and labels/ folders, with --classes)")
     p.add_argument("--target", default="cityscapes", choices=sorted(TARGETS),
-                   help="the unlabelled target domain: cityscapes, or nthu (one city of the NTHU dataset, --city)")
+                   help="the unlabelled target domain: cityscapes, nthu (one city of the NTHU dataset, --city), or "
+                        "custom (your own images; labels, if any, for --val)")
+    p.add_argument("--classes", default=None, metavar="FILE",
+                   help="with --source/--target custom: the class file (JSON or YAML: names, colours, label "
+                        "values; README: Your own data)")
+    p.add_argument("--name", default=CUSTOM,
+                   help="with --source custom: the snapshots' name, <NAME>_<N>.pdparams (letters and digits)")
     p.add_argument("--city", default=None, choices=NTHU_CITIES, help="with --target nthu: the city adapted to")
     p.add_argument("--batch-size", type=int, default=None, help="images per domain per iteration" + RECIPE_DEFAULT)
     p.add_argument("--iter-size", type=int, default=d["iter_size"], help="gradient accumulation steps")
@@ -96,7 +105,8 @@ def training_parser(description, defaults, recipes, default_recipe):
                    help="BatchNorm statistics of the segmentation network in training: frozen (the Paddle port) or "
                         "train (batch statistics, running statistics updated as PyTorch's model.train(), the "
                         "authors' code); affine parameters are never trained" + RECIPE_DEFAULT)
-    p.add_argument("--num-classes", type=int, default=d["num_classes"])
+    p.add_argument("--num-classes", type=int, default=d["num_classes"],
+                   help="classes the network predicts; default: those of the domains' class set")
     p.add_argument("--num-steps", type=int, default=None, help="length of the poly schedule" + RECIPE_DEFAULT)
     p.add_argument("--num-steps-stop", type=int, default=d["num_steps_stop"], help="stop after this many iterations")
     p.add_argument("--power", type=float, default=None, help="poly decay power" + RECIPE_DEFAULT)
@@ -107,6 +117,8 @@ def training_parser(description, defaults, recipes, default_recipe):
                    help="initial segmentation weights (.pth or .pdparams)")
     p.add_argument("--from-scratch", action="store_true",
                    help="start the segmentation network from random weights (without --restore-from)")
+    p.add_argument("--no-hash-check", action="store_true",
+                   help="do not check a hash suffix in a weights file's name (-f81d91e8) against its SHA-256")
     p.add_argument("--save-pred-every", type=int, default=d["save_pred_every"], help="snapshot period (iterations)")
     p.add_argument("--snapshot-dir", "--checkpoint-dir", dest="snapshot_dir", default=d["snapshot_dir"],
                    help="where snapshots and logs go")
@@ -155,9 +167,34 @@ def check_arguments(parser, args, recipes, default_recipe):
         parser.error("--target nthu needs --city ({})".format(", ".join(NTHU_CITIES)))
     if args.target != "nthu" and args.city is not None:
         parser.error("--city {} is for --target nthu".format(args.city))
-    if args.source == args.target:
+    if args.source == args.target != CUSTOM:
         parser.error("--source {0} --target {0}: one domain; cross-city adaptation is --source cityscapes "
                      "--target nthu --city NAME".format(args.source))
+    if CUSTOM not in (args.source, args.target) and args.classes:
+        parser.error("--classes describes a custom domain: give --source custom and/or --target custom")
+    if not re.match(r"^[A-Za-z][A-Za-z0-9]*$", args.name):
+        parser.error("--name {!r}: letters and digits only, starting with a letter".format(args.name))
+    if args.source != CUSTOM and args.name != CUSTOM:
+        parser.error("--name names a custom source's snapshots; a {} run's are {}_<N>".format(
+            args.source, source.snapshot_prefix))
+    if args.name != CUSTOM and args.name in SOURCE_OF_PREFIX:
+        parser.error("--name {}: the snapshots of --source {} are named so; choose another name".format(
+            args.name, SOURCE_OF_PREFIX[args.name]))
+    try:
+        args.class_set = scored_classes(args.source, args.target, args.classes)
+    except (ClassSetError, OSError) as exc:
+        parser.error(str(exc))
+    try:
+        args.class_set.check_num_classes(args.num_classes)
+    except ClassSetError as exc:
+        parser.error(str(exc))
+    args.num_classes = args.class_set.num_classes
+    args.snapshot_prefix = snapshot_prefix(args.source, args.name)
+    for flag, domain, given in (("--data-dir", args.source, args.data_dir),
+                                ("--data-dir-target", args.target, args.data_dir_target)):
+        if domain == CUSTOM and not given:
+            parser.error("{} custom needs {} (the root its list's paths are relative to, or that holds images/ "
+                         "and labels/)".format("--source" if flag == "--data-dir" else "--target", flag))
     args.data_dir = args.data_dir or "./data/{}".format(source.snapshot_prefix)
     args.data_dir_target = args.data_dir_target or TARGETS[args.target].data_dir
     args.input_size, args.input_size_target = tuple(args.input_size or source.input_size), tuple(args.input_size_target)

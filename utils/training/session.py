@@ -16,14 +16,13 @@ import paddle
 import paddle.nn.functional as F
 from tqdm import tqdm
 
-from dataset.classes import IMG_MEAN_BGR, colorize
+from dataset.classes import CITYSCAPES, IMG_MEAN_BGR
 from dataset.loader import Batches, DataError, Watchdog, check_shared_memory
 from dataset.sampler import SOURCE_STREAM, TARGET_STREAM, ResumableBatchSampler
-from dataset.sources import SOURCES
 from utils.evaluation.validation import Validation
 from utils.files.checkpoint import Checkpointer, CheckpointError, SnapshotWriteError, ensure_room_for_snapshots
 from utils.files.lock import DirectoryLock, DirectoryLocked
-from utils.files.snapshots import SEGMENTATION, STATE, SnapshotDir
+from utils.files.snapshots import SEGMENTATION, STATE, SnapshotDir, read_class_record, write_class_record
 from utils.files.weights import WeightsError, read_paddle_pickle
 from utils.runtime import select_device
 from utils.training.amp import check_supported as check_amp_supported
@@ -36,10 +35,10 @@ from utils.training.recipes import EARLIER_VALUES, adopt_snapshot_settings, desc
 
 # Flags of snapshots written before these settings existed, as those runs had them.
 _EARLIER_DEFAULTS = dict(EARLIER_VALUES, source="gta5", amp="off", target="cityscapes", city=None,
-                         source_only=False)
+                         source_only=False, classes=list(CITYSCAPES.names))
 
 
-def prediction_picture(model, images):
+def prediction_picture(model, images, classes):
     """The first image next to its colourised prediction (conv5 head), in evaluation mode (a
     training-mode forward would move BN's running statistics with --bn train)."""
     model.eval()
@@ -48,7 +47,7 @@ def prediction_picture(model, images):
     model.train()
     labels = paddle.argmax(F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=True), axis=1)
     image = (images[0].numpy().transpose(1, 2, 0) + IMG_MEAN_BGR)[:, :, ::-1]
-    return np.concatenate([np.clip(image, 0, 255).astype(np.uint8), colorize(labels[0].numpy())], axis=1)
+    return np.concatenate([np.clip(image, 0, 255).astype(np.uint8), classes.colorize(labels[0].numpy())], axis=1)
 
 
 def reason(exc):
@@ -110,7 +109,7 @@ class TrainingSession(object):
         """Before the method is built: a run that continues takes its recipe values from the
         snapshot it continues (so that the same command continues it, whatever the defaults are
         now); flags given on the command line are checked against them later."""
-        snapshots = SnapshotDir(self.args.snapshot_dir, SOURCES[self.args.source].snapshot_prefix, parts=())
+        snapshots = SnapshotDir(self.args.snapshot_dir, self.args.snapshot_prefix, parts=())
         wanted = [it for it in snapshots.complete() if self.args.start_iter in ("latest", it)]
         for iteration in reversed(wanted):
             try:
@@ -141,7 +140,7 @@ class TrainingSession(object):
         check_shared_memory(args.num_workers, parallel.per_rank_batch(args.batch_size), args.input_size,
                             args.input_size_target if method.target is not None else None,
                             held=args.iter_size, ignore_label=args.ignore_label)
-        self.snapshots = snapshots = SnapshotDir(args.snapshot_dir, SOURCES[args.source].snapshot_prefix,
+        self.snapshots = snapshots = SnapshotDir(args.snapshot_dir, args.snapshot_prefix,
                                                  method.parts)
         self.checkpointer = Checkpointer(snapshots, method.nets, method.state, keep_last=args.keep_last,
                                          preread=self._preread)
@@ -153,6 +152,7 @@ class TrainingSession(object):
         messages += list(method.describe())
         resume = args.continue_train and (snapshots.complete() or args.start_iter != "latest")
         if resume:
+            args.class_set.check_model_classes(read_class_record(args.snapshot_dir), args.snapshot_dir)
             start_iter, extra = self.checkpointer.resume(args.start_iter)
             parallel.require_same(start_iter, "the iteration to resume from")
             self._check_resumable(extra["args"])
@@ -170,6 +170,7 @@ class TrainingSession(object):
         parallel.broadcast_networks(method.nets.values())
         if parallel.is_main:
             ensure_room_for_snapshots(args.snapshot_dir, self.checkpointer.snapshot_bytes())
+            write_class_record(args.snapshot_dir, args.class_set)
             self.log = TrainLog(args.snapshot_dir, start_iter)
         if parallel.world_size > 1:
             messages.append("data parallel over {} processes: {} images per domain each".format(
@@ -185,6 +186,8 @@ class TrainingSession(object):
 
     def _new_run(self, snapshots, messages):
         args = self.args
+        # One class record per directory: a run of other classes beside it would overwrite it.
+        args.class_set.check_model_classes(read_class_record(args.snapshot_dir), "the run in {} (another --snapshot-dir starts a new one)".format(args.snapshot_dir))
         if snapshots.complete():
             raise CheckpointError("{} already holds snapshots of a run: add --continue-train to resume it, or "
                                   "choose another --snapshot-dir".format(args.snapshot_dir))
@@ -217,6 +220,7 @@ class TrainingSession(object):
         """What a continued run must share with the snapshot: flags, and the datasets' sizes (the
         data order is a permutation of each dataset)."""
         values = {k: getattr(self.args, k) for k in RESUME_INVARIANTS + tuple(self.method.invariants)}
+        values["classes"] = list(self.args.class_set.names)  # the classes, wherever the class file is
         values.update(source_images=len(self.method.source),
                       target_images=len(self.method.target) if self.method.target is not None else 0)
         return values
@@ -286,7 +290,8 @@ class TrainingSession(object):
         if self.args.picture_every and done % self.args.picture_every == 0 and self.parallel.is_main:
             source_batch, target_batch = batches[0]
             images = (target_batch if target_batch is not None else source_batch)[0]
-            self.log.picture(done, prediction_picture(self.method.nets[SEGMENTATION], images))
+            self.log.picture(done, prediction_picture(self.method.nets[SEGMENTATION], images,
+                                                       self.args.class_set))
 
     def time_is_up(self):
         """--stop-after-minutes: rank 0's clock decides for every rank, so that all stop at the same
