@@ -28,10 +28,9 @@ import numpy as np
 from dataset.base import ListDataSet
 from dataset.classes import IGNORE_LABEL, IMG_MEAN_BGR, PRESETS, SYNSCAPES, ClassSet, ClassSetError, \
     load_class_file
-from dataset.files import summarize
+from dataset.files import IMAGE_EXTENSIONS, images_below, summarize
 from utils.runtime import usable_cpus
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 LABEL_EXTENSION = ".png"
 IGNORE_COLOUR = (0, 0, 0)  # in colour labels, unless a class has it
 # A colour label's pixel as one number: above every 16-bit value, so values and colours never meet.
@@ -214,18 +213,13 @@ class CustomDataSet(ListDataSet):
         if not os.path.isdir(images):
             raise FileNotFoundError("{}: no list file given and no folder {}; expected the layout {}".format(
                 self._owner, images, self.LAYOUT))
-        found = []
-        for folder, _, names in os.walk(images):
-            relative = os.path.relpath(folder, images)
-            for name in names:
-                if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                    found.append(os.path.normpath(os.path.join(relative, name)).replace(os.sep, "/"))
+        found = images_below(images)
         if not found:
             raise ValueError("{}: no images ({}) under {}; expected the layout {}".format(
                 self._owner, ", ".join("*" + e for e in IMAGE_EXTENSIONS), images, self.LAYOUT))
         has_labels = os.path.isdir(os.path.join(self.root, self.labels_dir))
         samples = []
-        for relative in sorted(found):
+        for relative in found:
             label = self.labels_dir + "/" + os.path.splitext(relative)[0] + LABEL_EXTENSION if has_labels else None
             samples.append((None, self.images_dir + "/" + relative, label))
         return samples

@@ -42,6 +42,19 @@ def files_below(directory, suffix):
     return sorted(found)
 
 
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def images_below(directory):
+    """Sorted '/'-separated paths of the images below ``directory`` (IMAGE_EXTENSIONS, any letter case)."""
+    found = []
+    for folder, _, files in os.walk(directory):
+        for file_name in files:
+            if os.path.splitext(file_name)[1].lower() in IMAGE_EXTENSIONS:
+                found.append(os.path.relpath(os.path.join(folder, file_name), directory).replace(os.sep, "/"))
+    return sorted(found)
+
+
 def scan(directory, suffix, owner, layout):
     """``files_below``, refusing a missing or empty directory with the expected layout."""
     if not os.path.isdir(directory):

@@ -37,8 +37,7 @@ import paddle
 import paddle.nn.functional as F
 
 from dataset.classes import CITYSCAPES, IMG_MEAN_BGR, model_classes
-from dataset.custom import IMAGE_EXTENSIONS
-from dataset.files import image_to_input
+from dataset.files import IMAGE_EXTENSIONS, image_to_input, images_below
 from model.inference import BACKENDS as WEIGHTS_BACKENDS, SegmentationPredictor, upsample_argmax
 from utils.files.atomic import TMP_SUFFIX, atomic_write, atomic_write_json
 
@@ -87,17 +86,6 @@ def _stem(relative_path):
     return os.path.splitext(relative_path.replace(os.sep, "/"))[0]
 
 
-def _images_below(folder):
-    """Sorted '/'-separated paths of the images below ``folder`` (any letter case of the extensions)."""
-    found = []
-    for directory, subfolders, files in os.walk(folder):
-        subfolders.sort()
-        for file_name in files:
-            if os.path.splitext(file_name)[1].lower() in IMAGE_EXTENSIONS:
-                found.append(os.path.relpath(os.path.join(directory, file_name), folder).replace(os.sep, "/"))
-    return sorted(found)
-
-
 def _list_entries(list_path, problems):
     """(path, name) of each line of a list file; a line may be PaddleSeg's "image label"."""
     folder = os.path.dirname(os.path.abspath(list_path))
@@ -126,7 +114,7 @@ def find_images(specs):
     problems, images = [], []
     for spec in specs:
         if os.path.isdir(spec):
-            found = _images_below(spec)
+            found = images_below(spec)
             if not found:
                 problems.append("--images {}: no images ({}) in this folder or below it".format(
                     spec, ", ".join("*" + suffix for suffix in IMAGE_EXTENSIONS)))
