@@ -271,3 +271,19 @@ def test_name_cannot_take_a_benchmark_sources_snapshot_name(pairs, tmp_path, cap
     with pytest.raises(SystemExit):
         train.get_arguments(custom_args(pairs["gray"], tmp_path / "run", 1, "--name", "GTA5"))
     assert "--name GTA5: the snapshots of --source gta5 are named so" in capsys.readouterr().err
+
+
+def test_evaluation_refuses_to_save_two_images_under_one_name(pairs, tmp_path):
+    """A list naming a/0001.png and b/0001.png: evaluation writes predictions by file name, so it stops first."""
+    import shutil
+    from dataset.custom import CustomDataSet
+    from utils.evaluation.cityscapes import evaluate
+    pair = pairs["gray"]
+    root = str(tmp_path / "target")
+    shutil.copytree(pair.target_root, root)
+    listing = tmp_path / "val.txt"
+    os.rename(os.path.join(root, "images", "street_b", "0002.png"), os.path.join(root, "images", "street_b", "0001.png"))
+    listing.write_text("images/street_a/0001.png\nimages/street_b/0001.png\n")
+    images = CustomDataSet(root, str(listing), classes=pair.class_file, crop_size=(48, 32), with_labels=False)
+    with pytest.raises(ValueError, match="images/street_a/0001.png and images/street_b/0001.png would both be saved"):
+        evaluate(lambda batch: None, images, save_dir=str(tmp_path / "out"), num_workers=0, progress=False)
