@@ -37,11 +37,11 @@ import paddle.nn.functional as F
 
 from dataset.classes import CITYSCAPES, IMG_MEAN_BGR, class_set_from_record
 from model.inference import _FinalLogits, _stderr_without, create_inference_predictor, fold_batchnorm, \
-    params_file, save_static_model
+    params_file, run_predictor, save_static_model
 from model.restore import EXPORT_MARKER
 from utils.files.atomic import atomic_write_text
 from utils.files.snapshots import read_class_record, write_class_record
-from utils.runtime import usable_cpus
+from utils.runtime import cpu_threads
 
 OUTPUT_OPS = ("argmax", "softmax", "none")
 OUTPUT_DTYPES = {"argmax": "int32", "softmax": "float32", "none": "float32"}
@@ -401,7 +401,7 @@ class ExportedModel(object):
         def run(batch):
             inputs.reshape(list(batch.shape))
             inputs.copy_from_cpu(batch)
-            predictor.run()
+            run_predictor(predictor)
             return outputs.copy_to_cpu()
         return run
 
@@ -421,7 +421,7 @@ class ExportedModel(object):
             else:
                 providers.insert(0, "CUDAExecutionProvider")
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = usable_cpus()
+        options.intra_op_num_threads = cpu_threads()
         session = onnxruntime.InferenceSession(path, options, providers=providers)
         name = session.get_inputs()[0].name
 

@@ -15,7 +15,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from utils.runtime import usable_cpus
+from utils import runtime
 
 
 BACKENDS = ("inference", "dygraph")
@@ -113,9 +113,18 @@ def create_inference_predictor(program, params, use_gpu=False, gpu_id=0, cpu_thr
     else:
         config.disable_gpu()
         config.enable_mkldnn()
-        config.set_cpu_math_library_num_threads(cpu_threads or usable_cpus())
+        config.set_cpu_math_library_num_threads(cpu_threads or runtime.cpu_threads())
     config.disable_glog_info()
     return inference.create_predictor(config)
+
+
+def run_predictor(predictor, cpu_threads=None):
+    """``predictor.run()``, then the process's CPU thread count put back to ``cpu_threads`` (default
+    ``runtime.cpu_threads()``, what the predictor was created with): a run with oneDNN leaves it at
+    1 (Paddle 2.6 and 3.3), which would slow the training steps after a validation inside training
+    and change their arithmetic (a resumed run would not equal one that never stopped)."""
+    predictor.run()
+    paddle.base.core.set_num_threads(cpu_threads or runtime.cpu_threads())
 
 
 def upsample_argmax(logits, size):
@@ -140,7 +149,8 @@ class SegmentationPredictor(object):
         self.net = _FinalLogits(fold_batchnorm(model))
         self.net.eval()
         if backend == "inference":
-            self._predictor = self._create_predictor(use_gpu, gpu_id, cpu_threads or usable_cpus())
+            self._threads = cpu_threads or runtime.cpu_threads()
+            self._predictor = self._create_predictor(use_gpu, gpu_id, self._threads)
 
     def _create_predictor(self, use_gpu, gpu_id, cpu_threads):
         with tempfile.TemporaryDirectory(prefix="adaptseg_export_") as export_dir:
@@ -158,5 +168,5 @@ class SegmentationPredictor(object):
             with paddle.no_grad():
                 return self.net(paddle.to_tensor(images)).numpy()
         self._input.copy_from_cpu(images)
-        self._predictor.run()
+        run_predictor(self._predictor, self._threads)
         return self._output.copy_to_cpu()

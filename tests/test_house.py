@@ -133,6 +133,40 @@ def test_use_cpu_cores_gives_paddle_the_usable_cores_unless_the_user_chose(user_
         assert (before, returned, after, variable) == (user_value, "None", user_value, user_value)
 
 
+@pytest.mark.parametrize("user_value", [None, "1", "3"])
+def test_a_predictor_leaves_the_process_thread_count_as_it_was(user_value):
+    """Evaluation inside training (--val) builds a Paddle Inference predictor, which sets the
+    process's thread count: a different one would change every training step after it."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if user_value is not None:
+        env["OMP_NUM_THREADS"] = user_value
+    code = ("import ctypes, glob, os\n"
+            "import numpy as np\n"
+            "from utils.runtime import use_cpu_cores\n"
+            "import paddle\n"
+            "from model.deeplab_multi import DeeplabMulti\n"
+            "from model.inference import SegmentationPredictor\n"
+            "found = glob.glob(os.path.join(os.path.dirname(paddle.__file__), 'libs', 'libiomp5.so'))\n"
+            "omp = ctypes.CDLL(found[0]).omp_get_max_threads if found else lambda: -1\n"
+            "paddle.set_device('cpu')\n"
+            "use_cpu_cores()\n"
+            "before = omp()\n"
+            "net = DeeplabMulti(num_classes=3)\n"
+            "net.eval()\n"
+            "predict = SegmentationPredictor(net, backend='inference')\n"
+            "predict(np.zeros((1, 3, 33, 33), np.float32))\n"
+            "print(before, omp())")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, timeout=300)
+    assert result.returncode == 0, result.stderr.decode()
+    before, after = result.stdout.decode().split()[-2:]
+    if before == "-1":
+        pytest.skip("this Paddle has no libiomp5.so to ask for its thread count")
+    assert after == before
+    if user_value is not None:
+        assert before == user_value
+
+
 @pytest.mark.parametrize("files, affinity, expected", [
     ({}, 4, 4),
     ({"cpu.max": "max 100000\n"}, 4, 4),

@@ -95,14 +95,27 @@ def local_processes(environ=None):
     return max(1, sum(1 for e in endpoints if e.rpartition(":")[0] == host)) if host else 1
 
 
+def cpu_threads():
+    """The thread count of Paddle's CPU math in this process: the ``OMP_NUM_THREADS`` it was given
+    (see the module's notes), else ``usable_cpus()`` shared among the :func:`local_processes` (at
+    least 1 each). A Paddle Inference predictor sets its count for the whole process each time it
+    runs, so evaluation inside training must ask for this one: any other would change the training
+    steps after it (a resumed run would no longer equal one that never stopped)."""
+    if _THREADS_GIVEN:
+        try:
+            return max(1, int(os.environ["OMP_NUM_THREADS"].split(",")[0]))
+        except (KeyError, ValueError):
+            pass
+    return max(1, usable_cpus() // local_processes())
+
+
 def use_cpu_cores():
-    """Let Paddle's CPU math use ``usable_cpus()`` threads shared among the :func:`local_processes`
-    (at least 1 each), unless ``OMP_NUM_THREADS`` was given (see the module's notes); returns the
-    thread count it set, or None. Imports paddle."""
+    """Let Paddle's CPU math use :func:`cpu_threads` threads, unless ``OMP_NUM_THREADS`` was given
+    (see the module's notes); returns the thread count it set, or None. Imports paddle."""
     import paddle
     if _THREADS_GIVEN:
         return None
-    threads = max(1, usable_cpus() // local_processes())
+    threads = cpu_threads()
     paddle.base.core.set_num_threads(threads)
     return threads
 
