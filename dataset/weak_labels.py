@@ -3,6 +3,7 @@ per-class pixel thresholds, labels from ground truth or from a file, one point p
 target dataset that yields what a mode needs, and the source samples with the classes present.
 
     python -m dataset.weak_labels thresholds data/Cityscapes --set train [--size 1024,512] [--out tau.json]
+    python -m dataset.weak_labels thresholds ROOT --dataset custom [--list LIST] --classes FILE [--out tau.json]
 
 A class is present in an image when it covers more than tau_c pixels. The reference derives tau
 from per-image class pixel counts (``thresholds_from_counts``); its figures are the defaults
@@ -226,6 +227,7 @@ def count_table(dataset, size=None):
 
 def main(argv=None):
     from dataset.cityscapes_dataset import cityscapesDataSet
+    from dataset.custom import CustomDataSet
     from dataset.gta5_dataset import GTA5DataSet
     from dataset.synthia_dataset import SYNTHIADataSet
     from utils.cli import size_argument
@@ -235,16 +237,23 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     thresholds = commands.add_parser("thresholds", help="tau per class from a dataset's labels (JSON for "
                                                         "--source-thresholds / --target-thresholds)")
-    thresholds.add_argument("root", help="a GTA5, SYNTHIA or Cityscapes root")
-    thresholds.add_argument("--dataset", choices=("cityscapes", "gta5", "synthia"), default="cityscapes")
+    thresholds.add_argument("root", help="a GTA5, SYNTHIA, Cityscapes or custom root")
+    thresholds.add_argument("--dataset", choices=("cityscapes", "gta5", "synthia", "custom"), default="cityscapes")
+    thresholds.add_argument("--list", default=None, help="custom: the 'image label' list file (default: the "
+                                                           "folders root/images and root/labels)")
+    thresholds.add_argument("--classes", default=None, help="custom: the class file (JSON or YAML)")
     thresholds.add_argument("--set", default="train", help="Cityscapes split whose gtFine labels are counted")
     thresholds.add_argument("--size", type=size_argument, default=None,
                             help="WIDTH,HEIGHT to count at (the labels' size at comparison); default: as stored")
     thresholds.add_argument("--out", default=None, help="write the thresholds to this JSON file")
     args = parser.parse_args(argv)
+    if (args.dataset == "custom") != (args.classes is not None):
+        parser.error("--classes goes with --dataset custom, which needs it")
     try:
         dataset = {"gta5": lambda: GTA5DataSet(args.root), "synthia": lambda: SYNTHIADataSet(args.root),
-                   "cityscapes": lambda: cityscapesDataSet(args.root, set=args.set, return_label=True)}[args.dataset]()
+                   "cityscapes": lambda: cityscapesDataSet(args.root, set=args.set, return_label=True),
+                   "custom": lambda: CustomDataSet(args.root, args.list, classes=args.classes, with_labels=True)
+                   }[args.dataset]()
         counts, (width, height) = count_table(dataset, args.size)
     except (OSError, ValueError) as exc:
         sys.exit("error: {}".format(exc))

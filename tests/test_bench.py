@@ -1,5 +1,6 @@
 """bench/bench_eval.py at tiny sizes: the MAC count against an independent count, the paths agree."""
 import math
+import os
 
 import numpy as np
 import paddle
@@ -104,3 +105,25 @@ def test_bench_predict_runs_at_tiny_sizes(model, monkeypatch):
     for backend, shares in result["agreement"].items():
         assert list(shares) == ["argmax", "softmax", "none"], backend
         assert all(0.9 < share <= 1 for share in shares.values()), (backend, shares)
+
+
+def test_compare_revisions_reports_each_difference_and_no_unseeded_state(tmp_path):
+    from PIL import Image
+    from bench.compare_revisions import differences
+
+    def snapshot(folder, weight, pixel, extra):
+        os.makedirs(str(folder / "pred"))
+        paddle.save({"conv.weight": np.full((2, 2), weight, np.float32)}, str(folder / "GTA5_2.pdparams"))
+        paddle.save({"iteration": 2, "extra": extra,
+                     "random_states": {"numpy": ("MT19937", np.arange(3) + weight), "python": (3, (weight,), None)}},
+                    str(folder / "GTA5_2_state.pdopt"))
+        Image.fromarray(np.full((2, 3), pixel, np.uint8)).save(str(folder / "pred" / "a.png"))
+
+    snapshot(tmp_path / "base", 1.0, 7, {"args": {"lr": 0.1}})
+    snapshot(tmp_path / "same", 2.0, 7, {"args": {"lr": 0.1, "classes": ["road", "car"]}})
+    found, compared, added = differences(str(tmp_path / "base"), str(tmp_path / "same"))
+    assert (compared, added) == (3, ["extra.args.classes"])
+    assert found == ["GTA5_2.pdparams conv.weight: differs"]
+    snapshot(tmp_path / "other", 1.0, 8, {"args": {}})
+    found, _, _ = differences(str(tmp_path / "base"), str(tmp_path / "other"))
+    assert found == ["GTA5_2_state.pdopt extra.args.lr: not in the head", os.path.join("pred", "a.png")]

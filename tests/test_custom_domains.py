@@ -287,3 +287,25 @@ def test_evaluation_refuses_to_save_two_images_under_one_name(pairs, tmp_path):
     images = CustomDataSet(root, str(listing), classes=pair.class_file, crop_size=(48, 32), with_labels=False)
     with pytest.raises(ValueError, match="images/street_a/0001.png and images/street_b/0001.png would both be saved"):
         evaluate(lambda batch: None, images, save_dir=str(tmp_path / "out"), num_workers=0, progress=False)
+
+
+def test_the_thresholds_command_counts_a_custom_domains_labels(pairs, tmp_path):
+    """The weak-label method's tau per class from a custom list, on pixel counts taken here with numpy."""
+    from dataset.weak_labels import Thresholds, main as weak_labels_main, thresholds_from_counts
+    from dataset.classes import load_class_file
+    pair = pairs["gray"]
+    out = str(tmp_path / "tau.json")
+    text = printed(weak_labels_main, ["thresholds", pair.source_root, "--dataset", "custom", "--list",
+                                      pair.source_list, "--classes", pair.class_file, "--out", out])
+    spec, table, _ = class_file_mapping(pair.class_file)
+    rows = []
+    with open(pair.source_list) as f:
+        for line in f:
+            values = np.asarray(Image.open(os.path.join(pair.source_root, line.split()[1])))
+            rows.append([sum(int((values == v).sum()) for v, t in table.items() if t == c)
+                         for c in range(len(spec["classes"]))])
+    assert "counted on {} labels at {}x{}".format(len(rows), values.shape[1], values.shape[0]) in text
+    thresholds = Thresholds.from_file(out, load_class_file(pair.class_file))
+    np.testing.assert_allclose(thresholds.tau, thresholds_from_counts(np.array(rows)), rtol=1e-12)
+    with pytest.raises(SystemExit):
+        weak_labels_main(["thresholds", pair.source_root, "--dataset", "custom"])
