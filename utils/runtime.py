@@ -98,9 +98,9 @@ def local_processes(environ=None):
 def cpu_threads():
     """The thread count of Paddle's CPU math in this process: the ``OMP_NUM_THREADS`` it was given
     (see the module's notes), else ``usable_cpus()`` shared among the :func:`local_processes` (at
-    least 1 each). A Paddle Inference predictor sets its count for the whole process each time it
-    runs, so evaluation inside training must ask for this one: any other would change the training
-    steps after it (a resumed run would no longer equal one that never stopped)."""
+    least 1 each). A Paddle Inference predictor changes the whole process's count (to its own when
+    created, to 1 after a run with oneDNN), so model.inference creates predictors with this one and
+    puts it back after each run: evaluation inside training must not change the steps after it."""
     if _THREADS_GIVEN:
         try:
             return max(1, int(os.environ["OMP_NUM_THREADS"].split(",")[0]))
