@@ -109,24 +109,34 @@ def test_importing_the_packages_installs_no_hook_and_sets_only_mkl_debug_cpu_typ
         assert noise not in stderr
 
 
-@pytest.mark.parametrize("user_value", [None, "3"])
-def test_use_cpu_cores_gives_paddle_the_usable_cores_unless_the_user_chose(user_value):
+# utils.runtime before paddle, as the scripts import them; omp() is libiomp5's thread count (-1 without it).
+OMP_PRELUDE = ("import ctypes, glob, os\n"
+               "from utils.runtime import usable_cpus, use_cpu_cores\n"
+               "import paddle\n"
+               "found = glob.glob(os.path.join(os.path.dirname(paddle.__file__), 'libs', 'libiomp5.so'))\n"
+               "omp = ctypes.CDLL(found[0]).omp_get_max_threads if found else lambda: -1\n")
+
+
+def printed_with_omp(user_value, code):
+    """What ``code`` prints (split) in a fresh process given ``OMP_NUM_THREADS=user_value`` (None:
+    unset), after OMP_PRELUDE; its first word must be an omp() reading, -1 skipping the test."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     if user_value is not None:
         env["OMP_NUM_THREADS"] = user_value
-    code = ("import ctypes, glob, os\n"
-            "from utils.runtime import usable_cpus, use_cpu_cores\n"
-            "import paddle\n"
-            "found = glob.glob(os.path.join(os.path.dirname(paddle.__file__), 'libs', 'libiomp5.so'))\n"
-            "omp = ctypes.CDLL(found[0]).omp_get_max_threads if found else lambda: -1\n"
-            "before = omp()\n"
-            "print(before, use_cpu_cores(), omp(), usable_cpus(), os.environ['OMP_NUM_THREADS'])")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+    result = subprocess.run([sys.executable, "-c", OMP_PRELUDE + code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, timeout=300)
     assert result.returncode == 0, result.stderr.decode()
-    before, returned, after, usable, variable = result.stdout.decode().split()
-    if before == "-1":
+    words = result.stdout.decode().split()
+    if words[0] == "-1":
         pytest.skip("this Paddle has no libiomp5.so to ask for its thread count")
+    return words
+
+
+@pytest.mark.parametrize("user_value", [None, "3"])
+def test_use_cpu_cores_gives_paddle_the_usable_cores_unless_the_user_chose(user_value):
+    before, returned, after, usable, variable = printed_with_omp(user_value, (
+        "before = omp()\n"
+        "print(before, use_cpu_cores(), omp(), usable_cpus(), os.environ['OMP_NUM_THREADS'])"))
     if user_value is None:
         assert (before, returned, after, variable) == ("1", usable, usable, "1")
     else:
@@ -137,31 +147,18 @@ def test_use_cpu_cores_gives_paddle_the_usable_cores_unless_the_user_chose(user_
 def test_a_predictor_leaves_the_process_thread_count_as_it_was(user_value):
     """Evaluation inside training (--val) builds a Paddle Inference predictor, which sets the
     process's thread count: a different one would change every training step after it."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
-    if user_value is not None:
-        env["OMP_NUM_THREADS"] = user_value
-    code = ("import ctypes, glob, os\n"
-            "import numpy as np\n"
-            "from utils.runtime import use_cpu_cores\n"
-            "import paddle\n"
-            "from model.deeplab_multi import DeeplabMulti\n"
-            "from model.inference import SegmentationPredictor\n"
-            "found = glob.glob(os.path.join(os.path.dirname(paddle.__file__), 'libs', 'libiomp5.so'))\n"
-            "omp = ctypes.CDLL(found[0]).omp_get_max_threads if found else lambda: -1\n"
-            "paddle.set_device('cpu')\n"
-            "use_cpu_cores()\n"
-            "before = omp()\n"
-            "net = DeeplabMulti(num_classes=3)\n"
-            "net.eval()\n"
-            "predict = SegmentationPredictor(net, backend='inference')\n"
-            "predict(np.zeros((1, 3, 33, 33), np.float32))\n"
-            "print(before, omp())")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, timeout=300)
-    assert result.returncode == 0, result.stderr.decode()
-    before, after = result.stdout.decode().split()[-2:]
-    if before == "-1":
-        pytest.skip("this Paddle has no libiomp5.so to ask for its thread count")
+    before, after = printed_with_omp(user_value, (
+        "import numpy as np\n"
+        "from model.deeplab_multi import DeeplabMulti\n"
+        "from model.inference import SegmentationPredictor\n"
+        "paddle.set_device('cpu')\n"
+        "use_cpu_cores()\n"
+        "before = omp()\n"
+        "net = DeeplabMulti(num_classes=3)\n"
+        "net.eval()\n"
+        "predict = SegmentationPredictor(net, backend='inference')\n"
+        "predict(np.zeros((1, 3, 33, 33), np.float32))\n"
+        "print(before, omp())"))
     assert after == before
     if user_value is not None:
         assert before == user_value
