@@ -38,6 +38,8 @@ from utils.evaluation.metrics import format_iou_table, save_iou_json
 from utils.runtime import add_device_args, select_device
 from utils.files.snapshots import read_class_record
 from utils.files.weights import WeightsError, load_weights
+from utils.stopping import run_interruptible
+from utils.files.download import add_arguments as add_download_arguments, weights_file
 
 
 def get_arguments(argv=None):
@@ -67,9 +69,10 @@ def get_arguments(argv=None):
     parser.add_argument("--devkit-dir", default=None,
                         help="the original's cityscapes_list folder; its info.json label2train is used if present")
     parser.add_argument("--restore-from", required=True,
-                        help=".pdparams or PyTorch .pth weights, or a run's directory of <PREFIX>_<iter>.pdparams "
-                             "snapshots (GTA5_<iter>, SYNTHIA_<iter>, Cityscapes_<iter>, Synscapes_<iter>, a custom "
-                             "run's <NAME>_<iter>)")
+                        help=".pdparams or PyTorch .pth weights (or their http(s) URL), or a run's directory of "
+                             "<PREFIX>_<iter>.pdparams snapshots (GTA5_<iter>, SYNTHIA_<iter>, Cityscapes_<iter>, "
+                             "Synscapes_<iter>, a custom run's <NAME>_<iter>)")
+    add_download_arguments(parser)
     parser.add_argument("--no-hash-check", action="store_true",
                         help="do not check a hash suffix in --restore-from's name (-ed35151c) against its SHA-256")
     parser.add_argument("--save", default="./result/cityscapes", help="where predictions and mIoU.json go")
@@ -122,6 +125,7 @@ def describe_classes(source, classes, prefix):
 
 def main(argv=None):
     args = get_arguments(argv)
+    args.restore_from = weights_file(args.restore_from, args)
     source, prefix = snapshot_source(args.restore_from, args.source)
     classes, labels = model_classes(args, source)
     use_gpu, gpu_id = select_device(args)
@@ -170,8 +174,14 @@ def main(argv=None):
     return 0
 
 
-if __name__ == "__main__":
+def _main_with_errors():
     try:
-        sys.exit(main())
+        return main()
     except (WeightsError, DataError, FileNotFoundError, ValueError) as exc:  # ClassSetError is a ValueError
-        sys.exit("error: {}".format(exc))
+        return "error: {}".format(exc)
+
+
+if __name__ == "__main__":
+    sys.exit(run_interruptible(_main_with_errors, lambda: "nothing is lost: run the command again (for a snapshot "
+                                                          "directory, the scores of the snapshots done so far are "
+                                                          "kept and not computed again)"))

@@ -29,6 +29,8 @@ from model.export import OUTPUT_OPS, check_save_dir, export_model, onnx_converte
 from model.restore import resolve_restore
 from utils.files.weights import load_weights
 from utils.runtime import add_device_args, select_device
+from utils.stopping import run_interruptible
+from utils.files.download import add_arguments as add_download_arguments, weights_file
 
 EXIT_REFUSED = 2
 
@@ -50,8 +52,8 @@ def input_shape_argument(text):
 def get_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--restore-from", required=True,
-                        help=".pdparams or PyTorch .pth weights, or a run's snapshot directory (its best snapshot, "
-                             "else its newest complete one)")
+                        help=".pdparams or PyTorch .pth weights (or their http(s) URL), or a run's snapshot "
+                             "directory (its best snapshot, else its newest complete one)")
     parser.add_argument("--model", default="DeeplabMulti", choices=["DeeplabMulti", "DeepLab", "DeeplabVGG"])
     parser.add_argument("--classes", default=None, metavar="FILE",
                         help="the class file of a model of your own classes (README: Your own data); default: the "
@@ -68,6 +70,7 @@ def get_arguments(argv=None):
     parser.add_argument("--onnx", action="store_true",
                         help="also model.onnx for ONNX Runtime (needs paddle2onnx: pip install -r "
                              "requirements-deploy.txt)")
+    add_download_arguments(parser)
     parser.add_argument("--no-hash-check", action="store_true",
                         help="do not check a hash suffix in --restore-from's name (-ed35151c) against its SHA-256")
     add_device_args(parser)
@@ -80,7 +83,7 @@ def main(argv=None):
         if args.onnx:
             onnx_converter()  # a missing converter is named before the long part
         check_save_dir(args.save_dir)
-        restored = resolve_restore(args.restore_from)
+        restored = resolve_restore(weights_file(args.restore_from, args))
         if restored.kind == "export":
             raise ValueError("--restore-from {}: already an exported model; export from its weights (.pth, "
                              ".pdparams or a snapshot directory)".format(args.restore_from))
@@ -104,4 +107,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main, lambda: "nothing was exported (an export appears whole or not at all); "
+                                                  "run the command again"))

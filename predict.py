@@ -27,6 +27,8 @@ from utils.cli import size_argument
 from utils.prediction import BACKENDS, DEFAULT_ALPHA, Outputs, PredictionError, check_save_folder, choose_classes, \
     describe_size, describe_summary, find_images, load_segmenter, predict_images
 from utils.runtime import add_device_args, select_device
+from utils.stopping import run_interruptible
+from utils.files.download import add_arguments as add_download_arguments, weights_file
 
 EXIT_UNREADABLE, EXIT_REFUSED = 1, 2
 
@@ -34,8 +36,8 @@ EXIT_UNREADABLE, EXIT_REFUSED = 1, 2
 def get_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--restore-from", required=True,
-                        help=".pdparams or PyTorch .pth weights, a run's snapshot directory (its best snapshot, "
-                             "else its newest complete one) or an exported model's directory")
+                        help=".pdparams or PyTorch .pth weights (or their http(s) URL), a run's snapshot directory "
+                             "(its best snapshot, else its newest complete one) or an exported model's directory")
     parser.add_argument("--images", required=True, nargs="+", metavar="PATH",
                         help="image files, folders of images and .txt lists of images")
     parser.add_argument("--save", default="./output/predict", help="where the outputs go (default ./output/predict)")
@@ -65,6 +67,7 @@ def get_arguments(argv=None):
     parser.add_argument("--backend", choices=BACKENDS, default="inference",
                         help="inference: Paddle Inference (fastest); dygraph: dynamic graph; onnx: an exported "
                              "model run by ONNX Runtime")
+    add_download_arguments(parser)
     parser.add_argument("--no-hash-check", action="store_true",
                         help="do not check a hash suffix in --restore-from's name (-ed35151c) against its SHA-256")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -98,7 +101,7 @@ def main(argv=None):
     args = get_arguments(argv)
     try:
         images = _inputs(args.images, args.save)
-        restored = resolve_restore(args.restore_from)
+        restored = resolve_restore(weights_file(args.restore_from, args))
         print(restored.note)
         classes = choose_classes(restored.classes, args.classes, args.num_classes, restored.path)
         outputs = Outputs(args.save, classes, args.label_ids, args.confidence, args.entropy, args.alpha)
@@ -124,4 +127,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main, lambda: "the outputs written so far are complete; the same command "
+                                                  "skips them and goes on with the rest"))

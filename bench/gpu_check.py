@@ -52,6 +52,7 @@ import traceback  # noqa: E402
 
 from utils.files.atomic import atomic_write_json  # noqa: E402
 from utils.runtime import use_cpu_cores  # noqa: E402
+from utils.stopping import run_interruptible
 
 # The documented training sizes (README, utils/training/options.py) and evaluate_cityscapes.py's input.
 SOURCE_SIZE, TARGET_SIZE, EVAL_SIZE = (1280, 720), (1024, 512), (1024, 512)
@@ -871,4 +872,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main, lambda: "the report above covers the checks that finished; run it "
+                                                  "again for all of them"))

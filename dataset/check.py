@@ -23,6 +23,7 @@ from dataset.custom import SYNSCAPES_IMAGES, CustomDataSet, SynscapesDataSet, as
     values_present
 from dataset.files import summarize
 from utils.runtime import usable_cpus
+from utils.stopping import ignore_stop_signals, run_interruptible
 
 SIZE_MISMATCH_IS_NORMAL = ("GTA5DataSet",)
 
@@ -104,12 +105,20 @@ def check_datasets(datasets, num_workers=None, progress=True, only=None):
         chunks = [jobs[i:i + 32] for i in range(0, len(jobs), 32)]
         name = type(dataset).__name__
         bar = tqdm(total=len(jobs), unit="file", desc="checking {}".format(name), disable=not progress)
-        with ProcessPoolExecutor(max_workers=num_workers or usable_cpus()) as pool:
-            for chunk, results in zip(chunks, pool.map(_check_chunk, chunks)):
-                for sample_errors, sample_notes in results:
+        pool = ProcessPoolExecutor(max_workers=num_workers or usable_cpus(), initializer=ignore_stop_signals)
+        futures = [pool.submit(_check_chunk, chunk) for chunk in chunks]
+        try:
+            for chunk, future in zip(chunks, futures):
+                for sample_errors, sample_notes in future.result():
                     errors += sample_errors
                     (notes if name in SIZE_MISMATCH_IS_NORMAL else errors).extend(sample_notes)
                 bar.update(len(chunk))
+        except BaseException:  # an interrupt: the chunks not started are dropped, not checked first
+            for future in futures:
+                future.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True)
         bar.close()
     if errors:
         raise ValueError("{} problem(s) in the data: {}. Re-extract or replace these files (or leave them out "
@@ -182,4 +191,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main, lambda: "no file was changed; run it again to check them all"))

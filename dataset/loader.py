@@ -32,6 +32,7 @@ from dataset.base import train_id_dtype
 from dataset.classes import IGNORE_LABEL
 from dataset.files import summarize
 from utils.runtime import local_processes
+from utils.stopping import ignore_stop_signals
 
 _FAILED = "__sample_failed__"
 SHARED_MEMORY = "/dev/shm"
@@ -152,7 +153,11 @@ def _failure(batch):
 
 
 def watch_parent(_worker_id=None):
-    """Run in a loader worker: end it when the process that started it ends, even by SIGKILL."""
+    """Run in a loader worker: end it when the process that started it ends, even by SIGKILL.
+
+    A stop signal is the trainer's to handle: a worker that died of one would fail the batch the
+    trainer still needs to finish its iteration (Paddle's loader raises on a dead worker)."""
+    ignore_stop_signals()
     parent = os.getppid()
     try:
         libc = ctypes.CDLL(None)

@@ -76,3 +76,56 @@ def logged_losses(snapshot_dir):
     with open(os.path.join(str(snapshot_dir), "metrics.jsonl")) as f:
         records = [json.loads(line) for line in f]
     return [(r["step"], {k: v for k, v in r["scalars"].items() if k.startswith(("loss/", "lr/"))}) for r in records]
+
+
+def logged_steps(snapshot_dir):
+    """How many records metrics.jsonl holds so far (0 before it exists); a run may be writing it."""
+    try:
+        with open(os.path.join(str(snapshot_dir), "metrics.jsonl")) as f:
+            return sum(1 for line in f if line.endswith("\n"))
+    except FileNotFoundError:
+        return 0
+
+
+def signal_during_run(command, snapshot_dir, after_steps, signum, to_group=False, pid_of=None, timeout=300,
+                      then=None, wait_for=None):
+    """Run ``command`` in a session of its own and send it ``signum`` once its run has logged
+    ``after_steps`` records (or, with ``wait_for``, once that file exists): to its whole process
+    group with ``to_group``, as Ctrl-C in a terminal does, else to ``pid_of(process)`` or the
+    process; ``then(process)`` runs after that. Returns (exit status, stdout, stderr)."""
+    import signal as signals
+    import subprocess
+    import time
+    process = subprocess.Popen(command, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + timeout
+        while (not os.path.exists(wait_for)) if wait_for else logged_steps(snapshot_dir) < after_steps:
+            assert process.poll() is None, process.communicate()[1].decode(errors="replace")[-3000:]
+            assert time.time() < deadline, "the run logged no step {} in {} s".format(after_steps, timeout)
+            time.sleep(0.05)
+        if to_group:
+            os.killpg(process.pid, signum)
+        else:
+            os.kill(pid_of(process) if pid_of else process.pid, signum)
+        if then is not None:
+            then(process)
+        out, err = process.communicate(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signals.SIGKILL)
+            process.wait()
+    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def leftover_processes(marker):
+    """Processes still alive whose command line holds ``marker`` (a run's unique folder)."""
+    import psutil
+    left = []
+    for process in psutil.process_iter():
+        try:
+            if marker in " ".join(process.cmdline()) and process.status() != psutil.STATUS_ZOMBIE:
+                left.append(process.pid)
+        except psutil.Error:
+            pass
+    return left

@@ -1,12 +1,15 @@
 """Data-parallel training with paddle.distributed.launch: two gloo processes on this CPU."""
 import functools
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
 
 import numpy as np
 import paddle
+import psutil
 import pytest
 from PIL import Image
 
@@ -14,7 +17,9 @@ import train_gta2cityscapes_multi as train
 from dataset import GTA5DataSet
 from dataset.classes import CITYSCAPES
 from dataset.sampler import SOURCE_STREAM, ResumableBatchSampler
-from tests.helpers import assert_same_snapshot, logged_losses, training_args
+from tests.helpers import assert_same_snapshot, logged_losses, signal_during_run, training_args
+from utils.files.snapshots import SnapshotDir
+from utils.stopping import STOPPED_ON_REQUEST
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 2
@@ -93,6 +98,30 @@ def test_resumed_distributed_run_equals_uninterrupted_one(data, two_ranks, tmp_p
     assert code == 0, output[-3000:]
     assert_same_snapshot(two_ranks, str(tmp_path / "run"), STEPS * 2)
     assert logged_losses(str(tmp_path / "run")) == logged_losses(two_ranks)
+
+
+def test_a_signal_to_one_rank_stops_both_at_one_iteration_with_one_snapshot(data, two_ranks, tmp_path):
+    run_dir = str(tmp_path / "run")
+    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+               str(tmp_path / "log1"), os.path.join(ROOT, "train_gta2cityscapes_multi.py")] + run_args(
+                   data, run_dir, STEPS * 2)
+
+    def rank_1(launcher):
+        for child in psutil.Process(launcher.pid).children():
+            if child.environ().get("PADDLE_TRAINER_ID") == "1":
+                return child.pid
+        raise AssertionError("no rank 1 under the launcher")
+
+    code, _, _ = signal_during_run(command, run_dir, 1, signal.SIGTERM, pid_of=rank_1)
+    logs = worker_logs(tmp_path / "log1")
+    assert code == STOPPED_ON_REQUEST, logs[-3000:]  # the launcher passes the ranks' status on
+    stopped = int(re.search(r"stopped on a stop signal to another rank at iteration (\d+)", logs).group(1))
+    assert 1 < stopped < STEPS * 2 and SnapshotDir(run_dir).complete() == [2] + ([stopped] if stopped != 2 else [])
+    assert "SIGTERM received" in logs
+    code, output, _ = launch(run_args(data, run_dir, STEPS * 2, "--continue-train"), tmp_path / "log2")
+    assert code == 0, output[-3000:]
+    assert_same_snapshot(two_ranks, run_dir, STEPS * 2)
+    assert logged_losses(run_dir) == logged_losses(two_ranks)
 
 
 def test_with_batch_statistics_each_rank_normalises_its_own_images_and_the_ranks_share_running_statistics(

@@ -470,3 +470,40 @@ def test_check_extracted_decodes_only_what_this_extraction_wrote(tmp_path):
     report.written.append(damaged)
     with pytest.raises(ValueError, match="00002.png: cannot be decoded"):
         datasets.check_extracted(report, str(tmp_path / "data"))
+
+
+def test_interrupting_the_kernel_stops_training_with_a_snapshot_named_in_the_output(tmp_path, capsys):
+    """The kernel's interrupt (a KeyboardInterrupt in run's loop) sends the command one SIGINT and
+    waits: the run writes its snapshot and says which one the next session continues from."""
+    import signal
+    import threading
+    from dataset.synthetic import make_synthetic
+    from tests.helpers import logged_steps, training_args
+    data = make_synthetic(str(tmp_path / "data"), num_source=4, num_target_train=2, num_target_val=1)
+    run_dir = str(tmp_path / "run")
+
+    def interrupt_the_kernel():
+        deadline = time.time() + 240
+        while logged_steps(run_dir) < 1 and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_the_kernel, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        commands.run(["train_gta2cityscapes_multi.py"] + training_args(data, run_dir, 50, steps=100, save_every=100))
+    out = capsys.readouterr().out
+    stopped = re.search(r"stopped on SIGINT at iteration (\d+): snapshot GTA5_\1 is complete\. Continue with: ", out)
+    assert stopped, out[-2000:]
+    assert SnapshotDir(run_dir).latest() == int(stopped.group(1))
+
+
+def test_a_weights_file_missing_from_the_datasets_is_taken_from_its_url(tmp_path):
+    from notebooks.aistudio import weights
+    url = "http://127.0.0.1:9/GTA2Cityscapes_multi-ed35151c.pth"
+    assert weights.find_file(str(tmp_path), "**/GTA2Cityscapes_multi-ed35151c.pth", "the model", url=url) == url
+    with pytest.raises(FileNotFoundError, match="no file matches"):
+        weights.find_file(str(tmp_path), "**/GTA2Cityscapes_multi-ed35151c.pth", "the model")
+    (tmp_path / "data1").mkdir()
+    (tmp_path / "data1" / "GTA2Cityscapes_multi-ed35151c.pth").write_bytes(b"x")
+    assert weights.find_file(str(tmp_path), "**/GTA2Cityscapes_multi-ed35151c.pth", "the model", url=url) == str(
+        tmp_path / "data1" / "GTA2Cityscapes_multi-ed35151c.pth")

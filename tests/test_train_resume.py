@@ -51,7 +51,8 @@ def test_resumed_run_equals_uninterrupted_run(data, straight_run, tmp_path):
 
 def test_stop_after_minutes_writes_a_snapshot_and_the_run_continues_exactly(data, straight_run, tmp_path, capsys):
     train.main(run_args(data, tmp_path, STOP, "--stop-after-minutes", "0.0001"))
-    assert "stopped after 0.0001 minutes at iteration 1" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stopped on --stop-after-minutes 0.0001 at iteration 1: snapshot GTA5_1 is complete" in out
     assert SnapshotDir(str(tmp_path)).latest() == 1
     train.main(run_args(data, tmp_path, STOP, "--continue-train"))
     assert_same_snapshot(straight_run, str(tmp_path), STOP)

@@ -7,6 +7,7 @@ G's gradients to norm 1 and applies PyTorch 0.4's SGD and Adam rules in numpy.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,8 +27,9 @@ from dataset.weak_labels import (SourceWithPresentClasses, Thresholds, class_pix
                                  read_label_file, sample_points, thresholds_from_counts)
 from model.common import parameters_per_enclosing_layer
 from model.discriminator import CWDiscriminator, FCDiscriminator, pooled_features
-from tests.helpers import assert_same_snapshot, training_args
+from tests.helpers import assert_same_snapshot, signal_during_run, training_args
 from utils.files.snapshots import SnapshotDir
+from utils.stopping import STOPPED_ON_REQUEST
 from utils.loss import (category_adversarial_loss, domain_loss, dropout, image_level_prediction, point_loss,
                         seg_loss, weak_loss)
 from utils.training.optimizer import build_sgd, clip_grad_norm
@@ -511,6 +513,19 @@ def test_killed_run_continues_from_its_last_complete_snapshot(data, straight_run
     with pytest.warns(UserWarning, match="taking over the lock"):
         train(run_args(data, tmp_path, 4))
     assert_same_run(straight_run, str(tmp_path), 4)
+
+
+def test_a_stop_signal_writes_a_snapshot_and_the_run_continues_exactly(data, straight_run, tmp_path):
+    prelude = ("import sys, train_weak_labels as w, tests.test_weak_labels as t\n"
+               "w.WeakLabels.build_networks = staticmethod(t.tiny_networks)\n")
+    run_dir = str(tmp_path / "run")
+    command = [sys.executable, "-c", prelude + "sys.exit(w.main(sys.argv[1:]))"] + run_args(data, run_dir, 4, "points")
+    code, out, err = signal_during_run(command, run_dir, 1, signal.SIGTERM)
+    assert code == STOPPED_ON_REQUEST, err[-3000:]
+    stopped = int(re.search(r"stopped on SIGTERM at iteration (\d+): snapshot GTA5_\1 is complete", out).group(1))
+    assert 1 < stopped < 4 and SnapshotDir(run_dir, "GTA5", ("D2", "cwD")).latest() == stopped
+    train(run_args(data, run_dir, 4))
+    assert_same_run(straight_run, run_dir, 4)
 
 
 @pytest.mark.parametrize("mode", ["pseudo", "image", "source-only"])

@@ -14,6 +14,8 @@ from model import build_model
 from model.deeplab_multi import ResNetMulti
 from utils.files.checkpoint import atomic_save
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, read_weights
+from utils.stopping import run_interruptible
+from utils.files.download import add_arguments as add_download_arguments, weights_file
 
 
 def convert(src, dst, model_name="DeeplabMulti", num_classes=19, check_hash=True):
@@ -40,6 +42,7 @@ def main(argv=None):
     parser.add_argument("--model", default="DeeplabMulti",
                         choices=["DeeplabMulti", "DeepLab", "DeeplabVGG", "FCDiscriminator", "CWDiscriminator"])
     parser.add_argument("--num-classes", type=int, default=19)
+    add_download_arguments(parser)
     parser.add_argument("--no-hash-check", action="store_true",
                         help="do not check a name's hash suffix (-f81d91e8) against the file's SHA-256: for a "
                              "file renamed on purpose")
@@ -47,7 +50,8 @@ def main(argv=None):
     if not args.dst.endswith(".pdparams"):
         parser.error("dst must end with .pdparams: {}".format(args.dst))
     try:
-        report = convert(args.src, args.dst, args.model, args.num_classes, check_hash=not args.no_hash_check)
+        report = convert(weights_file(args.src, args), args.dst, args.model, args.num_classes,
+                         check_hash=not args.no_hash_check)
     except WeightsError as exc:
         print("error: {}".format(exc), file=sys.stderr)
         return 1
@@ -57,4 +61,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_interruptible(main, lambda: "the output is written whole or not at all; run the command "
+                                                  "again"))

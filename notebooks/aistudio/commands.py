@@ -24,17 +24,27 @@ def _last_lines(text, count=6):
     return "\n".join(lines[-count:])
 
 
-def _stop(process):
-    """After an interrupt: let the script run its ``finally`` blocks, then insist."""
-    # Jupyter's interrupt reaches the whole process group, so the script usually has it already.
-    for how, wait in ((None, 10), (signal.SIGINT, 30), (signal.SIGKILL, 30)):
-        if how is not None:
-            process.send_signal(how)
-        try:
-            process.communicate(timeout=wait)  # reads (and drops) its output, so it cannot block on it
-            return
-        except subprocess.TimeoutExpired:
-            continue
+# Seconds a stopped command gets to finish: a training run finishes its iteration and writes a
+# snapshot (a few seconds on a GPU at the documented size; README: Stopping), more with --val.
+STOP_GRACE = 300
+
+
+def _stop(process, show, grace=STOP_GRACE):
+    """After an interrupt of the kernel: one SIGINT, which a training run answers with a snapshot
+    (printing which one and how to continue); SIGKILL if it has not ended after ``grace`` s.
+    What the command prints meanwhile is passed to ``show``."""
+    process.send_signal(signal.SIGINT)
+    try:
+        out, _ = process.communicate(timeout=grace)
+        show(out)
+        return process.returncode
+    except subprocess.TimeoutExpired:
+        process.kill()
+        out, _ = process.communicate()
+        show(out)
+        print("\nthe command did not stop within {} s and was killed; a training run continues from its last "
+              "complete snapshot".format(grace), flush=True)
+        return None
 
 
 def run(arguments, cwd=None):
@@ -46,10 +56,18 @@ def run(arguments, cwd=None):
     arguments = [str(argument) for argument in arguments]
     shown = "python " + " ".join(shlex.quote(argument) for argument in arguments)
     print("$ " + shown, flush=True)
+    # A session of its own: the kernel's interrupt reaches the kernel only, which then stops the
+    # command with exactly one signal (a second one would cut a training run's snapshot short).
     process = subprocess.Popen([sys.executable] + arguments, cwd=cwd or REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                               stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                               start_new_session=True)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     tail = ""
+
+    def show(data):
+        sys.stdout.write(decoder.decode(data or b"", final=True))
+        sys.stdout.flush()
+
     try:
         while True:
             chunk = process.stdout.read1(1 << 16)
@@ -61,7 +79,7 @@ def run(arguments, cwd=None):
             tail = (tail + text)[-8192:]
         returncode = process.wait()
     except BaseException:
-        _stop(process)
+        _stop(process, show)
         raise
     finally:
         process.stdout.close()

@@ -6,9 +6,14 @@ from dataset.files import summarize
 from notebooks.aistudio.commands import run
 
 
-def find_file(directory, pattern, what):
-    """The first file matching ``pattern`` below ``directory``; FileNotFoundError listing the .pth files there."""
+def find_file(directory, pattern, what, url=None):
+    """The first file matching ``pattern`` below ``directory``; else ``url`` if given (the converter
+    downloads it once into a cache: utils/files/download.py); else FileNotFoundError listing the
+    .pth files there."""
     matches = sorted(glob.glob(os.path.join(directory, pattern), recursive=True))
+    if not matches and url:
+        print("{}: not among the project's datasets; it will be downloaded from {}".format(what, url))
+        return url
     if not matches:
         present = sorted(os.path.relpath(p, directory)
                          for p in glob.glob(os.path.join(directory, "**", "*.pth"), recursive=True))

@@ -121,6 +121,9 @@ class Checkpointer(object):
         except OSError as exc:
             self.snapshots.remove(iteration)
             raise SnapshotWriteError(self._write_failure(iteration, exc))
+        except BaseException:  # stopped at once (a second signal): no half snapshot is left
+            self.snapshots.remove(iteration)
+            raise
         if self.keep_last:
             self.snapshots.prune(self.keep_last)
         return files

@@ -227,17 +227,17 @@ def file_sha256(path):
     return _sha256_by_file[key]
 
 
-def check_hash_suffix(path):
-    """Refuse ``path`` if its name's hash suffix (torch.hub style) does not start its SHA-256;
-    returns the prefix checked, or None when the name carries none."""
-    expected = hash_suffix(path)
+def check_hash_suffix(path, name=None):
+    """Refuse ``path`` if its name's (or ``name``'s) hash suffix (torch.hub style) does not start
+    its SHA-256; returns the prefix checked, or None when the name carries none."""
+    expected = hash_suffix(name or path)
     if expected is None:
         return None
     actual = file_sha256(path)[:len(expected)]
     if actual != expected:
         raise WeightsError("{} ({} bytes): its name says its SHA-256 starts {}, but it starts {}: the download is "
                            "damaged or incomplete. Download it again, or pass --no-hash-check if the file was "
-                           "renamed on purpose".format(path, os.path.getsize(path), expected, actual))
+                           "renamed on purpose".format(name or path, os.path.getsize(path), expected, actual))
     return expected
 
 

@@ -23,6 +23,10 @@ class Parallel(object):
         self.world_size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
         self.rank = 0
         self._main_work_done = 0  # calls of run_on_main so far
+        # Set by the session: whether this rank wants the run to stop (a signal, its time limit).
+        # average_values carries it to every rank with the losses, at no extra collective.
+        self.wants_to_stop = lambda: False
+        self._stop_exchanged = None
         if self.world_size > 1:
             dist.init_parallel_env()
             self.rank = dist.get_rank()
@@ -84,9 +88,11 @@ class Parallel(object):
         if self.world_size == 1:
             return values
         names = sorted(values)
-        total = paddle.to_tensor([values[n] for n in names], dtype="float64")
+        total = paddle.to_tensor([values[n] for n in names] + [1.0 if self.wants_to_stop() else 0.0], dtype="float64")
         dist.all_reduce(total)
-        return {n: float(v) / self.world_size for n, v in zip(names, total.numpy())}
+        total = total.numpy()
+        self._stop_exchanged = bool(total[-1] > 0)
+        return {n: float(v) / self.world_size for n, v in zip(names, total[:-1])}
 
     def barrier(self):
         if self.world_size > 1:
@@ -103,12 +109,17 @@ class Parallel(object):
             raise RuntimeError("the ranks disagree on {}: from {} to {} (rank {} has {}). All machines must see the "
                                "same --snapshot-dir (a shared folder).".format(what, lowest, highest, self.rank, value))
 
-    def agree(self, decision):
-        """Rank 0's ``decision`` (a bool), the same on every rank."""
+    def agree_to_stop(self, wanted):
+        """True on every rank when any rank ``wanted`` to stop: as of this iteration's
+        average_values when it ran (a signal that came later counts at the next iteration), else
+        by a collective of its own."""
         if self.world_size == 1:
-            return decision
-        flag = paddle.to_tensor([1 if decision else 0], dtype="int32")
-        dist.broadcast(flag, src=0)
+            return wanted
+        exchanged, self._stop_exchanged = self._stop_exchanged, None
+        if exchanged is not None:
+            return exchanged
+        flag = paddle.to_tensor([1 if wanted else 0], dtype="int32")
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.numpy()[0])
 
     def run_on_main(self, work, poll_seconds=1.0):

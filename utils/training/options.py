@@ -16,6 +16,7 @@ from utils.runtime import add_device_args
 from utils.training.amp import AMP_MODES
 from utils.training.optimizer import SGD_GROUPS
 from utils.training.recipes import apply_recipe
+from utils.files.download import add_arguments as add_download_arguments
 
 DEFAULTS = dict(
     model="DeepLab", iter_size=1, num_workers=4, data_list=None, data_list_target=None, input_size_target="1024,512",
@@ -114,9 +115,11 @@ def training_parser(description, defaults, recipes, default_recipe):
     p.add_argument("--random-seed", type=int, default=d["random_seed"],
                    help="seeds initialisation, data order and every random draw of the run")
     p.add_argument("--restore-from", default=d["restore_from"],
-                   help="initial segmentation weights (.pth or .pdparams)")
+                   help="initial segmentation weights (.pth or .pdparams), or http(s) URLs of them, comma-separated "
+                        "(downloaded once; README: Weights from a URL)")
     p.add_argument("--from-scratch", action="store_true",
                    help="start the segmentation network from random weights (without --restore-from)")
+    add_download_arguments(p)
     p.add_argument("--no-hash-check", action="store_true",
                    help="do not check a hash suffix in a weights file's name (-f81d91e8) against its SHA-256")
     p.add_argument("--save-pred-every", type=int, default=d["save_pred_every"], help="snapshot period (iterations)")
@@ -132,6 +135,9 @@ def training_parser(description, defaults, recipes, default_recipe):
     p.add_argument("--stop-after-minutes", type=float, default=None,
                    help="write a snapshot and stop cleanly after this long (before a notebook session ends); "
                         "continue later with --continue-train")
+    p.add_argument("--fast-stop", action="store_true",
+                   help="when a signal stops the run (Ctrl-C, SIGTERM, SIGUSR1), write its snapshot without the "
+                        "--val validation (README: Stopping)")
     p.add_argument("--val", action="store_true",
                    help="evaluate on the target's val set at every snapshot and keep the best as <SOURCE>_best")
     p.add_argument("--val-list", default=None, help="with --val: a list of val images to use (default: all)")

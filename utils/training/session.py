@@ -25,6 +25,7 @@ from utils.files.lock import DirectoryLock, DirectoryLocked
 from utils.files.snapshots import SEGMENTATION, STATE, SnapshotDir, read_class_record, write_class_record
 from utils.files.weights import WeightsError, read_paddle_pickle
 from utils.runtime import select_device
+from utils.stopping import STOPPED_ON_REQUEST, StoppedAtOnce, StopRequests, run_interruptible, signal_name
 from utils.training.amp import check_supported as check_amp_supported
 from utils.training.distributed import Parallel
 from utils.training.log import SilentLog, TrainLog
@@ -32,6 +33,8 @@ from utils.training.method import TrainingDiverged
 from utils.training.options import RESUME_INVARIANTS
 from utils.training.optimizer import learning_rates
 from utils.training.recipes import EARLIER_VALUES, adopt_snapshot_settings, describe_recipe
+
+TIME_LIMIT = "--stop-after-minutes"  # a stop reason that is not a request: the run ends with status 0
 
 # Flags of snapshots written before these settings existed, as those runs had them.
 _EARLIER_DEFAULTS = dict(EARLIER_VALUES, source="gta5", amp="off", target="cityscapes", city=None,
@@ -75,9 +78,11 @@ class ValidationFailed(RuntimeError):
 class TrainingSession(object):
     """The run in --snapshot-dir from its first check to its last snapshot."""
 
-    def __init__(self, args, recipes, parallel=None):
+    def __init__(self, args, recipes, parallel=None, stop_requests=None):
         self.args, self.recipes = args, recipes
         self.parallel = parallel or Parallel()
+        self.stop_requests = stop_requests or StopRequests()
+        self.parallel.wants_to_stop = self._wants_to_stop
         self.lock = DirectoryLock(args.snapshot_dir) if self.parallel.is_main else None
         self.log = SilentLog()
         self.watchdog = Watchdog(args.data_timeout, on_timeout=self._release_lock, log=self._log_text)
@@ -293,18 +298,39 @@ class TrainingSession(object):
             self.log.picture(done, prediction_picture(self.method.nets[SEGMENTATION], images,
                                                        self.args.class_set))
 
-    def time_is_up(self):
-        """--stop-after-minutes: rank 0's clock decides for every rank, so that all stop at the same
-        iteration."""
-        return self._deadline is not None and self.parallel.agree(time.time() > self._deadline)
+    def _wants_to_stop(self):
+        return self.stop_requests.requested or (self._deadline is not None and time.time() > self._deadline)
 
-    def snapshot(self, iteration, stopping=False):
+    def stop_reason(self):
+        """Why the run stops after this iteration (a stop signal, --stop-after-minutes), or None.
+        With several ranks, one that wants to stop stops them all at the same iteration
+        (Parallel.agree_to_stop)."""
+        if not self.parallel.agree_to_stop(self._wants_to_stop()):
+            return None
+        if self.stop_requests.requested:
+            return signal_name(self.stop_requests.signum)
+        if self._deadline is not None and time.time() > self._deadline:
+            return TIME_LIMIT
+        return "a stop signal to another rank"
+
+    def snapshot(self, iteration, stopping=None):
         """Write a snapshot after ``iteration`` when one is due: every --save-pred-every, at the
-        end, and when the run is ``stopping`` early."""
+        end, and when the run is ``stopping`` early (the reason). Returns whether it wrote one."""
         done = iteration + 1
-        due = done % self.args.save_pred_every == 0 or done == self.args.num_steps_stop or stopping
+        due = bool(done % self.args.save_pred_every == 0 or done == self.args.num_steps_stop or stopping)
         if due:  # rank 0 writes; the others wait outside any collective (validation can take long)
             self.parallel.run_on_main(lambda: self._write_snapshot(done, stopping))
+        return due
+
+    def say_stopped(self, iteration, stopping):
+        """The line of a run that stops early after ``iteration``, whose snapshot is written."""
+        done = iteration + 1
+        reason = stopping if stopping != TIME_LIMIT else "{} {}".format(TIME_LIMIT, self.args.stop_after_minutes)
+        message = "stopped on {} at iteration {}: snapshot {} is complete. Continue with: {}".format(
+            reason, done, self.snapshots.name(done), continue_command())
+        self.log.text(message)
+        if self.parallel.is_main:
+            self._bar.write(message)
 
     def _write_snapshot(self, done, stopping):
         model_path = self.snapshots.files(done)[SEGMENTATION]
@@ -323,8 +349,9 @@ class TrainingSession(object):
                 self.log.text(message + "\n" + traceback.format_exc())
             self._bar.write(message)
 
+        validating = self.validation is not None and not (stopping and self.args.fast_stop)
         try:
-            files = self.checkpointer.save(done, before_state=validate if self.validation else None,
+            files = self.checkpointer.save(done, before_state=validate if validating else None,
                                            args=self.invariants())
         except SnapshotWriteError as exc:
             raise SnapshotWriteError("{}. Free some space (or fix the permissions), then continue with: {}".format(
@@ -333,11 +360,15 @@ class TrainingSession(object):
         if failure and self.args.val_on_error == "stop":
             raise ValidationFailed("{}; snapshot {} is complete (--val-on-error stop). Continue with: {}".format(
                 failure[0], self.snapshots.name(done), continue_command()))
-        if stopping:
-            message = "stopped after {} minutes at iteration {}: continue with --continue-train".format(
-                self.args.stop_after_minutes, done)
-            self.log.text(message)
-            print(message)
+
+    def stopped_at_once(self, exc):
+        """The line for a run that a second signal ended during its stop."""
+        latest = self.snapshots.latest() if self.snapshots is not None else None
+        kept = "no snapshot was written yet" if latest is None else \
+            "the newest complete snapshot is {}".format(self.snapshots.name(latest))
+        message = "stopped at once on a second {}: {}. Continue with: {}".format(exc, kept, continue_command())
+        self.log.text(message)
+        return message
 
     def close(self):
         self.watchdog.close()
@@ -357,29 +388,47 @@ class TrainingSession(object):
 
 def run_training(args, method_class):
     """Train ``method_class(args)`` (a utils/training/method.py ``Method``) from its start or its
-    last snapshot."""
-    stopping = False
-    with TrainingSession(args, method_class.recipes) as session:
-        method = method_class(args)
-        session.start(method)
-        for iteration in session.iterations():
-            batches = session.next_batches()
-            losses, scalars = method.iteration(batches, iteration, session.parallel)
-            session.log_losses(iteration, losses, scalars)
-            session.picture(iteration, batches)
-            stopping = session.time_is_up()
-            session.snapshot(iteration, stopping)
-            if stopping:
-                break
-    if session.parallel.is_main and not stopping:
+    last snapshot. Returns the exit status: 0 when the run finished or reached
+    --stop-after-minutes, STOPPED_ON_REQUEST when a signal stopped it (README: Stopping)."""
+    stopping = None
+    with StopRequests() as stop_requests, TrainingSession(args, method_class.recipes,
+                                                          stop_requests=stop_requests) as session:
+        try:
+            method = method_class(args)
+            session.start(method)
+            for iteration in session.iterations():
+                batches = session.next_batches()
+                losses, scalars = method.iteration(batches, iteration, session.parallel)
+                session.log_losses(iteration, losses, scalars)
+                session.picture(iteration, batches)
+                stopping = session.stop_reason()
+                if session.snapshot(iteration, stopping) and not stopping:
+                    # A signal during a periodic snapshot (its validation can take long): that
+                    # snapshot is the stop's.
+                    stopping = session.stop_reason()
+                if stopping:
+                    session.say_stopped(iteration, stopping)
+                    break
+        except StoppedAtOnce as exc:
+            message = session.stopped_at_once(exc)
+            if session.parallel.is_main:
+                sys.stderr.write("\n" + message + "\n")
+            return 128 + exc.signum
+    if stopping is None and session.parallel.is_main:
         print("finished: {} iterations; snapshots in {}".format(args.num_steps_stop, os.path.abspath(args.snapshot_dir)))
-    return 0
+    return STOPPED_ON_REQUEST if stopping not in (None, TIME_LIMIT) else 0
 
 
 def command_line(main):
-    """Run a training script's ``main``: a failure the user can act on ends it with one line."""
-    try:
-        return main()
-    except (CheckpointError, WeightsError, TrainingDiverged, DataError, DirectoryLocked, FileNotFoundError,
-            ValueError, ValidationFailed) as exc:
-        return "error: {}".format(exc)
+    """Run a training script's ``main``: a failure the user can act on ends it with one line, and
+    so does an interrupt before iteration 1 (once training runs, a signal stops it with a
+    snapshot: run_training)."""
+    def guarded():
+        try:
+            return main()
+        except (CheckpointError, WeightsError, TrainingDiverged, DataError, DirectoryLocked, FileNotFoundError,
+                ValueError, ValidationFailed) as exc:
+            return "error: {}".format(exc)
+        except StoppedAtOnce as exc:
+            raise KeyboardInterrupt(str(exc))
+    return run_interruptible(guarded, lambda: "training had not started; nothing was written")
