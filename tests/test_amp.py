@@ -15,7 +15,8 @@ import utils.training.amp as amp_module
 from utils.training.amp import MixedPrecision, unscale
 
 # Paddle's autocast warns that it "makes no effect" on a CPU: expected here.
-pytestmark = pytest.mark.filterwarnings("ignore:amp_guard")
+# Run on Paddle 2.6 too (README: the paddle-2.6 leg).
+pytestmark = [pytest.mark.paddle_api, pytest.mark.filterwarnings("ignore:amp_guard")]
 
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=1)
 run_args = functools.partial(training_args, continue_train=True)

@@ -1,6 +1,6 @@
 """Converting the authors' PyTorch weights: ``python -m utils.convert_weights`` and ``load_weights``.
 
-The .pth files are written without PyTorch by tests/torch_format.py (real ``torch.load`` reads
+The .pth files are written without PyTorch by utils/demo/torch_writer.py (real ``torch.load`` reads
 them) and hold the seeded weights of tests/fixtures/parity.npz, so a converted network must
 reproduce the outputs an independent PyTorch implementation computed for those weights.
 """
@@ -22,6 +22,8 @@ from tests.helpers import seeded_torch_state
 from utils.demo.torch_writer import save_legacy, save_zip
 from utils import convert_weights
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
+
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # float32 against the float64 reference, relative to the output's scale (as in test_models.py).

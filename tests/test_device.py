@@ -11,6 +11,8 @@ import utils.training.distributed as distributed
 from utils.runtime import add_device_args, local_processes, select_device
 from utils.training.distributed import Parallel
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 LAUNCHER_VARIABLES = ("PADDLE_TRAINERS_NUM", "PADDLE_TRAINER_ID", "PADDLE_LOCAL_SIZE", "FLAGS_selected_gpus",
                       "PADDLE_CURRENT_ENDPOINT", "PADDLE_TRAINER_ENDPOINTS", "CUDA_VISIBLE_DEVICES")
 

@@ -34,6 +34,8 @@ from tests.helpers import seeded_torch_state
 from utils.demo.torch_writer import save_legacy
 from utils.files.weights import WeightsError, load_weights
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 # The network sees half the label resolution, as the reference (1024x512 in, 2048x1024 labels):
 # predictions must be upsampled to the ground truth's size.
 IMAGE_SIZE = (256, 128)

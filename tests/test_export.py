@@ -31,6 +31,8 @@ from model.restore import resolve_restore
 from tests.helpers import seeded_torch_state
 from utils.files.snapshots import write_class_record
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 CLASSES = ClassSet("roads", ("road", "car", "sky", "person"))
 INPUT_SIZE = (64, 48)  # (W, H) of the fixed-size exports
 # name -> (width, height): odd sizes, and a portrait one

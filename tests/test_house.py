@@ -10,6 +10,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -41,6 +43,39 @@ def test_no_shipped_module_imports_the_tests():
     offenders = {path: sorted(m for m in imported_modules(source) if m == "tests" or m.startswith("tests."))
                  for path, source in shipped_sources()}
     assert not {path: modules for path, modules in offenders.items() if modules}
+
+
+# The floors of the house, lowest first: a module may import its own floor and those below, never
+# one above. The foundation (runtime, files, signals, argument types) is what everything imports.
+FLOORS = [
+    ("foundation", ("utils/runtime.py", "utils/cli.py", "utils/stopping.py", "utils/files/")),
+    ("networks and data", ("model/", "dataset/", "utils/loss.py")),
+    ("engine, evaluation and deployment", ("utils/training/", "utils/evaluation/", "utils/prediction.py",
+                                           "utils/convert_weights.py")),
+    ("applications", ("train_", "evaluate_cityscapes.py", "predict.py", "export.py", "compute_iou.py", "utils/demo/",
+                      "bench/", "notebooks/")),
+]
+
+
+def floor_of(path_or_module):
+    path = path_or_module if path_or_module.endswith((".py", ".ipynb")) else \
+        path_or_module.replace(".", "/") + ".py"
+    for number, (_, prefixes) in enumerate(FLOORS):
+        if path.replace(os.sep, "/").startswith(prefixes):
+            return number
+    return None
+
+
+def test_imports_point_down_the_floors_never_up():
+    upward = []
+    for path, source in shipped_sources():
+        here = floor_of(path)
+        for module in imported_modules(source):
+            there = floor_of(module)
+            if here is not None and there is not None and there > here:
+                upward.append("{} ({}) imports {} ({})".format(path, FLOORS[here][0], module, FLOORS[there][0]))
+    assert not upward
+    assert floor_of("utils.files.download") == 0 and floor_of("utils/training/session.py") == 2  # the map itself
 
 
 def run_python(code):

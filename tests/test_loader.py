@@ -10,6 +10,8 @@ from dataset import loader
 from dataset.loader import (PREFETCH_FACTOR, DataError, SharedMemoryError, batch_bytes, check_shared_memory,
                             shared_memory_needed)
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 Usage = namedtuple("Usage", "total used free")
 MB = 2 ** 20
 

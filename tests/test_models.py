@@ -18,6 +18,8 @@ from model.deeplab_vgg import DeeplabVGG
 from tests.fixtures.seeded_weights import seeded_input
 from utils.files.weights import check_against_model, torch_to_paddle
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 # float32 against a float64 reference, relative to the output's scale.
 RELATIVE_TOLERANCE = 1e-5
 NUM_CLASSES = 19

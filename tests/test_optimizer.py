@@ -13,6 +13,8 @@ import pytest
 from model.common import parameters_per_enclosing_layer, sublayer_parameters
 from utils.training.optimizer import build_sgd, describe, parameter_entries
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 MOMENTUM, WEIGHT_DECAY = 0.9, 0.05
 RATES = (0.1, 0.07)  # the base learning rate of two iterations
 

@@ -32,6 +32,8 @@ from utils.files.weights import load_weights
 from utils.files import atomic
 from utils.prediction import ADDED, CONFIDENCE, ENTROPY, LABEL_IDS, PSEUDO_COLOR, TRAIN_IDS, InputImage, Outputs
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 INPUT_SIZE = (128, 64)  # (W, H) the network sees; the images are predicted at their own sizes
 SMALL = ["--input-size", "128,64", "--device", "cpu", "--no-progress"]
 # name in the folder -> (width, height, PIL mode)

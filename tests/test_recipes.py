@@ -23,6 +23,8 @@ from utils.files.weights import read_paddle_pickle
 from utils.training.method import Method
 from utils.training.recipes import ADAPTSEGNET, WEAK_LABELS
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "recipes.npz")
 RELATIVE_TOLERANCE = 2e-2  # of a change, float32 against float64
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=1)

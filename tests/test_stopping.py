@@ -23,6 +23,8 @@ from tests.helpers import (assert_same_snapshot, leftover_processes, logged_loss
 from utils.files.snapshots import SnapshotDir
 from utils.stopping import INTERRUPTED, STOPPED_ON_REQUEST, StopRequests, StoppedAtOnce, run_interruptible
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOP = 7
 SYNTHETIC_DATA = dict(num_source=6, num_target_train=5, num_target_val=2)
@@ -55,7 +57,7 @@ def assert_continues_exactly(data, straight_run, run_dir, *extra):
 @pytest.mark.parametrize("signum, extra", [
     (signal.SIGINT, ()),
     (signal.SIGTERM, ()),
-    (signal.SIGUSR1, ("--val", "--keep-last", "1")),
+    (signal.SIGUSR1, ("--val", "--val-backend", "dygraph", "--keep-last", "1")),
 ], ids=["SIGINT-to-the-group", "SIGTERM", "SIGUSR1-val-keep-last"])
 def test_a_signal_stops_the_run_with_a_snapshot_and_continuing_is_the_straight_run(data, straight_run, tmp_path,
                                                                                   signum, extra):
@@ -166,13 +168,12 @@ def test_prediction_interrupted_says_what_is_complete_without_a_traceback(tmp_pa
     paddle.save(DeeplabMulti(num_classes=19).state_dict(), weights)
     images = tmp_path / "images"
     images.mkdir()
-    for i in range(6):
-        Image.fromarray(np.full((64, 128, 3), 40 * i, np.uint8)).save(str(images / "{}.png".format(i)))
+    for i in range(40):
+        Image.fromarray(np.full((64, 128, 3), 6 * i, np.uint8)).save(str(images / "{:02d}.png".format(i)))
     save = str(tmp_path / "out")
     command = [sys.executable, os.path.join(ROOT, "predict.py"), "--restore-from", weights, "--images", str(images),
-               "--save", save, "--device", "cpu", "--no-progress"]
-    # The network loads and runs a few seconds an image at its default 1024x512: signal on the first output.
-    marker = os.path.join(save, "0.png")
+               "--save", save, "--device", "cpu", "--no-progress", "--backend", "dygraph", "--input-size", "256,128"]
+    marker = os.path.join(save, "00.png")  # signalled on the first output, with 39 images to go
     code, out, err = signal_during_run(command, None, 0, signal.SIGINT, to_group=True,
                                        then=None, wait_for=marker)
     assert code == INTERRUPTED, err[-3000:]

@@ -22,6 +22,8 @@ from utils.training.amp import MixedPrecision
 from utils.training.method import Method
 from utils.training.optimizer import build_sgd
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 NUM_CLASSES = 19  # the weak-label thresholds are per Cityscapes class
 WIDTH, HEIGHT = 32, 24
 READ_BACKS = ("numpy", "item", "tolist", "__float__", "__bool__")

@@ -2,7 +2,7 @@
 
 The fixtures in tests/fixtures/torch_files/ were written by real PyTorch
 (see tests/fixtures/make_torch_files.py); everything else is fabricated here
-with the torch-free writers of tests/torch_format.py or by hand.
+with the torch-free writers of utils/demo/torch_writer.py or by hand.
 """
 
 import collections

@@ -21,6 +21,8 @@ from utils.files.checkpoint import CheckpointError
 from utils.files.snapshots import SnapshotDir
 from utils.files.weights import WeightsError
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOP = 4
 SYNTHETIC_DATA = dict(num_source=6, num_target_train=5, num_target_val=2)

@@ -21,6 +21,8 @@ from utils.loss import adv_loss, seg_loss
 from utils.training.optimizer import build_sgd, lr_poly
 from utils.training.method import TrainingDiverged
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 NUM_CLASSES = 4
 SOURCE_SIZE = (40, 32)  # (width, height)
 TARGET_SIZE = (32, 32)

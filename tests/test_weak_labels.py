@@ -34,6 +34,8 @@ from utils.loss import (category_adversarial_loss, domain_loss, dropout, image_l
                         seg_loss, weak_loss)
 from utils.training.optimizer import build_sgd, clip_grad_norm
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 rng = np.random.default_rng(0)
 
@@ -516,8 +518,11 @@ def test_killed_run_continues_from_its_last_complete_snapshot(data, straight_run
 
 
 def test_a_stop_signal_writes_a_snapshot_and_the_run_continues_exactly(data, straight_run, tmp_path):
-    prelude = ("import sys, train_weak_labels as w, tests.test_weak_labels as t\n"
-               "w.WeakLabels.build_networks = staticmethod(t.tiny_networks)\n")
+    # Tiny networks train in a blink: each iteration is given 0.5 s more, so that the signal lands mid-run.
+    prelude = ("import sys, time, train_weak_labels as w, tests.test_weak_labels as t\n"
+               "w.WeakLabels.build_networks = staticmethod(t.tiny_networks)\n"
+               "step = w.WeakLabels.iteration\n"
+               "w.WeakLabels.iteration = lambda self, *a: (time.sleep(0.5), step(self, *a))[1]\n")
     run_dir = str(tmp_path / "run")
     command = [sys.executable, "-c", prelude + "sys.exit(w.main(sys.argv[1:]))"] + run_args(data, run_dir, 4, "points")
     code, out, err = signal_during_run(command, run_dir, 1, signal.SIGTERM)

@@ -28,6 +28,8 @@ from utils.files.snapshots import SEGMENTATION
 from utils.files.weights import WeightsError, load_weights
 from utils.training.method import Method
 
+pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
+
 # A small discriminator: its file is 11 MB; the check does not depend on the network.
 NUM_CLASSES = 2
 DISCRIMINATOR = ["--model", "FCDiscriminator", "--num-classes", str(NUM_CLASSES)]
