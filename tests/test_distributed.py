@@ -124,6 +124,20 @@ def test_a_signal_to_one_rank_stops_both_at_one_iteration_with_one_snapshot(data
     assert logged_losses(run_dir) == logged_losses(two_ranks)
 
 
+def test_a_signal_to_the_launcher_stops_the_ranks_with_a_snapshot(data, tmp_path):
+    """The launcher passes a signal on as SIGTERM, three times 0.2 s apart: one stop, not a stop at once."""
+    run_dir = str(tmp_path / "run")
+    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
+               str(tmp_path / "log"), os.path.join(ROOT, "train_gta2cityscapes_multi.py")] + run_args(
+                   data, run_dir, 20, "--num-steps", "20", "--save-pred-every", "10")
+    code, _, _ = signal_during_run(command, run_dir, 1, signal.SIGTERM)
+    logs = worker_logs(tmp_path / "log")
+    assert code == signal.SIGTERM, logs[-3000:]  # the launcher's own status: the signal it got
+    stopped = int(re.search(r"stopped on SIGTERM at iteration (\d+): snapshot GTA5_\1 is complete", logs).group(1))
+    assert "stopped at once" not in logs
+    assert SnapshotDir(run_dir).complete() == [stopped]
+
+
 def test_with_batch_statistics_each_rank_normalises_its_own_images_and_the_ranks_share_running_statistics(
         data, tmp_path):
     """--bn train: after one iteration the stem's running mean (moved by the source and the target

@@ -10,6 +10,7 @@ import random
 import re
 import signal
 import sys
+import time
 
 import numpy as np
 import paddle
@@ -111,10 +112,10 @@ def test_a_second_signal_stops_at_once_keeping_the_previous_snapshot(data, strai
     code = SLOW_SNAPSHOTS.format(run_dir=run_dir, script=SCRIPT, argv=argv, trigger="signalled")
 
     def second_signal(process):
-        import time
         while not os.path.exists(str(tmp_path / "writing")):
             assert process.poll() is None
             time.sleep(0.05)
+        time.sleep(StopRequests.repeat_window + 0.2)  # sooner, it would count as a repeat of the first
         os.kill(process.pid, signal.SIGTERM)
 
     status, out, err = signal_during_run([sys.executable, "-c", code], run_dir, 4, signal.SIGTERM, then=second_signal)
@@ -143,10 +144,13 @@ def test_a_signal_during_a_periodic_snapshot_makes_it_the_stops_snapshot(data, t
     assert SnapshotDir(run_dir).complete() == [3]
 
 
-def test_stop_requests_note_the_first_signal_and_raise_on_the_second(capsys):
+def test_stop_requests_note_the_first_signal_and_raise_on_the_second(capsys, monkeypatch):
+    monkeypatch.setattr(StopRequests, "repeat_window", 0.5)
     with StopRequests() as requests:
         os.kill(os.getpid(), signal.SIGUSR1)
         assert requests.requested and requests.signum == signal.SIGUSR1
+        os.kill(os.getpid(), signal.SIGTERM)  # a launcher's repeat of the first: ignored
+        time.sleep(0.6)
         with pytest.raises(StoppedAtOnce):
             os.kill(os.getpid(), signal.SIGTERM)
     assert "SIGUSR1 received" in capsys.readouterr().err

@@ -10,6 +10,7 @@ handlers for crashes (SIGSEGV, SIGBUS), whose stacks are worth keeping.
 import signal
 import sys
 import threading
+import time
 
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
 # A training run that stopped on request with a complete snapshot exits with this status:
@@ -59,13 +60,21 @@ def _restore(previous):
 
 class StopRequests(object):
     """While open, the first stop signal only takes note (``requested``, ``signum``) and says so
-    on stderr; the training loop finishes its iteration and writes a snapshot. A second one raises
-    StoppedAtOnce wherever the process is, which leaves the newest complete snapshot as it was."""
+    on stderr; the training loop finishes its iteration and writes a snapshot. A second one, more
+    than ``repeat_window`` seconds later, raises StoppedAtOnce wherever the process is, which
+    leaves the newest complete snapshot as it was.
+
+    Signals within the window repeat the first: paddle.distributed.launch, signalled, sends each
+    rank SIGTERM up to three times 0.2 s apart (ProcessContext.terminate, 2.6 and 3.3), then waits
+    30 s for the ranks before it kills them."""
+
+    repeat_window = 2.0
 
     def __init__(self, what_follows="finishing this iteration, then writing a snapshot"):
         self.signum = None
         self.what_follows = what_follows
         self._previous = {}
+        self._noted_at = None
 
     @property
     def requested(self):
@@ -73,8 +82,10 @@ class StopRequests(object):
 
     def _handle(self, signum, _frame):
         if self.signum is not None:
+            if time.monotonic() - self._noted_at < self.repeat_window:
+                return
             raise StoppedAtOnce(signum)
-        self.signum = signum
+        self.signum, self._noted_at = signum, time.monotonic()
         sys.stderr.write("\n{} received: {} (send it again to stop at once, without it)\n".format(
             signal_name(signum), self.what_follows))
         sys.stderr.flush()
