@@ -39,7 +39,7 @@ from utils.runtime import add_device_args, select_device
 from utils.files.snapshots import read_class_record
 from utils.files.weights import WeightsError, load_weights
 from utils.stopping import run_interruptible
-from utils.files.download import add_arguments as add_download_arguments, weights_file
+from utils.files.download import add_arguments as add_download_arguments, restore_checks, weights_file
 
 
 def get_arguments(argv=None):
@@ -125,7 +125,7 @@ def describe_classes(source, classes, prefix):
 
 def main(argv=None):
     args = get_arguments(argv)
-    args.restore_from = weights_file(args.restore_from, args)
+    args.restore_from = weights_file(args.restore_from, **restore_checks(args))
     source, prefix = snapshot_source(args.restore_from, args.source)
     classes, labels = model_classes(args, source)
     use_gpu, gpu_id = select_device(args)

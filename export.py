@@ -30,7 +30,7 @@ from model.restore import resolve_restore
 from utils.files.weights import load_weights
 from utils.runtime import add_device_args, select_device
 from utils.stopping import run_interruptible
-from utils.files.download import add_arguments as add_download_arguments, weights_file
+from utils.files.download import add_arguments as add_download_arguments, restore_checks, weights_file
 
 EXIT_REFUSED = 2
 
@@ -83,7 +83,7 @@ def main(argv=None):
         if args.onnx:
             onnx_converter()  # a missing converter is named before the long part
         check_save_dir(args.save_dir)
-        restored = resolve_restore(weights_file(args.restore_from, args))
+        restored = resolve_restore(weights_file(args.restore_from, **restore_checks(args)))
         if restored.kind == "export":
             raise ValueError("--restore-from {}: already an exported model; export from its weights (.pth, "
                              ".pdparams or a snapshot directory)".format(args.restore_from))

@@ -28,7 +28,7 @@ from utils.prediction import BACKENDS, DEFAULT_ALPHA, Outputs, PredictionError, 
     describe_size, describe_summary, find_images, load_segmenter, predict_images
 from utils.runtime import add_device_args, select_device
 from utils.stopping import run_interruptible
-from utils.files.download import add_arguments as add_download_arguments, weights_file
+from utils.files.download import add_arguments as add_download_arguments, restore_checks, weights_file
 
 EXIT_UNREADABLE, EXIT_REFUSED = 1, 2
 
@@ -101,7 +101,7 @@ def main(argv=None):
     args = get_arguments(argv)
     try:
         images = _inputs(args.images, args.save)
-        restored = resolve_restore(weights_file(args.restore_from, args))
+        restored = resolve_restore(weights_file(args.restore_from, **restore_checks(args)))
         print(restored.note)
         classes = choose_classes(restored.classes, args.classes, args.num_classes, restored.path)
         outputs = Outputs(args.save, classes, args.label_ids, args.confidence, args.entropy, args.alpha)

@@ -95,27 +95,35 @@ def signal_during_run(command, snapshot_dir, after_steps, signum, to_group=False
     process; ``then(process)`` runs after that. Returns (exit status, stdout, stderr)."""
     import signal as signals
     import subprocess
+    import tempfile
     import time
-    process = subprocess.Popen(command, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.time() + timeout
-        while (not os.path.exists(wait_for)) if wait_for else logged_steps(snapshot_dir) < after_steps:
-            assert process.poll() is None, process.communicate()[1].decode(errors="replace")[-3000:]
-            assert time.time() < deadline, "the run logged no step {} in {} s".format(after_steps, timeout)
-            time.sleep(0.05)
-        if to_group:
-            os.killpg(process.pid, signum)
-        else:
-            os.kill(pid_of(process) if pid_of else process.pid, signum)
-        if then is not None:
-            then(process)
-        out, err = process.communicate(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signals.SIGKILL)
-            process.wait()
-    return process.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+    # Files, not pipes: a pipe nobody reads until the signal would block a talkative process.
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                   stdout=out, stderr=err, start_new_session=True)
+
+        def output(stream):
+            stream.seek(0)
+            return stream.read().decode(errors="replace")
+
+        try:
+            deadline = time.time() + timeout
+            while (not os.path.exists(wait_for)) if wait_for else logged_steps(snapshot_dir) < after_steps:
+                assert process.poll() is None, output(err)[-3000:]
+                assert time.time() < deadline, "the run logged no step {} in {} s".format(after_steps, timeout)
+                time.sleep(0.05)
+            if to_group:
+                os.killpg(process.pid, signum)
+            else:
+                os.kill(pid_of(process) if pid_of else process.pid, signum)
+            if then is not None:
+                then(process)
+            process.wait(timeout=timeout)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signals.SIGKILL)
+                process.wait()
+        return process.returncode, output(out), output(err)
 
 
 def leftover_processes(marker):

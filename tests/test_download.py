@@ -62,7 +62,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         body = server.files[self.path]
         start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        if start:
+            start = getattr(self, "answer_from", start)  # a server that answers a range from elsewhere
         self.send_response(206 if start else 200)
+        if start:
+            self.send_header("Content-Range", "bytes {}-{}/{}".format(start, len(body) - 1, len(body)))
         self.send_header("Content-Type", "application/octet-stream")
         self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
@@ -156,6 +160,19 @@ def test_each_bad_download_ends_in_one_line_naming_the_url_and_the_way_out(serve
     assert not os.path.exists(str(cache / os.path.basename(path)))
 
 
+def test_a_resume_the_server_answers_from_another_offset_starts_the_file_over(server, tmp_path, monkeypatch):
+    data, path = weights_bytes(tmp_path)
+    server.files[path] = data
+    cache = os.environ[download.CACHE_ENV]
+    os.makedirs(cache)
+    with open(os.path.join(cache, os.path.basename(path) + ".part"), "wb") as f:
+        f.write(b"\0" * 100)  # what an older, different file left
+    monkeypatch.setattr(Handler, "answer_from", 50, raising=False)
+    local = weights_file(server.url(path), log=lambda line: None)
+    with open(local, "rb") as f:
+        assert f.read() == data
+
+
 def test_a_dead_link_falls_back_to_the_mirror(server, tmp_path):
     data, path = weights_bytes(tmp_path)
     server.files["/mirror" + path] = data
@@ -169,16 +186,12 @@ def test_restore_sha256_checks_a_name_without_a_hash_suffix(server, tmp_path):
     data, _ = weights_bytes(tmp_path)
     server.files["/plain.pth"] = data
 
-    class Args(object):
-        restore_sha256, restore_md5 = "ab" * 32, None
-
     with pytest.raises(DownloadError, match="its SHA256 is {}".format(hashlib.sha256(data).hexdigest())):
-        weights_file(server.url("/plain.pth"), Args(), log=lambda line: None)
-    Args.restore_sha256, Args.restore_md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
-    assert os.path.isfile(weights_file(server.url("/plain.pth"), Args(), log=lambda line: None))
-    with pytest.raises(WeightsError, match="--restore-sha256"):  # a local file is checked the same way
-        Args.restore_sha256 = "00" * 8
-        weights_file(str(tmp_path / "d.pth"), Args())
+        weights_file(server.url("/plain.pth"), sha256="ab" * 32, log=lambda line: None)
+    sha256, md5 = hashlib.sha256(data).hexdigest(), hashlib.md5(data).hexdigest()
+    assert os.path.isfile(weights_file(server.url("/plain.pth"), sha256=sha256, md5=md5, log=lambda line: None))
+    with pytest.raises(WeightsError, match="--restore-md5"):  # a local file is checked the same way
+        weights_file(str(tmp_path / "d.pth"), md5="00" * 8)
 
 
 def test_two_processes_wanting_one_url_download_it_once(server, tmp_path, cache):

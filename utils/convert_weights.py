@@ -15,7 +15,7 @@ from model.deeplab_multi import ResNetMulti
 from utils.files.checkpoint import atomic_save
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, read_weights
 from utils.stopping import run_interruptible
-from utils.files.download import add_arguments as add_download_arguments, weights_file
+from utils.files.download import add_arguments as add_download_arguments, restore_checks, weights_file
 
 
 def convert(src, dst, model_name="DeeplabMulti", num_classes=19, check_hash=True):
@@ -50,7 +50,7 @@ def main(argv=None):
     if not args.dst.endswith(".pdparams"):
         parser.error("dst must end with .pdparams: {}".format(args.dst))
     try:
-        report = convert(weights_file(args.src, args), args.dst, args.model, args.num_classes,
+        report = convert(weights_file(args.src, **restore_checks(args)), args.dst, args.model, args.num_classes,
                          check_hash=not args.no_hash_check)
     except WeightsError as exc:
         print("error: {}".format(exc), file=sys.stderr)

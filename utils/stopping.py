@@ -7,6 +7,7 @@ replaces it (signal.signal is a sigaction; checked with Paddle 2.6 and 3.3), so 
 their own and Paddle's never runs. ``paddle.disable_signal_handler()`` would also remove Paddle's
 handlers for crashes (SIGSEGV, SIGBUS), whose stacks are worth keeping.
 """
+import os
 import signal
 import sys
 import threading
@@ -18,8 +19,11 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SI
 # a job script does not go on as if training had finished.
 STOPPED_ON_REQUEST = 75
 # Any other script, and a training run stopped at once by a second signal: the shell's
-# 128 + signal number, as if the signal had ended the process.
-INTERRUPTED = 128 + signal.SIGINT
+# 128 + signal number, as if the signal had ended the process (130 for Ctrl-C).
+
+
+def interrupted_status(signum=signal.SIGINT):
+    return 128 + int(signum)
 
 
 def signal_name(signum):
@@ -29,12 +33,16 @@ def signal_name(signum):
         return "signal {}".format(signum)
 
 
-class StoppedAtOnce(BaseException):
-    """A second stop signal arrived while the run was stopping: it ends without a new snapshot."""
+class Interrupted(KeyboardInterrupt):
+    """A stop signal where nothing is worth finishing first (any script but a training loop)."""
 
     def __init__(self, signum):
         super().__init__(signal_name(signum))
         self.signum = signum
+
+
+class StoppedAtOnce(Interrupted):
+    """A second stop signal arrived while the run was stopping: it ends without a new snapshot."""
 
 
 def ignore_stop_signals():
@@ -59,10 +67,12 @@ def _restore(previous):
 
 
 class StopRequests(object):
-    """While open, the first stop signal only takes note (``requested``, ``signum``) and says so
-    on stderr; the training loop finishes its iteration and writes a snapshot. A second one, more
-    than ``repeat_window`` seconds later, raises StoppedAtOnce wherever the process is, which
-    leaves the newest complete snapshot as it was.
+    """While open and ``armed`` (the training loop runs), the first stop signal only takes note
+    (``requested``, ``signum``) and says so on stderr; the loop finishes its iteration and writes
+    a snapshot. A second one, more than ``repeat_window`` seconds later, raises StoppedAtOnce
+    wherever the process is, which leaves the newest complete snapshot as it was. Before the loop
+    (loading, downloading) a signal interrupts at once (Interrupted): nothing was trained to keep;
+    after it (``armed`` False again, the last snapshot written) signals are ignored.
 
     Signals within the window repeat the first: paddle.distributed.launch, signalled, sends each
     rank SIGTERM up to three times 0.2 s apart (ProcessContext.terminate, 2.6 and 3.3), then waits
@@ -73,6 +83,7 @@ class StopRequests(object):
     def __init__(self, what_follows="finishing this iteration, then writing a snapshot"):
         self.signum = None
         self.what_follows = what_follows
+        self.armed = None  # None: not yet; True: the loop runs; False: it has ended
         self._previous = {}
         self._noted_at = None
 
@@ -81,14 +92,18 @@ class StopRequests(object):
         return self.signum is not None
 
     def _handle(self, signum, _frame):
+        if self.armed is None:
+            raise Interrupted(signum)
+        if not self.armed:
+            return
         if self.signum is not None:
             if time.monotonic() - self._noted_at < self.repeat_window:
                 return
             raise StoppedAtOnce(signum)
         self.signum, self._noted_at = signum, time.monotonic()
-        sys.stderr.write("\n{} received: {} (send it again to stop at once, without it)\n".format(
-            signal_name(signum), self.what_follows))
-        sys.stderr.flush()
+        # os.write: a handler that ran during a blocked sys.stderr write would raise "reentrant call"
+        os.write(2, "\n{} received: {} (send it again to stop at once, without it)\n".format(
+            signal_name(signum), self.what_follows).encode())
 
     def __enter__(self):
         self._previous = _install(self._handle)
@@ -100,19 +115,19 @@ class StopRequests(object):
 
 
 def _interrupt(signum, _frame):
-    raise KeyboardInterrupt(signal_name(signum))
+    raise Interrupted(signum)
 
 
 def run_interruptible(main, interrupted_line):
     """Run ``main()`` of a script that is not a training run; SIGTERM and SIGUSR1 interrupt it as
     Ctrl-C does, and any interrupt ends it with ``interrupted_line()`` (what is complete and how to
-    go on) and status INTERRUPTED instead of a traceback."""
+    go on) and status 128 + the signal's number instead of a traceback."""
     previous = _install(_interrupt)
     try:
         return main()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         sys.stderr.write("\ninterrupted: {}\n".format(interrupted_line()))
         sys.stderr.flush()
-        return INTERRUPTED
+        return interrupted_status(getattr(exc, "signum", signal.SIGINT))
     finally:
         _restore(previous)

@@ -30,21 +30,26 @@ STOP_GRACE = 300
 
 
 def _stop(process, show, grace=STOP_GRACE):
-    """After an interrupt of the kernel: one SIGINT, which a training run answers with a snapshot
-    (printing which one and how to continue); SIGKILL if it has not ended after ``grace`` s.
-    What the command prints meanwhile is passed to ``show``."""
-    process.send_signal(signal.SIGINT)
+    """After an interrupt of the kernel: SIGINT (Jupyter's own reached the command too, moments
+    before: a training run takes the two as one), which a training run answers with a snapshot,
+    printing which one and how to continue; SIGKILL if it has not ended after ``grace`` s. A second
+    interrupt of the kernel meanwhile sends a second SIGINT: the run stops at once, keeping its
+    previous snapshot. What the command prints is passed to ``show``."""
     try:
-        out, _ = process.communicate(timeout=grace)
+        process.send_signal(signal.SIGINT)
+        try:
+            out, _ = process.communicate(timeout=grace)
+        except KeyboardInterrupt:
+            process.send_signal(signal.SIGINT)
+            out, _ = process.communicate(timeout=30)
         show(out)
-        return process.returncode
     except subprocess.TimeoutExpired:
-        process.kill()
-        out, _ = process.communicate()
-        show(out)
         print("\nthe command did not stop within {} s and was killed; a training run continues from its last "
               "complete snapshot".format(grace), flush=True)
-        return None
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def run(arguments, cwd=None):
@@ -56,11 +61,8 @@ def run(arguments, cwd=None):
     arguments = [str(argument) for argument in arguments]
     shown = "python " + " ".join(shlex.quote(argument) for argument in arguments)
     print("$ " + shown, flush=True)
-    # A session of its own: the kernel's interrupt reaches the kernel only, which then stops the
-    # command with exactly one signal (a second one would cut a training run's snapshot short).
     process = subprocess.Popen([sys.executable] + arguments, cwd=cwd or REPO_ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"),
-                               start_new_session=True)
+                               stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     tail = ""
 

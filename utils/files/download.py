@@ -17,7 +17,6 @@ distributed job, two notebooks) take a lock on it: one downloads, the others wai
 """
 import contextlib
 import fcntl
-import hashlib
 import http.client
 import os
 import socket
@@ -28,7 +27,7 @@ import urllib.request
 
 from tqdm import tqdm
 
-from utils.files.weights import WeightsError, check_hash_suffix, file_sha256
+from utils.files.weights import WeightsError, check_hash_suffix, file_digest
 
 CACHE_ENV = "ADAPTSEGNET_WEIGHTS_HOME"
 DEFAULT_CACHE = os.path.join("~", ".cache", "paddle", "hapi", "weights")
@@ -59,13 +58,16 @@ def add_arguments(parser):
                         help="the MD5 that the --restore-from file must have")
 
 
-def weights_file(spec, args=None, timeout=TIMEOUT, log=print):
-    """The local path of ``spec`` (--restore-from): itself when it is no URL, else the cached
-    download of the first of its comma-separated URLs that delivers a good file. ``args`` gives
-    --restore-sha256 / --restore-md5, checked in both cases, and --no-hash-check."""
-    sha256 = getattr(args, "restore_sha256", None)
-    md5 = getattr(args, "restore_md5", None)
-    suffix = not getattr(args, "no_hash_check", False)
+def restore_checks(args):
+    """What --restore-from must hash to, as weights_file's keywords, from a script's arguments."""
+    return dict(sha256=args.restore_sha256, md5=args.restore_md5, hash_check=not args.no_hash_check)
+
+
+def weights_file(spec, sha256=None, md5=None, hash_check=True, timeout=TIMEOUT, log=print):
+    """The local path of ``spec`` (a --restore-from value): itself when it is no URL, else the
+    cached download of the first of its comma-separated URLs that delivers a good file.
+    ``sha256`` / ``md5`` (--restore-sha256 / --restore-md5) are checked in both cases;
+    ``hash_check`` False (--no-hash-check) skips the check of a downloaded name's hash suffix."""
     if not is_url(spec):
         if spec is not None and os.path.isfile(spec):
             _check_digests(spec, sha256, md5, spec)
@@ -76,7 +78,7 @@ def weights_file(spec, args=None, timeout=TIMEOUT, log=print):
         raise DownloadError("--restore-from {}: the URLs must end in one and the same file name (mirrors of one "
                             "file), e.g. .../GTA2Cityscapes_multi-ed35151c.pth".format(spec))
     path = os.path.join(cache_dir(), names.pop())
-    promised = path if suffix else None  # the name whose hash suffix the file must match
+    promised = path if hash_check else None  # the name whose hash suffix the file must match
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with _locked(path + ".lock"):
         if os.path.isfile(path):
@@ -98,7 +100,7 @@ def weights_file(spec, args=None, timeout=TIMEOUT, log=print):
             except WeightsError as exc:  # a hash that does not match: the file, not the URL, is named
                 failures.append("{}: {}".format(url, exc))
                 continue
-            os.replace(path + ".part", path)
+            os.replace(path + ".part", path)  # the .part was synced: the rename leaves a whole file
             log("downloaded {} to {}".format(url, path))
             return path
     raise DownloadError("could not get {}: {}. Check the URL and the network, or give another URL after a comma. "
@@ -109,12 +111,13 @@ def weights_file(spec, args=None, timeout=TIMEOUT, log=print):
 
 @contextlib.contextmanager
 def _locked(path):
+    """A POSIX record lock, as utils/files/lock.py takes (it holds on network file systems)."""
     with open(path, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        fcntl.lockf(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+            fcntl.lockf(f.fileno(), fcntl.LOCK_UN)
 
 
 def _download(url, part, timeout):
@@ -136,6 +139,8 @@ def _download(url, part, timeout):
         except (urllib.error.URLError, socket.timeout, ConnectionError, http.client.HTTPException,
                 _Truncated) as exc:
             last = exc
+        except OSError as exc:  # writing the .part (a full disk), an SSL failure: not worth a retry
+            raise DownloadError("{}: {}".format(url, exc))
     reason = getattr(last, "reason", None) or last
     raise DownloadError("{}: {} ({} tries)".format(url, "timed out" if isinstance(reason, socket.timeout) else reason,
                                                   ATTEMPTS))
@@ -156,6 +161,9 @@ def _transfer(url, part, timeout):
             raise DownloadError("{}: the server sent a web page ({}), not the weights: the link is dead or needs a "
                                 "login".format(url, content_type))
         resumed = have and response.status == 206
+        if resumed and not response.headers.get("Content-Range", "").startswith("bytes {}-".format(have)):
+            os.remove(part)  # it answered from elsewhere than where the .part ends: start over
+            raise _Truncated("the server resumed at another offset ({})".format(response.headers.get("Content-Range")))
         length = response.headers.get("Content-Length")
         total = (have if resumed else 0) + int(length) if length is not None else None
         with open(part, "ab" if resumed else "wb") as f, \
@@ -167,6 +175,8 @@ def _transfer(url, part, timeout):
                     break
                 f.write(chunk)
                 bar.update(len(chunk))
+            f.flush()
+            os.fsync(f.fileno())
     if total is not None and os.path.getsize(part) < total:
         raise _Truncated("the transfer broke off at {} of {} bytes".format(os.path.getsize(part), total))
 
@@ -195,15 +205,7 @@ def _check_digests(path, sha256, md5, source):
         if not expected:
             continue
         expected = expected.strip().lower()
-        actual = file_sha256(path) if algorithm == "sha256" else _md5(path)
+        actual = file_digest(path, algorithm)
         if not actual.startswith(expected):
             raise WeightsError("{}: its {} is {}, not {} (--restore-{}): the file is damaged, incomplete or another "
                                "one".format(source, algorithm.upper(), actual, expected, algorithm))
-
-
-def _md5(path):
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -25,7 +25,7 @@ CLASSIFIER_PREFIXES = ("layer5.", "layer6.")
 # them (check_hash); the authors' files are named so: GTA2Cityscapes_multi-ed35151c.pth.
 _HASH_SUFFIX = re.compile(r"-([0-9a-f]{8,64})(\.[A-Za-z0-9_]+)+$")
 _HASH_CHUNK = 1 << 20  # the files are ~170 MB: hashed a MiB at a time
-_sha256_by_file = {}   # (real path, size, mtime) -> hex digest: each file is hashed once per process
+_digests_by_file = {}  # (real path, size, mtime, algorithm) -> hex digest: each file is hashed once per process
 
 
 class WeightsError(ValueError):
@@ -214,17 +214,22 @@ def hash_suffix(path):
     return match.group(1) if match and not match.group(1).isdigit() else None
 
 
-def file_sha256(path):
-    """Hex SHA-256 of ``path``; remembered per path, size and mtime, so a file is hashed once."""
+def file_digest(path, algorithm="sha256"):
+    """Hex digest (hashlib's ``algorithm``) of ``path``; remembered per path, size and mtime, so a
+    file is hashed once."""
     stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _sha256_by_file:
-        digest = hashlib.sha256()
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns, algorithm)
+    if key not in _digests_by_file:
+        digest = hashlib.new(algorithm)
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
                 digest.update(chunk)
-        _sha256_by_file[key] = digest.hexdigest()
-    return _sha256_by_file[key]
+        _digests_by_file[key] = digest.hexdigest()
+    return _digests_by_file[key]
+
+
+def file_sha256(path):
+    return file_digest(path, "sha256")
 
 
 def check_hash_suffix(path, name=None):

@@ -23,9 +23,9 @@ class Parallel(object):
         self.world_size = int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
         self.rank = 0
         self._main_work_done = 0  # calls of run_on_main so far
-        # Set by the session: whether this rank wants the run to stop (a signal, its time limit).
-        # average_values carries it to every rank with the losses, at no extra collective.
-        self.wants_to_stop = lambda: False
+        # Set by the session: whether this rank wants the run to stop, (on a signal, at its time
+        # limit). average_values carries it to every rank with the losses, at no extra collective.
+        self.wants_to_stop = lambda: (False, False)
         self._stop_exchanged = None
         if self.world_size > 1:
             dist.init_parallel_env()
@@ -88,11 +88,12 @@ class Parallel(object):
         if self.world_size == 1:
             return values
         names = sorted(values)
-        total = paddle.to_tensor([values[n] for n in names] + [1.0 if self.wants_to_stop() else 0.0], dtype="float64")
+        total = paddle.to_tensor([values[n] for n in names] + [float(w) for w in self.wants_to_stop()],
+                                 dtype="float64")
         dist.all_reduce(total)
         total = total.numpy()
-        self._stop_exchanged = bool(total[-1] > 0)
-        return {n: float(v) / self.world_size for n, v in zip(names, total[:-1])}
+        self._stop_exchanged = tuple(bool(flag > 0) for flag in total[len(names):])
+        return {n: float(v) / self.world_size for n, v in zip(names, total)}
 
     def barrier(self):
         if self.world_size > 1:
@@ -110,17 +111,17 @@ class Parallel(object):
                                "same --snapshot-dir (a shared folder).".format(what, lowest, highest, self.rank, value))
 
     def agree_to_stop(self, wanted):
-        """True on every rank when any rank ``wanted`` to stop: as of this iteration's
-        average_values when it ran (a signal that came later counts at the next iteration), else
-        by a collective of its own."""
+        """``wanted`` = (on a signal, at the time limit) of this rank; returns, the same on every
+        rank, whether any rank wanted each: as of this iteration's average_values when it ran (a
+        signal that came later counts at the next iteration), else by a collective of its own."""
         if self.world_size == 1:
-            return wanted
+            return tuple(bool(w) for w in wanted)
         exchanged, self._stop_exchanged = self._stop_exchanged, None
         if exchanged is not None:
             return exchanged
-        flag = paddle.to_tensor([1 if wanted else 0], dtype="int32")
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return bool(flag.numpy()[0])
+        flags = paddle.to_tensor([1 if w else 0 for w in wanted], dtype="int32")
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        return tuple(bool(flag) for flag in flags.numpy())
 
     def run_on_main(self, work, poll_seconds=1.0):
         """``work()`` on rank 0 alone (validating and writing a snapshot), the other ranks waiting

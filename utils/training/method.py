@@ -12,7 +12,7 @@ import paddle.nn.functional as F
 
 from utils.files.checkpoint import PaddleOptimizerState
 from utils.files.snapshots import SEGMENTATION
-from utils.files.download import weights_file
+from utils.files.download import restore_checks, weights_file
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 from utils.training.amp import MixedPrecision
 
@@ -73,7 +73,7 @@ class Method(object):
         if path is None:
             log("--from-scratch: the segmentation network starts from random initialisation")
             return
-        path = weights_file(path, self.args, log=log)
+        path = weights_file(path, log=log, **restore_checks(self.args))
         report = load_weights(model, path, allow_fresh=CLASSIFIER_PREFIXES, check_hash=not self.args.no_hash_check)
         if report.fresh and report.kind != "init" and set(report.fresh) != set(CLASSIFIER_PREFIXES):
             raise WeightsError("{}: has one classifier but not the other ({} missing)".format(
@@ -86,7 +86,7 @@ class Method(object):
             path = getattr(self.args, flag)
             if path is None:
                 continue
-            path = weights_file(path, log=log)
+            path = weights_file(path, hash_check=not self.args.no_hash_check, log=log)
             if part not in self.nets:
                 raise WeightsError("--{} {}: this mode has no such network".format(flag.replace("_", "-"), path))
             log(load_weights(self.nets[part], path, check_hash=not self.args.no_hash_check).summary())

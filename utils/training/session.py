@@ -25,7 +25,8 @@ from utils.files.lock import DirectoryLock, DirectoryLocked
 from utils.files.snapshots import SEGMENTATION, STATE, SnapshotDir, read_class_record, write_class_record
 from utils.files.weights import WeightsError, read_paddle_pickle
 from utils.runtime import select_device
-from utils.stopping import STOPPED_ON_REQUEST, StoppedAtOnce, StopRequests, run_interruptible, signal_name
+from utils.stopping import (STOPPED_ON_REQUEST, StoppedAtOnce, StopRequests, interrupted_status, run_interruptible,
+                            signal_name)
 from utils.training.amp import check_supported as check_amp_supported
 from utils.training.distributed import Parallel
 from utils.training.log import SilentLog, TrainLog
@@ -299,19 +300,18 @@ class TrainingSession(object):
                                                        self.args.class_set))
 
     def _wants_to_stop(self):
-        return self.stop_requests.requested or (self._deadline is not None and time.time() > self._deadline)
+        """(on a signal, at --stop-after-minutes' deadline)"""
+        return self.stop_requests.requested, self._deadline is not None and time.time() > self._deadline
 
     def stop_reason(self):
-        """Why the run stops after this iteration (a stop signal, --stop-after-minutes), or None.
-        With several ranks, one that wants to stop stops them all at the same iteration
-        (Parallel.agree_to_stop)."""
-        if not self.parallel.agree_to_stop(self._wants_to_stop()):
-            return None
-        if self.stop_requests.requested:
-            return signal_name(self.stop_requests.signum)
-        if self._deadline is not None and time.time() > self._deadline:
-            return TIME_LIMIT
-        return "a stop signal to another rank"
+        """Why the run stops after this iteration (a stop signal, TIME_LIMIT), or None. With
+        several ranks, one that wants to stop stops them all at the same iteration, for the same
+        reason (Parallel.agree_to_stop)."""
+        signalled, timed_out = self.parallel.agree_to_stop(self._wants_to_stop())
+        if signalled:
+            return signal_name(self.stop_requests.signum) if self.stop_requests.requested else \
+                "a stop signal to another rank"
+        return TIME_LIMIT if timed_out else None
 
     def snapshot(self, iteration, stopping=None):
         """Write a snapshot after ``iteration`` when one is due: every --save-pred-every, at the
@@ -393,9 +393,10 @@ def run_training(args, method_class):
     stopping = None
     with StopRequests() as stop_requests, TrainingSession(args, method_class.recipes,
                                                           stop_requests=stop_requests) as session:
+        method = method_class(args)
+        session.start(method)
         try:
-            method = method_class(args)
-            session.start(method)
+            stop_requests.armed = True  # from here a signal stops the run with a snapshot
             for iteration in session.iterations():
                 batches = session.next_batches()
                 losses, scalars = method.iteration(batches, iteration, session.parallel)
@@ -406,14 +407,17 @@ def run_training(args, method_class):
                     # A signal during a periodic snapshot (its validation can take long): that
                     # snapshot is the stop's.
                     stopping = session.stop_reason()
-                if stopping:
+                if stopping and iteration + 1 < args.num_steps_stop:
                     session.say_stopped(iteration, stopping)
                     break
+                stopping = None  # at the last iteration the run has finished all the same
         except StoppedAtOnce as exc:
             message = session.stopped_at_once(exc)
             if session.parallel.is_main:
                 sys.stderr.write("\n" + message + "\n")
-            return 128 + exc.signum
+            return interrupted_status(exc.signum)
+        finally:
+            stop_requests.armed = False
     if stopping is None and session.parallel.is_main:
         print("finished: {} iterations; snapshots in {}".format(args.num_steps_stop, os.path.abspath(args.snapshot_dir)))
     return STOPPED_ON_REQUEST if stopping not in (None, TIME_LIMIT) else 0
@@ -429,6 +433,4 @@ def command_line(main):
         except (CheckpointError, WeightsError, TrainingDiverged, DataError, DirectoryLocked, FileNotFoundError,
                 ValueError, ValidationFailed) as exc:
             return "error: {}".format(exc)
-        except StoppedAtOnce as exc:
-            raise KeyboardInterrupt(str(exc))
     return run_interruptible(guarded, lambda: "training had not started; nothing was written")
