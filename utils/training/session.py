@@ -433,4 +433,5 @@ def command_line(main):
         except (CheckpointError, WeightsError, TrainingDiverged, DataError, DirectoryLocked, FileNotFoundError,
                 ValueError, ValidationFailed) as exc:
             return "error: {}".format(exc)
-    return run_interruptible(guarded, lambda: "training had not started; nothing was written")
+    return run_interruptible(guarded, lambda: "training had not started, so no snapshot was written; run the "
+                                              "command again")
