@@ -220,7 +220,7 @@ def file_digest(path, algorithm="sha256"):
     stat = os.stat(path)
     key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns, algorithm)
     if key not in _digests_by_file:
-        digest = hashlib.new(algorithm)
+        digest = getattr(hashlib, algorithm)()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
                 digest.update(chunk)
