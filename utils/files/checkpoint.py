@@ -118,11 +118,10 @@ class Checkpointer(object):
             state = {"iteration": iteration, "random_states": random_states(), "extra": extra,
                      "state": {name: obj.state_dict() for name, obj in self.state.items()}}
             atomic_save(state, files[STATE])
-        except OSError as exc:
+        except BaseException as exc:  # a full disk, or a second stop signal: no half snapshot is left
             self.snapshots.remove(iteration)
-            raise SnapshotWriteError(self._write_failure(iteration, exc))
-        except BaseException:  # stopped at once (a second signal): no half snapshot is left
-            self.snapshots.remove(iteration)
+            if isinstance(exc, OSError):
+                raise SnapshotWriteError(self._write_failure(iteration, exc))
             raise
         if self.keep_last:
             self.snapshots.prune(self.keep_last)
