@@ -5,11 +5,11 @@
     python -m bench.bench_train --method adaptsegnet,weak      # AdaptSegNet's and the weak-label iteration
     python -m bench.bench_train --ranks 1,2 --batch-size 2     # data-parallel scaling
 
-Runs the real training iteration (train_gta2cityscapes_multi.AdaptSegNet) on synthetic data at
+Runs the real training iteration (utils.methods.adaptsegnet.AdaptSegNet) on synthetic data at
 the project's baseline sizes (source 640x360, target 512x256), timing only after the warm-up iterations:
 the first optimizer steps are slower. With --num-workers 2 or more the data wait should be ~0.
 
---method weak times train_weak_labels.WeakLabels in its full UDA mode (pseudo-weak labels,
+--method weak times utils.methods.weak_labels.WeakLabels in its full UDA mode (pseudo-weak labels,
 category-wise alignment, pixel adaptation); with two methods, each runs in its own process, so
 that each peak memory is its own.
 
@@ -40,7 +40,7 @@ SOURCE_SIZE, TARGET_SIZE = (640, 360), (512, 256)
 
 
 def time_iterations(args, warmup, iterations, synchronize=None, method=None):
-    """Run the real training iteration (``method``, default train_gta2cityscapes_multi.AdaptSegNet,
+    """Run the real training iteration (``method``, default utils.methods.adaptsegnet.AdaptSegNet,
     in a TrainingSession from ``args``) ``warmup + iterations`` times; return ({"data_wait": [s...], "compute": [s...],
     "sgd_step": [s...]} per timed iteration, rank). "sgd_step" has no entry for an iteration whose
     step was skipped (--amp fp16 skips a step whose gradients overflowed).
@@ -54,7 +54,8 @@ def time_iterations(args, warmup, iterations, synchronize=None, method=None):
     synchronize = synchronize or (lambda: None)
     timings = {"data_wait": [], "compute": [], "sgd_step": []}
     method = method or train.AdaptSegNet
-    with TrainingSession(args, method.recipes) as session:
+    with TrainingSession(args, method) as session:
+        args.freeze()
         method = method(args)
         session.start(method)
         sgd = method.optimizers[0]
@@ -75,7 +76,7 @@ def time_iterations(args, warmup, iterations, synchronize=None, method=None):
             batches = session.next_batches()
             synchronize()
             loaded = time.perf_counter()
-            method.iteration(batches, iteration, session.parallel)
+            method.run_step(batches, iteration, session.parallel)
             synchronize()
             done = time.perf_counter()
             if iteration >= warmup:

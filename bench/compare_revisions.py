@@ -6,8 +6,8 @@
 A refactor must not change a result. This writes one synthetic tree (GTA5, Cityscapes, SYNTHIA and
 an NTHU city, by this checkout's ``dataset.synthetic``), extracts BASE and HEAD with ``git archive``
 (HEAD by default: a copy of the work tree as it is, committed or not), and runs the same commands in each:
-AdaptSegNet GTA5 -> Cityscapes, SYNTHIA -> Cityscapes and GTA5 -> NTHU Rome, and the weak-label
-method, each for --iterations steps from random weights (--from-scratch), then
+AdaptSegNet GTA5 -> Cityscapes, SYNTHIA -> Cityscapes, GTA5 -> NTHU Rome and between two custom
+domains, its source-only baseline, and the weak-label method, each for --iterations steps from random weights (--from-scratch), then
 ``evaluate_cityscapes.py`` on each final snapshot. It compares every array of every snapshot file
 bit for bit, the evaluation's prediction PNGs pixel for pixel and the lines that hold the IoU
 numbers, prints one line per run, and exits with 1 when anything differs. Entries that only the
@@ -19,6 +19,7 @@ so both must accept the same command lines.
 import utils.runtime  # noqa: F401  (first: sets MKL_DEBUG_CPU_TYPE, imports PIL before paddle)
 
 import argparse
+import collections
 import os
 import re
 import shutil
@@ -44,7 +45,15 @@ def runs(data):
     gta5, cityscapes = os.path.join(data, "GTA5"), os.path.join(data, "Cityscapes")
     adaptsegnet = ["--data-dir", gta5, "--data-dir-target", cityscapes]
     on_cityscapes = ["--data-dir", cityscapes]
+    custom = os.path.join(data, "custom")  # dataset.synthetic --custom's layout
+    custom_target = ["--target", "custom", "--classes", os.path.join(custom, "classes.json"), "--data-dir",
+                     os.path.join(custom, "target")]
     return {
+        "custom": ("train_gta2cityscapes_multi.py",
+                   ["--source", "custom", "--data-dir", os.path.join(custom, "source"), "--data-list",
+                    os.path.join(custom, "source", "train.txt"), "--data-dir-target", os.path.join(custom, "target"),
+                    "--target", "custom", "--classes", os.path.join(custom, "classes.json")], custom_target),
+        "source-only": ("train_gta2cityscapes_multi.py", adaptsegnet + ["--source-only"], on_cityscapes),
         "gta5": ("train_gta2cityscapes_multi.py", adaptsegnet, on_cityscapes),
         "synthia": ("train_gta2cityscapes_multi.py",
                     ["--source", "synthia", "--data-dir", os.path.join(data, "SYNTHIA"), "--data-dir-target",
@@ -128,6 +137,15 @@ def differences(base_dir, head_dir):
     return found, len(compared), sorted(added)
 
 
+def summarized(keys):
+    """Keys grouped by their first two parts: "extra.settings (72 entries)"."""
+    groups = collections.OrderedDict()
+    for key in keys:
+        groups.setdefault(".".join(key.split(".")[:2]), []).append(key)
+    return [members[0] if len(members) == 1 else "{} ({} entries)".format(group, len(members))
+            for group, members in groups.items()]
+
+
 def flat(value, key=""):
     """(dotted key, leaf) of a loaded state, whose values may be dicts or lists of arrays."""
     if isinstance(value, dict):
@@ -161,6 +179,8 @@ def main(argv=None):
         subprocess.run([sys.executable, "-m", "dataset.synthetic", data, "--num-source", "4", "--num-target-train",
                         "3", "--num-target-val", "2", "--num-synthia", "4", "--num-nthu", "3"], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)
+        subprocess.run([sys.executable, "-m", "dataset.synthetic", data, "--custom", "--num-source", "4",
+                        "--num-target-train", "3"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         printed = {}
         for side, revision in (("base", args.base), ("head", args.head)):
             tree = os.path.join(work, side + "_tree")
@@ -174,10 +194,10 @@ def main(argv=None):
                 found.append("the printed IoU lines")
             if not printed["base"][name]:
                 found.append("no IoU line printed")
-            print("{:8s} {} files compared, {} IoU lines: {}{}".format(
+            print("{:12s} {} files compared, {} IoU lines: {}{}".format(
                 name, compared, len(printed["base"][name]),
                 "identical" if not found else "DIFFERENT: " + "; ".join(found[:5]),
-                " (the head's snapshots also hold: {})".format(", ".join(added)) if added else ""))
+                " (the head's snapshots also hold: {})".format(", ".join(summarized(added))) if added else ""))
             status = status or int(bool(found))
         return status
     finally:

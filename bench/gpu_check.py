@@ -305,7 +305,7 @@ def measure_training(data_root, run_dir, batch_size, amp, source_size, target_si
               "skipped_steps": len(totals) - len(timings["sgd_step"]), "warmup": warmup}
     result.update(peak_memory(device, gpu_id))
     # After the peaks are read: the estimate probes a network of its own.
-    from utils.training.memory import estimate_memory
+    from utils.methods.adaptsegnet import estimate_memory
     estimate = estimate_memory(batch_size, tuple(source_size), tuple(target_size), bn=args.bn,
                                on_gpu=device == "gpu")
     result.update(estimated_bytes=estimate.total_bytes, estimate=str(estimate))

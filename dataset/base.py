@@ -137,6 +137,11 @@ class ListDataSet(object):
         flip = self.is_mirror and bool(self._rng.random() < 0.5)
         return operator.index(index), flip
 
+    @property
+    def fields(self):
+        """The names of a sample's fields (dataset.loader.Batch)."""
+        return ("images", "labels", "sizes", "names") if self.with_labels else ("images", "sizes", "names")
+
     def files(self, index):
         """The files sample ``index`` reads."""
         entry = self.img_ids[split_index(index)[0]]

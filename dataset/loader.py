@@ -230,6 +230,24 @@ class Watchdog(object):
             os._exit(3)
 
 
+class Batch(object):
+    """A training batch by field: ``images``, and as its dataset gives them ``labels`` (train ids),
+    ``present`` (classes present in each label), ``weak`` (image-level labels), ``points``,
+    ``sizes`` and ``names``; None where the dataset has no such field. A dataset names its samples'
+    fields in ``fields``."""
+
+    FIELDS = ("images", "labels", "present", "weak", "points", "sizes", "names")
+    __slots__ = FIELDS
+
+    def __init__(self, fields, values):
+        unknown = set(fields) - set(self.FIELDS)
+        if unknown:
+            raise ValueError("unknown batch field(s) {}: a batch has {}".format(sorted(unknown), ", ".join(self.FIELDS)))
+        named = dict(zip(fields, values))
+        for name in self.FIELDS:
+            setattr(self, name, named.get(name))
+
+
 class Batches(object):
     """Iterates ``batch_sampler``'s batches of ``dataset`` as lists of fields (arrays as Tensors).
 

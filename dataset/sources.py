@@ -151,6 +151,7 @@ class TranslatedImages(object):
                                     "they must mirror the source's layout (same relative paths)".format(
                                         len(missing), translated_root, summarize(missing)))
         self.img_ids = source.img_ids
+        self.fields = source.fields
 
     def translated(self, entry):
         return os.path.join(self.translated_root, os.path.relpath(self.source.image_path(entry), self.source.root))

@@ -169,6 +169,10 @@ class WeakTargetDataSet(object):
     def __len__(self):
         return len(self.images)
 
+    @property
+    def fields(self):
+        return ("images", "weak", "points", "sizes", "names") if self.with_points else ("images", "weak", "sizes", "names")
+
     def files(self, index):
         return self.images.files(index) + [self.images.label_path(self.images.img_ids[split_index(index)[0]])]
 
@@ -197,6 +201,8 @@ class SourceWithPresentClasses(object):
     ((classes,) float32 1/0), the category-wise discriminator's source targets. Computed in the
     loader's workers, from the label at the input size as the iteration did, so that the iteration
     needs no copy of the labels from the device."""
+
+    fields = ("images", "labels", "present", "sizes", "names")
 
     def __init__(self, dataset, thresholds):
         self.dataset, self.thresholds = dataset, thresholds

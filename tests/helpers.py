@@ -137,3 +137,19 @@ def leftover_processes(marker):
         except psutil.Error:
             pass
     return left
+
+
+def named_batches(batches, source_fields=("images", "labels"), target_fields=("images",)):
+    """(source, target) pairs of positional fields as the engine's dataset.loader.Batch pairs."""
+    from dataset.loader import Batch
+    return [(Batch(source_fields, source), None if target is None else Batch(target_fields, target))
+            for source, target in batches]
+
+
+def one_iteration(method_class, args, nets, optimizers, batches, iteration, parallel=None, **fields):
+    """The engine's iteration (Method.run_step) of ``method_class`` on these networks ({"model": G,
+    part: network}, or G and its parts in order) and (source, target) batches of positional fields."""
+    if not isinstance(nets, dict):
+        nets = dict(zip(("model",) + tuple(method_class.part_weights), nets))
+    method = method_class.on_networks(args, {name: net for name, net in nets.items() if net is not None}, optimizers)
+    return method.run_step(named_batches(batches, **fields), iteration, parallel)

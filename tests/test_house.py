@@ -50,8 +50,9 @@ def test_no_shipped_module_imports_the_tests():
 FLOORS = [
     ("foundation", ("utils/runtime.py", "utils/cli.py", "utils/stopping.py", "utils/files/")),
     ("networks and data", ("model/", "dataset/", "utils/loss.py")),
-    ("engine, evaluation and deployment", ("utils/training/", "utils/evaluation/", "utils/prediction.py",
+    ("engine, evaluation and deployment", ("utils/training/", "utils/evaluation/", "utils/prediction/",
                                            "utils/convert_weights.py")),
+    ("methods", ("utils/methods/",)),
     ("applications", ("train_", "evaluate_cityscapes.py", "predict.py", "export.py", "compute_iou.py", "utils/demo/",
                       "bench/", "notebooks/")),
 ]
@@ -76,6 +77,7 @@ def test_imports_point_down_the_floors_never_up():
                 upward.append("{} ({}) imports {} ({})".format(path, FLOORS[here][0], module, FLOORS[there][0]))
     assert not upward
     assert floor_of("utils.files.download") == 0 and floor_of("utils/training/session.py") == 2  # the map itself
+    assert floor_of("utils.methods.adaptsegnet") == 3 and floor_of("train_weak_labels.py") == 4
 
 
 def run_python(code):

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from utils.training.memory import NotEnoughGPUMemory, check_gpu_memory, estimate_memory
+from utils.methods.adaptsegnet import estimate_memory
+from utils.training.memory import NotEnoughGPUMemory, check_gpu_memory
 from utils.training.memory import gib as format_gib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,6 +27,8 @@ def measure_iteration(source_size, target_size):
 
     import paddle
     import train_gta2cityscapes_multi as train
+    from tests.helpers import one_iteration
+    from utils.methods.adaptsegnet import AdaptSegNet, build_networks
     paddle.set_device("cpu")
 
     def arguments(source, target):
@@ -38,11 +41,12 @@ def measure_iteration(source_size, target_size):
         return [(source, (paddle.randn([1, 3, th, tw]),))]
 
     args = arguments(source_size, target_size)
-    model, sgd, (D1, D2) = train.build_networks(args)
+    model, sgd, discriminators = build_networks(args)
+    nets = dict(model=model, **discriminators)
     optimizers = [sgd] + [paddle.optimizer.Adam(learning_rate=1e-4, beta1=0.9, beta2=0.99, parameters=D.parameters())
-                          for D in (D1, D2)]
+                          for D in discriminators.values()]
     warm_up = arguments((64, 48), (64, 48))
-    train.train_iteration((model, D1, D2), optimizers, batches(warm_up), 0, warm_up)
+    one_iteration(AdaptSegNet, warm_up, nets, optimizers, batches(warm_up), 0)
     real_batches = batches(args)
     with open("/proc/self/statm") as statm:
         before = int(statm.read().split()[1]) * resource.getpagesize()
@@ -50,7 +54,7 @@ def measure_iteration(source_size, target_size):
     # the high-water mark afresh ("5": reset the peak resident set size).
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
-    train.train_iteration((model, D1, D2), optimizers, real_batches, 1, args)
+    one_iteration(AdaptSegNet, args, nets, optimizers, real_batches, 1)
     with open("/proc/self/status") as status:
         peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:")) * 1024
     return peak - before
@@ -81,6 +85,12 @@ def test_the_estimate_grows_with_the_batch_and_names_its_parts():
     assert 8 * GIB < one.total_bytes < 10 * GIB < 15 * GIB < two.total_bytes
 
 
+def preflight(args, **options):
+    """The GPU preflight of an AdaptSegNet run (AdaptSegNet.preflight) with a fresh network."""
+    return check_gpu_memory(args, lambda batch_size: estimate_memory(
+        batch_size, args.input_size, args.input_size_target, args.bn, args.num_classes, on_gpu=True), **options)
+
+
 def run_args(batch_size, iter_size=1):
     import train_gta2cityscapes_multi as train
     return train.get_arguments(ARGV[:-1] + [str(batch_size), "--iter-size", str(iter_size)])
@@ -88,7 +98,7 @@ def run_args(batch_size, iter_size=1):
 
 def test_preflight_passes_when_the_card_holds_the_estimate():
     args = run_args(2)
-    estimate = check_gpu_memory(args, free_bytes=32 * GIB)
+    estimate = preflight(args, free_bytes=32 * GIB)
     assert estimate.batch_size == 2 and estimate.total_bytes < 32 * GIB
 
 
@@ -96,7 +106,7 @@ def test_preflight_stops_with_the_command_that_keeps_the_effective_batch():
     args = run_args(2, iter_size=3)
     argv = ["train_gta2cityscapes_multi.py"] + ARGV[:-1] + ["2", "--iter-size", "3", "--random-mirror"]
     with pytest.raises(NotEnoughGPUMemory) as error:
-        check_gpu_memory(args, free_bytes=12 * GIB, argv=argv)
+        preflight(args, free_bytes=12 * GIB, argv=argv)
     message = str(error.value)
     print(message)
     assert "--batch-size 2 needs about 14.5 GiB" in message and "12.0 GiB is free" in message
@@ -109,14 +119,14 @@ def test_preflight_stops_with_the_command_that_keeps_the_effective_batch():
 def test_preflight_divides_the_batch_over_the_ranks():
     args = run_args(4)
     argv = ["train_gta2cityscapes_multi.py", "--batch-size", "4"]
-    assert check_gpu_memory(args, free_bytes=12 * GIB, world_size=4, argv=argv).batch_size == 1
+    assert preflight(args, free_bytes=12 * GIB, world_size=4, argv=argv).batch_size == 1
     with pytest.raises(NotEnoughGPUMemory, match="--batch-size 2 --iter-size 2"):
-        check_gpu_memory(args, free_bytes=12 * GIB, world_size=2, argv=argv)
+        preflight(args, free_bytes=12 * GIB, world_size=2, argv=argv)
 
 
 def test_preflight_says_when_not_even_one_image_fits():
     with pytest.raises(NotEnoughGPUMemory, match="even one image per GPU does not fit"):
-        check_gpu_memory(run_args(1), free_bytes=4 * GIB, argv=["train_gta2cityscapes_multi.py"])
+        preflight(run_args(1), free_bytes=4 * GIB, argv=["train_gta2cityscapes_multi.py"])
     assert format_gib(1.5 * GIB) == "1.5 GiB"
 
 
@@ -151,6 +161,6 @@ def test_cudnn_exhaustive_search_is_set_on_a_gpu_when_asked(data, tmp_path, monk
     monkeypatch.setattr(paddle, "set_flags", flags.append)
     session_args = train.get_arguments(training_args(data, tmp_path, 1, "--cudnn-exhaustive-search"))
     from utils.training.session import TrainingSession
-    with TrainingSession(session_args, train.AdaptSegNet.recipes):
+    with TrainingSession(session_args, train.AdaptSegNet):
         pass
     assert flags == [{"FLAGS_cudnn_exhaustive_search": True}]

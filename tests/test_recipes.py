@@ -17,17 +17,27 @@ import train_gta2cityscapes_multi as train
 import train_weak_labels
 from model.deeplab_multi import FrozenAffineBatchNorm2D, ResNetMulti
 from tests.fixtures.seeded_weights import seeded_training_batches
-from tests.helpers import assert_same_snapshot, logged_losses, seeded_torch_state, training_args
+from tests.helpers import assert_same_snapshot, logged_losses, named_batches, seeded_torch_state, training_args
 from utils.files.checkpoint import CheckpointError, atomic_save
 from utils.files.weights import read_paddle_pickle
-from utils.training.method import Method
-from utils.training.recipes import ADAPTSEGNET, WEAK_LABELS
+from utils.methods import adaptsegnet
+from utils.methods.adaptsegnet import AdaptSegNet
+from utils.methods.weak_labels import WeakLabels
+from utils.training.optimizer import set_learning_rates
+from utils.training.options import SHARED_PARAMS
+from utils.training.params import named, recipe_values
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "recipes.npz")
 RELATIVE_TOLERANCE = 2e-2  # of a change, float32 against float64
+ADAPTSEGNET_RECIPES = sorted(r.name for r in AdaptSegNet.recipes)
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=1)
+
+
+def values_of(method, recipe):
+    """{flag's dest: value} that ``recipe`` of ``method`` sets."""
+    return recipe_values(SHARED_PARAMS + list(method.params), named(method.recipes, recipe))
 
 
 @pytest.fixture(scope="module")
@@ -53,10 +63,11 @@ def two_iterations(recipe, reference, monkeypatch, tmp_path):
     """The recipe's networks and optimizers as the script builds them, with the fixture's small
     network in place of ResNet-101, after two iterations on the fixture's batches."""
     args = recipe_arguments(recipe, reference, tmp_path)
-    monkeypatch.setattr(train, "build_model", lambda name, num_classes, bn: ResNetMulti([1, 1, 1, 1], num_classes, bn=bn))
-    model, sgd, discriminators = train.build_networks(args)
-    nets = (model,) + discriminators
-    optimizers = [sgd] + Method(args).add_discriminators(dict(zip(("D1", "D2"), discriminators)))
+    monkeypatch.setattr(adaptsegnet, "build_model",
+                        lambda name, num_classes, bn: ResNetMulti([1, 1, 1, 1], num_classes, bn=bn))
+    model, sgd, discriminators = adaptsegnet.build_networks(args)
+    method = AdaptSegNet.on_networks(args, {"model": model}, [sgd])
+    method.add_discriminators(discriminators)
     model.set_state_dict(paddle_names(seeded_torch_state(model, int(reference["weight_seed"]))))
     before = {name: value.numpy().copy() for name, value in model.state_dict().items()}
     data = seeded_training_batches(args.batch_size, 2, reference["source_size"], reference["target_size"],
@@ -64,7 +75,7 @@ def two_iterations(recipe, reference, monkeypatch, tmp_path):
     losses = []
     for iteration, (source, labels, target) in enumerate(data):
         batch = [((paddle.to_tensor(source), paddle.to_tensor(labels)), (paddle.to_tensor(target),))]
-        logged, _ = train.train_iteration(nets, optimizers, batch, iteration, args)
+        logged, _ = method.run_step(named_batches(batch), iteration)
         losses.append([logged["seg1"], logged["seg2"]])
     return args, model, before, losses
 
@@ -152,12 +163,16 @@ def test_batch_statistics_need_more_than_one_value_per_channel():
 
 
 def test_defaults_are_the_recipes_that_reached_their_published_numbers():
-    adaptsegnet = train.get_arguments(["--from-scratch"])
-    assert adaptsegnet.recipe == "paddle-port"
-    assert {k: getattr(adaptsegnet, k) for k in ADAPTSEGNET["paddle-port"].values} == ADAPTSEGNET["paddle-port"].values
+    adapt = train.get_arguments(["--from-scratch"])
+    assert adapt.recipe == "paddle-port"
+    expected = values_of(AdaptSegNet, "paddle-port")
+    assert {k: getattr(adapt, k) for k in expected} == expected
+    assert (adapt.batch_size, adapt.bn, adapt.sgd_groups, adapt.end_learning_rate) == (
+        2, "frozen", "single", 1e-4)
     weak = train_weak_labels.get_arguments(["--from-scratch", "--use-weak", "--use-pseudo"])
     assert weak.recipe == "authors"
-    assert {k: getattr(weak, k) for k in WEAK_LABELS["authors"].values} == WEAK_LABELS["authors"].values
+    expected = values_of(WeakLabels, "authors")
+    assert {k: getattr(weak, k) for k in expected} == expected
     assert (weak.batch_size, weak.bn, weak.sgd_groups, weak.num_steps_stop) == (1, "train", "original", 120000)
 
 
@@ -173,7 +188,7 @@ def test_learning_rate_floor_of_the_paddle_port_is_paddles_polynomial_decay():
     optimizer = argparse.Namespace(set_lr=lambda lr: None)
     for iteration in range(0, 150001, 25000):
         scheduler.last_epoch = iteration
-        rates = train.set_learning_rates([optimizer, optimizer], iteration, args)
+        rates = set_learning_rates([optimizer, optimizer], iteration, args)
         assert rates["lr/G"] == pytest.approx(scheduler.get_lr(), rel=1e-12)
         assert rates["lr/D"] == pytest.approx(1e-4, rel=1e-12)
     assert rates["lr/G"] == pytest.approx(1.658e-4, rel=1e-3)
@@ -186,7 +201,7 @@ def log_lines(snapshot_dir):
         return f.read().splitlines()
 
 
-@pytest.mark.parametrize("recipe", sorted(ADAPTSEGNET))
+@pytest.mark.parametrize("recipe", ADAPTSEGNET_RECIPES)
 def test_every_recipe_resumes_bit_exactly_with_its_running_statistics(data, recipe, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert train.main(training_args(data, straight, 4, "--recipe", recipe, mirror=True)) == 0
@@ -198,11 +213,11 @@ def test_every_recipe_resumes_bit_exactly_with_its_running_statistics(data, reci
     weights = paddle.load(str(straight / "GTA5_4.pdparams"), return_numpy=True)
     moved = not np.allclose(weights["layer4.2.bn3._mean"], paddle.load(
         str(straight / "GTA5_2.pdparams"), return_numpy=True)["layer4.2.bn3._mean"])
-    assert moved == (ADAPTSEGNET[recipe].values["bn"] == "train")
+    assert moved == (values_of(AdaptSegNet, recipe)["bn"] == "train")
     saved = read_paddle_pickle(str(straight / "GTA5_4_state.pdopt"))["extra"]["args"]
     assert {k: saved[k] for k in ("recipe", "bn", "sgd_groups", "batch_size", "end_learning_rate")} == dict(
-        recipe=recipe, **{k: ADAPTSEGNET[recipe].values[k] for k in ("bn", "sgd_groups", "batch_size",
-                                                                        "end_learning_rate")})
+        recipe=recipe, **{k: values_of(AdaptSegNet, recipe)[k] for k in ("bn", "sgd_groups", "batch_size",
+                                                                          "end_learning_rate")})
     first = log_lines(straight)[0]
     assert first.startswith("recipe {} (".format(recipe)) and "overridden: --num-steps 20" in first
 

@@ -15,11 +15,13 @@ import pytest
 
 import train_gta2cityscapes_multi as train
 import train_weak_labels as weak
+from tests.helpers import named_batches
 from dataset.weak_labels import Thresholds, present_classes
 from model import CWDiscriminator, FCDiscriminator
 from model.deeplab_multi import ResNetMulti
-from utils.training.amp import MixedPrecision
-from utils.training.method import Method
+from utils.methods import adaptsegnet
+from utils.methods.adaptsegnet import AdaptSegNet
+from utils.methods.weak_labels import WeakLabels
 from utils.training.optimizer import build_sgd
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
@@ -66,15 +68,17 @@ def source_batch(rng, present=None):
     return tuple(batch)
 
 
-def adaptsegnet_read_backs(monkeypatch, args, amp=None):
+def adaptsegnet_read_backs(monkeypatch, args):
     """What one AdaptSegNet iteration (a one-block-per-layer DeepLab) counts."""
-    monkeypatch.setattr(train, "build_model", lambda name, num_classes, bn: ResNetMulti([1, 1, 1, 1], num_classes, bn=bn))
-    model, sgd, discriminators = train.build_networks(args)
-    optimizers = [sgd] + Method(args).add_discriminators(dict(zip(("D1", "D2"), discriminators)))
+    monkeypatch.setattr(adaptsegnet, "build_model",
+                        lambda name, num_classes, bn: ResNetMulti([1, 1, 1, 1], num_classes, bn=bn))
+    model, sgd, discriminators = adaptsegnet.build_networks(args)
+    method = AdaptSegNet.on_networks(args, {"model": model}, [sgd])
+    method.add_discriminators(discriminators)
     rng = np.random.default_rng(0)
     batches = [(source_batch(rng), (paddle.to_tensor(rng.normal(size=(2, 3, HEIGHT, WIDTH)).astype("float32")),))]
     counts = counting(monkeypatch)
-    train.train_iteration((model,) + discriminators, optimizers, batches, 0, args, amp=amp or MixedPrecision())
+    method.run_step(named_batches(batches), 0)
     return counts
 
 
@@ -85,8 +89,8 @@ def test_an_adaptsegnet_iteration_reads_back_once(recipe, monkeypatch):
 
 
 def test_with_fp16_the_overflow_check_is_the_one_more_read_back(monkeypatch):
-    args = arguments(train.get_arguments, "--batch-size", "2")
-    assert adaptsegnet_read_backs(monkeypatch, args, MixedPrecision("fp16")) == {"read-back": 2}
+    args = arguments(train.get_arguments, "--batch-size", "2", "--amp", "fp16")
+    assert adaptsegnet_read_backs(monkeypatch, args) == {"read-back": 2}
 
 
 class FeatureNet(nn.Layer):
@@ -116,7 +120,8 @@ def test_a_weak_label_iteration_with_category_wise_alignment_reads_back_once(mod
     args = arguments(weak.get_arguments, "--use-weak", "--use-weak-cw", "--batch-size", "2", *mode)
     thresholds = Thresholds(np.full(NUM_CLASSES, 10.0), HEIGHT * WIDTH)
     model, D2, cwD = FeatureNet(), FCDiscriminator(NUM_CLASSES, ndf=4), CWDiscriminator(NUM_CLASSES, num_features=8)
-    optimizers = [build_sgd(model, args)] + Method(args).add_discriminators({"D2": D2, "cwD": cwD})
+    method = WeakLabels.on_networks(args, {"model": model}, [build_sgd(model, args)])
+    method.add_discriminators({"D2": D2, "cwD": cwD})
     rng = np.random.default_rng(2)
     target = [paddle.to_tensor(rng.normal(size=(2, 3, HEIGHT, WIDTH)).astype("float32"))]
     if args.use_pointloss:
@@ -125,5 +130,6 @@ def test_a_weak_label_iteration_with_category_wise_alignment_reads_back_once(mod
         target += [paddle.to_tensor((rng.random((2, NUM_CLASSES)) > 0.5).astype("float32")), paddle.to_tensor(points)]
     batches = [(source_batch(rng, thresholds), tuple(target))]
     counts = counting(monkeypatch)
-    weak.train_iteration((model, D2, cwD), optimizers, batches, 0, args)
+    method.run_step(named_batches(batches, ("images", "labels", "present"),
+                                  ("images", "weak", "points") if args.use_pointloss else ("images",)), 0)
     assert counts == {"read-back": 1}

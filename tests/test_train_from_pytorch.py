@@ -49,7 +49,8 @@ def expected_params(net, seed):
 def started(argv):
     """The run as it stands before its first iteration."""
     args = train.get_arguments(argv)
-    with TrainingSession(args, train.AdaptSegNet.recipes) as session:
+    with TrainingSession(args, train.AdaptSegNet) as session:
+        args.freeze()
         method = train.AdaptSegNet(args)
         session.start(method)
         yield session, method
@@ -58,7 +59,7 @@ def started(argv):
 def test_run_starts_from_all_three_files_at_iteration_n(data, pytorch_run, tmp_path, capsys):
     with started(run_args(data, tmp_path, pytorch_run)) as (session, method):
         assert session.start_iter == START
-        for net, seed in zip(method.networks, (1, 2, 3)):
+        for net, seed in zip(method.nets.values(), (1, 2, 3)):
             expected = expected_params(net, seed)
             for key, value in net.state_dict().items():
                 np.testing.assert_array_equal(value.numpy(), expected[key], err_msg=key)

@@ -16,10 +16,11 @@ import pytest
 
 from model import FCDiscriminator
 from model.common import parameters_per_enclosing_layer
-from train_gta2cityscapes_multi import train_iteration
+from tests.helpers import one_iteration
 from utils.loss import adv_loss, seg_loss
-from utils.training.optimizer import build_sgd, lr_poly
+from utils.methods.adaptsegnet import AdaptSegNet
 from utils.training.method import TrainingDiverged
+from utils.training.optimizer import build_sgd, lr_poly
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
 
@@ -51,7 +52,8 @@ def make_args(gan, iter_size=1, sgd_groups="paper"):
     return argparse.Namespace(input_size=SOURCE_SIZE, input_size_target=TARGET_SIZE, ignore_label=255,
                               lambda_seg=0.1, lambda_adv_target1=0.3, lambda_adv_target2=0.7, gan=gan,
                               learning_rate=0.05, learning_rate_D=0.01, end_learning_rate=0.0, num_steps=10, power=0.9,
-                              iter_size=iter_size, momentum=0.9, weight_decay=0.01, sgd_groups=sgd_groups)
+                              iter_size=iter_size, momentum=0.9, weight_decay=0.01, sgd_groups=sgd_groups,
+                              amp="off", random_seed=0)
 
 
 def make_batches(seed, iter_size):
@@ -76,6 +78,10 @@ def build(seed, args):
         paddle.optimizer.Adam(learning_rate=args.learning_rate_D, beta1=0.9, beta2=0.99, parameters=nets[2].parameters()),
     )
     return nets, optimizers
+
+
+def train_iteration(nets, optimizers, batches, iteration, args):
+    return one_iteration(AdaptSegNet, args, nets, optimizers, batches, iteration)
 
 
 def weights(net):

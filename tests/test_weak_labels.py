@@ -27,7 +27,7 @@ from dataset.weak_labels import (SourceWithPresentClasses, Thresholds, class_pix
                                  read_label_file, sample_points, thresholds_from_counts)
 from model.common import parameters_per_enclosing_layer
 from model.discriminator import CWDiscriminator, FCDiscriminator, pooled_features
-from tests.helpers import assert_same_snapshot, signal_during_run, training_args
+from tests.helpers import assert_same_snapshot, one_iteration, signal_during_run, training_args
 from utils.files.snapshots import SnapshotDir
 from utils.stopping import STOPPED_ON_REQUEST
 from utils.loss import (category_adversarial_loss, domain_loss, dropout, image_level_prediction, point_loss,
@@ -346,6 +346,14 @@ def batches_for(mode, seed=1, thresholds=None):
     return [(source, target)]
 
 
+def batch_fields(mode, thresholds=None):
+    """The names of batches_for's source and target fields."""
+    source = ("images", "labels") + (("present",) if thresholds is not None else ()) + ("sizes", "names")
+    target = ("images",) + (("weak",) if mode in ("image", "points", "points-ls") else ()) + \
+        (("points",) if mode in ("points", "points-ls") else ()) + ("sizes", "names")
+    return dict(source_fields=source, target_fields=target)
+
+
 def up(x):
     return F.interpolate(x, size=[SIZE[1], SIZE[0]], mode="bilinear", align_corners=True)
 
@@ -419,7 +427,8 @@ def test_one_iteration_matches_a_recomputation_of_the_reference_order(mode):
         if net is not None:
             net.clear_gradients()
 
-    losses, scalars = weak.train_iteration(nets, optimizers, batches, iteration, args)
+    losses, scalars = one_iteration(weak.WeakLabels, args, nets, optimizers, batches, iteration,
+                                    **batch_fields(mode, thresholds))
 
     lr, lr_D = scalars["lr/G"], scalars["lr/D"]
     g = expected["G"]
@@ -521,8 +530,8 @@ def test_a_stop_signal_writes_a_snapshot_and_the_run_continues_exactly(data, str
     # Tiny networks train in a blink: each iteration is given 0.5 s more, so that the signal lands mid-run.
     prelude = ("import sys, time, train_weak_labels as w, tests.test_weak_labels as t\n"
                "w.WeakLabels.build_networks = staticmethod(t.tiny_networks)\n"
-               "step = w.WeakLabels.iteration\n"
-               "w.WeakLabels.iteration = lambda self, *a: (time.sleep(0.5), step(self, *a))[1]\n")
+               "step = w.WeakLabels.run_step\n"
+               "w.WeakLabels.run_step = lambda self, *a: (time.sleep(0.5), step(self, *a))[1]\n")
     run_dir = str(tmp_path / "run")
     command = [sys.executable, "-c", prelude + "sys.exit(w.main(sys.argv[1:]))"] + run_args(data, run_dir, 4, "points")
     code, out, err = signal_during_run(command, run_dir, 1, signal.SIGTERM)

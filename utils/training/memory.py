@@ -1,5 +1,6 @@
-"""How much memory one AdaptSegNet training iteration needs, and a check before iteration 1 that
-the card has it (project issue 20: batch 2 at 1280x720 does not fit a 16 GB V100).
+"""How much memory a training iteration needs, and a check before iteration 1 that the card has
+it (project issue 20: batch 2 at 1280x720 does not fit a 16 GB V100). A method adds up its passes
+from these parts (AdaptSegNet's: utils/methods/adaptsegnet.py ``estimate_memory``).
 
 The estimate is read off the networks themselves: one forward pass under ``paddle.no_grad`` on a
 small probe image, with forward hooks recording every tensor that the backward pass will keep
@@ -24,7 +25,7 @@ Counted besides those activations (float32, ``FLOAT_BYTES``):
   the largest convolution, for one image (``WORKSPACE_COPIES``); that is what Paddle's CPU
   convolution allocates (2.2 GB at 1280x720), and the CPU check needs it; on a GPU, cuDNN's
   workspace instead, which Paddle caps at 512 MB (``CUDNN_WORKSPACE_BYTES``);
-- what stays alive across steps (adaptation_step): the source outputs are kept for step 3, so
+- what stays alive across steps (AdaptSegNet.step): the source outputs are kept for step 3, so
   they are held during the target pass; the passes themselves do not overlap (the source
   backward frees its activations before the target forward), so the peak is what persists
   plus the largest of the source pass, the target pass and the discriminators' pass.
@@ -163,7 +164,7 @@ class SavedTensors(object):
         return max(self._bytes(self.columns, size) or [0])
 
 
-def _bytes(tensors):
+def tensors_bytes(tensors):
     return sum(int(math.prod(t.shape)) * FLOAT_BYTES for t in tensors)
 
 
@@ -184,49 +185,13 @@ class MemoryEstimate(object):
             gib(self.total_bytes), self.batch_size, persistent, gib(self.iteration_bytes), self.peak_pass)
 
 
-def _pass_bytes(saved, size, batch_size, on_gpu):
+def pass_bytes(saved, size, batch_size, on_gpu):
+    """Bytes of one forward and backward pass of a network (``saved``: its SavedTensors) over a batch."""
     kept = saved.tensor_bytes(size)
     workspace = CUDNN_WORKSPACE_BYTES if on_gpu else WORKSPACE_COPIES * saved.workspace_bytes(size)
     return batch_size * (sum(kept) + GRADIENT_COPIES * max(kept)) + workspace
 
 
-def estimate_memory(batch_size, source_size, target_size, bn="frozen", num_classes=19, model=None,
-                    discriminator=None, on_gpu=False):
-    """Peak memory of one train_gta2cityscapes_multi iteration on one device: ``batch_size``
-    images per domain, ``source_size`` and ``target_size`` as (width, height), float32, with the
-    convolution workspace of a CPU or (``on_gpu``) of cuDNN. ``model`` and ``discriminator`` are
-    probed (not changed); by default a fresh DeeplabMulti (``bn``) and FCDiscriminator. See the
-    module's docstring for what is counted. Returns a MemoryEstimate."""
-    from model import FCDiscriminator
-    from model.deeplab_multi import DeeplabMulti
-    model = model if model is not None else DeeplabMulti(num_classes=num_classes, bn=bn)
-    discriminator = discriminator if discriminator is not None else FCDiscriminator(num_classes)
-    saved_g, saved_d = SavedTensors(model, 3), SavedTensors(discriminator, num_classes)
-    trainable_g = [p for p in model.parameters() if not p.stop_gradient]
-    weights_d = list(discriminator.parameters())
-    persistent = {
-        "weights": _bytes(list(model.parameters()) + list(model.buffers())) + 2 * _bytes(weights_d),
-        "gradients": _bytes(trainable_g) + 2 * _bytes(weights_d),
-        "optimizer state": _bytes(trainable_g) + 2 * 2 * _bytes(weights_d),
-    }
-
-    def logits(size):
-        return batch_size * num_classes * size[0] * size[1] * FLOAT_BYTES
-
-    # adaptation_step: step 1's backward frees its activations before step 2's forward; the
-    # source outputs live on until step 3, the target outputs from step 2 to step 3.
-    kept_source_outputs = 2 * logits(source_size)
-    passes = {
-        "source pass": (_pass_bytes(saved_g, source_size, batch_size, on_gpu)
-                        + 2 * LOGIT_COPIES * logits(source_size)),
-        "target pass": (kept_source_outputs + _pass_bytes(saved_g, target_size, batch_size, on_gpu)
-                        + 2 * _pass_bytes(saved_d, target_size, batch_size, on_gpu)
-                        + 2 * LOGIT_COPIES * logits(target_size)),
-        "discriminator pass": (kept_source_outputs + 2 * logits(target_size)
-                               + max(_pass_bytes(saved_d, size, batch_size, on_gpu) + 2 * logits(size)
-                                     for size in (source_size, target_size))),
-    }
-    return MemoryEstimate(batch_size, persistent, passes)
 
 
 def free_gpu_memory(gpu_id):
@@ -280,22 +245,18 @@ def fitting_command(argv, batch_size, iter_size, world_size, available, estimate
     return None
 
 
-def check_gpu_memory(args, free_bytes=None, world_size=1, model=None, argv=None, gpu_id=None):
+def check_gpu_memory(args, estimate_for, free_bytes=None, world_size=1, argv=None, gpu_id=None):
     """Before iteration 1 on a GPU: raise NotEnoughGPUMemory, naming the estimate, the free memory
     and the command that fits, when the estimate for this rank's batch (--batch-size over
-    ``world_size`` processes) exceeds ``free_bytes`` (default: ``free_gpu_memory``). Never changes
-    the run. Returns the MemoryEstimate, or None when the free memory cannot be read."""
+    ``world_size`` processes; ``estimate_for(batch_size)``: the method's MemoryEstimate on a GPU)
+    exceeds ``free_bytes`` (default: ``free_gpu_memory``). Never changes the run. Returns the
+    MemoryEstimate, or None when the free memory cannot be read."""
     gpu_id = args.gpu if gpu_id is None else gpu_id
     if free_bytes is None:
         free_bytes = free_gpu_memory(gpu_id)
         if free_bytes is None:
             return None
     per_rank = args.batch_size // world_size
-
-    def estimate_for(batch_size):
-        return estimate_memory(batch_size, args.input_size, args.input_size_target, args.bn, args.num_classes,
-                               model=model, on_gpu=True)
-
     estimate = estimate_for(per_rank)
     if estimate.total_bytes <= free_bytes:
         return estimate

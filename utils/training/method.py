@@ -1,10 +1,10 @@
-"""A training method as the session (utils/training/session.py) runs it, and the helpers its
-iteration is written with.
+"""The training method's contract with the engine, and the iteration, written once.
 
-A method is a subclass of ``Method``: the class names its recipes and the flags a continued run
-must keep; ``__init__(args)`` builds its datasets, networks and optimizers; ``iteration`` does one
-iteration. The session does everything else (resuming, loaders, logging, snapshots, validation),
-so a new method is one file: see utils/training/source_only.py for the smallest.
+A method is one file in utils/methods/: a subclass of ``Method`` that declares its hyper-parameters
+and recipes, builds its datasets, networks and optimizers, and computes its losses on one
+sub-batch (``step``). The engine (``Method.run_step`` here, utils/training/session.py around it)
+does everything else: the schedule, gradient accumulation, averaging across ranks, the finiteness
+check, the optimizer steps, resuming, logging, snapshots, validation and stopping.
 """
 import numpy as np
 import paddle
@@ -15,54 +15,122 @@ from utils.files.snapshots import SEGMENTATION
 from utils.files.download import restore_checks, weights_file
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 from utils.training.amp import MixedPrecision
+from utils.training.distributed import Parallel
+from utils.training.optimizer import set_learning_rates
 
 
 class Method(object):
-    """What the session needs of a method.
+    """What differs between training methods. The engine runs each iteration as::
 
-    Class attributes: ``recipes`` ({name: Recipe}, utils/training/recipes.py); ``invariants``, its
-    own flags a continued run must keep (the recipe's values are kept anyway); ``weight_flags``, its
-    flags naming files of initial weights, which a continued run does not use.
+        set every optimizer's rate on the poly schedule (G's first, then the discriminators')
+        for each of --iter-size sub-batches:
+            losses = method.step(source, target, scale=1/iter_size, seed)  # gradients accumulate
+        average the losses (one read from the device); across ranks with the gradients
+        stop when a loss is not finite
+        method.before_optimizer_step(); step every optimizer   # (unscaled first with --amp fp16)
 
-    Set by ``__init__``: ``source`` and ``target`` (datasets; ``target`` None when the method
-    reads no target images), ``nets`` ({"model": G, <part>: network}; the parts name the
-    snapshot's other files), ``state`` ({name: object with ``state_dict()`` and
-    ``set_state_dict(state, source)``}: optimizers, the loss scale), ``amp``.
+    Declared by the class (they make its flags, recipe tables, resume check and log lines):
+    ``description``; ``recipes`` ([params.Recipe]) and ``default_recipe``; ``params``
+    ([params.Param], the method's own hyper-parameters); ``loss_names`` (what ``step`` returns, in
+    the log's order); ``part_weights`` ({part: what it is}: a network besides G whose initial weights
+    --restore-from-<part> may name); ``run_defaults`` (other defaults, e.g. num_steps_stop).
+
+    Set by ``__init__(settings)``: ``source`` and ``target`` (datasets; ``target`` None when the
+    method reads no target image), ``nets`` ({"model": G, part: network}, in the order their
+    gradients are averaged and stepped), ``optimizers`` (G's first), ``state`` ({name: object with
+    ``state_dict()`` and ``set_state_dict(state, source)``}: what else a snapshot keeps), ``amp``.
     """
 
-    recipes = None
-    invariants = ()
-    weight_flags = ("restore_from",)
+    description = ""
+    recipes = ()
+    default_recipe = None
+    params = ()
+    loss_names = ()
+    part_weights = {}
+    run_defaults = {}
 
-    def __init__(self, args):
-        self.args = args
+    def __init__(self, settings):
+        self.args = settings
         self.source = self.target = None
-        self.nets, self.state = {}, {}
-        self.amp = MixedPrecision(args.amp)
+        self.nets, self.state, self.optimizers = {}, {}, []
+        self.amp = MixedPrecision(settings.amp)
         if self.amp.mode == "fp16":
             self.state["amp"] = self.amp  # the loss scale
 
-    @property
-    def parts(self):
-        return tuple(name for name in self.nets if name != SEGMENTATION)
+    # -- what a method defines -----------------------------------------------------------------
+
+    @classmethod
+    def variant(cls, settings):
+        """The class that trains ``settings``: this one, or one its flags select (a baseline)."""
+        return cls
+
+    @classmethod
+    def check_flags(cls, settings):
+        """Problems of the parsed flags that only the method knows (each a line naming a flag)."""
+        return []
+
+    @classmethod
+    def add_legacy_flags(cls, parser):
+        """Flags of the original command line that are accepted and have no effect."""
+
+    def step(self, source, target, scale, seed):
+        """Forward and backward on one sub-batch (dataset.loader.Batch ``source``, and ``target`` or
+        None): gradients times ``scale`` accumulate, nothing is stepped. ``seed`` seeds the
+        sub-batch's random draws (the same on every resume). Returns {loss name: tensor}."""
+        raise NotImplementedError
+
+    def before_optimizer_step(self):
+        """Runs on the finished gradients before the optimizers step (gradient clipping, say)."""
 
     def describe(self):
         """Lines for the log when the run starts."""
         return []
 
-    def load_initial_weights(self, log):
-        """Load what ``weight_flags`` name into a new run's networks, strictly; ``log(line)``
-        says what was loaded."""
-        self.load_segmentation_weights(log)
-
     def preflight(self, use_gpu, gpu_id, world_size):
-        """Checks before iteration 1 that only the method can make (the card's memory, say); none
-        by default."""
+        """Checks before iteration 1 that only the method can make (the card's memory, say)."""
 
-    def iteration(self, batches, iteration, parallel):
-        """One iteration on ``batches`` (--iter-size pairs of source batch, target batch or None);
-        returns ({loss name: value}, {tag: value} of the other numbers to log, e.g. "lr/G")."""
-        raise NotImplementedError
+    @classmethod
+    def on_networks(cls, settings, nets, optimizers):
+        """The method on given networks ({"model": G, part: network}) and optimizers (G's first),
+        without datasets: its iteration alone, for tests and benchmarks."""
+        method = cls.__new__(cls)
+        Method.__init__(method, settings)
+        method.nets.update(nets)
+        method.optimizers.extend(optimizers)
+        return method
+
+    # -- the iteration ---------------------------------------------------------------------------
+
+    def run_step(self, batches, iteration, parallel=None):
+        """One iteration on ``batches`` (--iter-size pairs of source batch, target batch or None),
+        as one rank of ``parallel`` (default: a single process). Returns ({loss name: float},
+        {tag: value} of the other numbers to log, e.g. "lr/G")."""
+        args, amp, networks = self.args, self.amp, list(self.nets.values())
+        parallel = parallel or Parallel()
+        rates = set_learning_rates(self.optimizers, iteration, args)
+        per_batch = [self.step(source, target, 1.0 / args.iter_size, (args.random_seed, iteration, sub, parallel.rank))
+                     for sub, (source, target) in enumerate(batches)]
+        losses = parallel.average_values(average_losses(per_batch, self.loss_names))
+        parallel.average_gradients(networks)
+        check_finite(losses, iteration, amp)
+        amp.step(self.optimizers, [p for net in networks for p in net.parameters()],
+                 before_step=self.before_optimizer_step)
+        return losses, dict(rates, **amp.scalars())
+
+    @property
+    def parts(self):
+        return tuple(name for name in self.nets if name != SEGMENTATION)
+
+    @property
+    def weight_flags(self):
+        """Flags naming files of initial weights, which a continued run does not use."""
+        return ("restore_from",) + tuple("restore_from_" + part for part in self.part_weights)
+
+    def load_initial_weights(self, log):
+        """--restore-from (or --from-scratch) into G, --restore-from-<part> into the parts, strictly;
+        ``log(line)`` says what was loaded."""
+        self.load_segmentation_weights(log)
+        self.load_part_weights(log)
 
     # -- for subclasses ------------------------------------------------------------------------
 
@@ -80,28 +148,29 @@ class Method(object):
                 path, ", ".join(report.fresh)))
         log(report.summary())
 
-    def load_part_weights(self, flags, log):
-        """{part: flag}: load each given file into its network, strictly."""
-        for part, flag in flags.items():
-            path = getattr(self.args, flag)
+    def load_part_weights(self, log):
+        for part in self.part_weights:
+            path = getattr(self.args, "restore_from_" + part)
             if path is None:
                 continue
             path = weights_file(path, hash_check=not self.args.no_hash_check, log=log)
             if part not in self.nets:
-                raise WeightsError("--{} {}: this mode has no such network".format(flag.replace("_", "-"), path))
+                raise WeightsError("--restore-from-{} {}: this mode has no such network".format(part, path))
             log(load_weights(self.nets[part], path, check_hash=not self.args.no_hash_check).summary())
 
     def add_discriminators(self, discriminators):
         """{part: network}: each with its own Adam (--learning-rate-D, betas 0.9/0.99, as the
-        reference), its state kept in snapshots. Returns the optimizers in that order."""
-        optimizers = []
+        reference), its state kept in snapshots."""
         for name, net in discriminators.items():
             optimizer = paddle.optimizer.Adam(learning_rate=self.args.learning_rate_D, beta1=0.9, beta2=0.99,
                                               parameters=net.parameters())
             self.nets[name] = net
             self.state[name] = PaddleOptimizerState(optimizer, net)
-            optimizers.append(optimizer)
-        return optimizers
+            self.optimizers.append(optimizer)
+
+
+class MethodError(ValueError):
+    """Settings that the method cannot train with, found while building it (a line naming the flag)."""
 
 
 class TrainingDiverged(RuntimeError):

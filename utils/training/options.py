@@ -1,8 +1,9 @@
-"""Command lines of the training scripts: the flags both share.
+"""Command lines of the training scripts: what every method shares.
 
-The values that make a recipe (batch size, BN, optimizer, schedule, loss weights) default to
-None here and are filled from ``--recipe`` (utils/training/recipes.py) unless given. Each script
-adds its own method's flags (loss weights, its discriminators' files) and defaults.
+``SHARED_PARAMS`` are the hyper-parameters of every method (data, schedule, optimizer; see
+params.py); the other flags say how and where a run goes (workers, snapshots, logging, device) and
+do not change what it computes. ``training_parser`` adds a method's own hyper-parameters
+(``Method.params``); ``resolve`` fills the recipe's values and refuses contradictory settings.
 """
 import argparse
 import re
@@ -15,21 +16,51 @@ from utils.cli import size_argument
 from utils.runtime import add_device_args
 from utils.training.amp import AMP_MODES
 from utils.training.optimizer import SGD_GROUPS
-from utils.training.recipes import apply_recipe
+from utils.training.params import Param, Settings, add_params, apply_recipe
 from utils.files.download import add_arguments as add_download_arguments
 
-DEFAULTS = dict(
-    model="DeepLab", iter_size=1, num_workers=4, data_list=None, data_list_target=None, input_size_target="1024,512",
-    set="train", num_steps_stop=150000, num_classes=None, ignore_label=IGNORE_LABEL,
-    random_seed=1234, save_pred_every=5000, snapshot_dir="./snapshots/", restore_from=None,
-)
-# Flags a continued run must share with its snapshot for the continuation to be exact (the
-# recipe's values among them).
-RESUME_INVARIANTS = ("recipe", "source", "batch_size", "iter_size", "random_seed", "random_mirror", "num_steps",
-                     "power", "learning_rate", "learning_rate_D", "end_learning_rate", "momentum", "weight_decay",
-                     "sgd_groups", "bn", "input_size", "input_size_target", "set", "amp", "target", "city",
-                     "classes")
-RECIPE_DEFAULT = " (default: the recipe's)"
+RUN_DEFAULTS = dict(num_steps_stop=150000, save_pred_every=5000, keep_last=None)
+
+
+def _by_recipe(paddle_port, authors, paper):
+    return {"paddle-port": paddle_port, "authors": authors, "paper": paper}
+
+
+SHARED_PARAMS = [
+    Param("source", "gta5", "the labelled source domain; sets the default --input-size and the snapshots' names; "
+          "custom: your own (a list file or images/ and labels/ folders, with --classes)", earlier="gta5",
+          choices=sorted(SOURCES)),
+    Param("target", "cityscapes", "the unlabelled target domain: cityscapes, nthu (one city of the NTHU dataset, "
+          "--city), or custom (your own images; labels, if any, for --val)", earlier="cityscapes",
+          choices=sorted(TARGETS)),
+    Param("city", None, "with --target nthu: the city adapted to", earlier=None, choices=NTHU_CITIES),
+    Param("input_size", None, "source WIDTH,HEIGHT (default: GTA5 1280,720; SYNTHIA 1280,760)", type=size_argument),
+    Param("input_size_target", "1024,512", "target WIDTH,HEIGHT", type=size_argument),
+    Param("set", "train", "target split: Cityscapes leftImg8bit/<set>; NTHU train (Images/Train) or test"),
+    Param("random_mirror", False, "mirror image and label together at random", action="store_true"),
+    Param("random_seed", 1234, "seeds initialisation, data order and every random draw of the run", type=int),
+    Param("iter_size", 1, "gradient accumulation steps", type=int),
+    Param("amp", "off", "mixed precision on a GPU: fp16 (with a dynamic loss scale) or bf16 (Ampere and newer); off "
+          "trains in float32, as the reference", earlier="off", choices=AMP_MODES),
+    # What the recipes set (params.py), in the order of the log's recipe line.
+    Param("batch_size", _by_recipe(2, 1, 1), "images per domain per iteration", type=int),
+    Param("bn", _by_recipe("frozen", "train", "train"),
+          "BatchNorm statistics of the segmentation network in training: frozen (the Paddle port) or train (batch "
+          "statistics, running statistics updated as PyTorch's model.train(), the authors' code); affine "
+          "parameters are never trained", earlier="frozen", choices=BN_MODES),
+    Param("sgd_groups", _by_recipe("single", "original", "paper"),
+          "original: the segmentation network's SGD as the authors' code ran it (most backbone parameters listed "
+          "3-4 times, so about 3x the base learning rate; classifiers 10x); paper: each once, classifiers 10x; "
+          "single: each once at the base rate, as the Paddle port", earlier="paper", choices=SGD_GROUPS),
+    Param("learning_rate", _by_recipe(2.5e-4, 2.5e-4, 2.5e-4), "the segmentation network's", type=float),
+    Param("learning_rate_D", _by_recipe(1e-4, 1e-4, 1e-4), "the discriminators'", type=float),
+    Param("end_learning_rate", _by_recipe(1e-4, 0.0, 0.0), "where both poly schedules end: 0 in the reference, 1e-4 in "
+          "the Paddle port (Paddle's PolynomialDecay default)", earlier=0.0, type=float),
+    Param("power", _by_recipe(0.9, 0.9, 0.9), "poly decay power", type=float),
+    Param("num_steps", _by_recipe(250000, 250000, 250000), "length of the poly schedule", type=int),
+    Param("momentum", _by_recipe(0.9, 0.9, 0.9), "SGD momentum", type=float),
+    Param("weight_decay", _by_recipe(5e-4, 5e-4, 5e-4), "SGD weight decay", type=float),
+]
 
 
 def _start_iter(text):
@@ -48,82 +79,45 @@ def _seconds(text):
     return value
 
 
-def training_parser(description, defaults, recipes, default_recipe):
-    """The flags every training script takes; ``defaults`` overrides DEFAULTS; ``recipes`` are the
-    script's (utils/training/recipes.py), ``default_recipe`` the one used without --recipe."""
-    d = dict(DEFAULTS, **defaults)
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument("--recipe", default=None, choices=list(recipes),
-                   help="a complete, named configuration: {} (default {}); flags "
-                        "given explicitly override its values (README: Which recipe)".format(
-                            "; ".join("{}: {}".format(name, r.provenance) for name, r in recipes.items()),
-                            default_recipe))
-    p.add_argument("--model", default=d["model"], choices=["DeepLab", "DeeplabMulti"],
+def training_parser(method):
+    """The flags of ``method`` (a utils/training/method.py ``Method`` class): its hyper-parameters and
+    the shared ones, then how the run goes (its ``run_defaults`` override RUN_DEFAULTS)."""
+    d = dict(RUN_DEFAULTS, **method.run_defaults)
+    p = argparse.ArgumentParser(description=method.description)
+    add_params(p, SHARED_PARAMS + list(method.params), method.recipes, method.default_recipe)
+    p.add_argument("--model", default="DeepLab", choices=["DeepLab", "DeeplabMulti"],
                    help="segmentation network (the multi-level DeepLab-v2 ResNet-101)")
-    p.add_argument("--source", default="gta5", choices=sorted(SOURCES),
-                   help="the labelled source domain; sets the default --input-size and the snapshots' names; "
-                        "custom: your own (a list file or images/ and labels/ folders, with --classes)")
-    p.add_argument("--target", default="cityscapes", choices=sorted(TARGETS),
-                   help="the unlabelled target domain: cityscapes, nthu (one city of the NTHU dataset, --city), or "
-                        "custom (your own images; labels, if any, for --val)")
     p.add_argument("--classes", default=None, metavar="FILE",
                    help="with --source/--target custom: the class file (JSON or YAML: names, colours, label "
                         "values; README: Your own data)")
     p.add_argument("--name", default=CUSTOM,
                    help="with --source custom: the snapshots' name, <NAME>_<N>.pdparams (letters and digits)")
-    p.add_argument("--city", default=None, choices=NTHU_CITIES, help="with --target nthu: the city adapted to")
-    p.add_argument("--batch-size", type=int, default=None, help="images per domain per iteration" + RECIPE_DEFAULT)
-    p.add_argument("--iter-size", type=int, default=d["iter_size"], help="gradient accumulation steps")
-    p.add_argument("--num-workers", type=int, default=d["num_workers"], help="data loading processes per domain")
+    p.add_argument("--num-workers", type=int, default=4, help="data loading processes per domain")
     p.add_argument("--data-dir", default=None,
                    help="source root (GTA5: images/ and labels/; SYNTHIA: RGB/ and GT/LABELS/); default ./data/GTA5 "
                         "or ./data/SYNTHIA")
-    p.add_argument("--data-list", default=d["data_list"], help="source list file; default: every image")
-    p.add_argument("--ignore-label", type=int, default=d["ignore_label"])
-    p.add_argument("--input-size", type=size_argument, default=None,
-                   help="source WIDTH,HEIGHT (default: GTA5 1280,720; SYNTHIA 1280,760)")
+    p.add_argument("--data-list", default=None, help="source list file; default: every image")
+    p.add_argument("--ignore-label", type=int, default=IGNORE_LABEL)
     p.add_argument("--data-dir-target", default=None,
                    help="Cityscapes root (leftImg8bit/; default ./data/Cityscapes), or with --target nthu the NTHU "
                         "root (<City>/Images/; default ./data/NTHU)")
-    p.add_argument("--data-list-target", default=d["data_list_target"], help="Cityscapes list; default: every image")
-    p.add_argument("--input-size-target", type=size_argument, default=d["input_size_target"],
-                   help="target WIDTH,HEIGHT")
-    p.add_argument("--set", default=d["set"],
-                   help="target split: Cityscapes leftImg8bit/<set>; NTHU train (Images/Train) or test")
-    p.add_argument("--learning-rate", type=float, default=None, help="the segmentation network's" + RECIPE_DEFAULT)
-    p.add_argument("--learning-rate-D", type=float, default=None, help="the discriminators'" + RECIPE_DEFAULT)
-    p.add_argument("--end-learning-rate", type=float, default=None,
-                   help="where both poly schedules end: 0 in the reference, 1e-4 in the Paddle port (Paddle's "
-                        "PolynomialDecay default)" + RECIPE_DEFAULT)
-    p.add_argument("--momentum", type=float, default=None, help="SGD momentum" + RECIPE_DEFAULT)
-    p.add_argument("--weight-decay", type=float, default=None, help="SGD weight decay" + RECIPE_DEFAULT)
-    p.add_argument("--sgd-groups", default=None, choices=SGD_GROUPS,
-                   help="original: the segmentation network's SGD as the authors' code ran it (most backbone "
-                        "parameters listed 3-4 times, so about 3x the base learning rate; classifiers 10x); paper: "
-                        "each once, classifiers 10x; single: each once at the base rate, as the Paddle port"
-                        + RECIPE_DEFAULT)
-    p.add_argument("--bn", default=None, choices=BN_MODES,
-                   help="BatchNorm statistics of the segmentation network in training: frozen (the Paddle port) or "
-                        "train (batch statistics, running statistics updated as PyTorch's model.train(), the "
-                        "authors' code); affine parameters are never trained" + RECIPE_DEFAULT)
-    p.add_argument("--num-classes", type=int, default=d["num_classes"],
+    p.add_argument("--data-list-target", default=None, help="Cityscapes list; default: every image")
+    p.add_argument("--num-classes", type=int, default=None,
                    help="classes the network predicts; default: those of the domains' class set")
-    p.add_argument("--num-steps", type=int, default=None, help="length of the poly schedule" + RECIPE_DEFAULT)
     p.add_argument("--num-steps-stop", type=int, default=d["num_steps_stop"], help="stop after this many iterations")
-    p.add_argument("--power", type=float, default=None, help="poly decay power" + RECIPE_DEFAULT)
-    p.add_argument("--random-mirror", action="store_true", help="mirror image and label together at random")
-    p.add_argument("--random-seed", type=int, default=d["random_seed"],
-                   help="seeds initialisation, data order and every random draw of the run")
-    p.add_argument("--restore-from", default=d["restore_from"],
+    p.add_argument("--restore-from", default=None,
                    help="initial segmentation weights (.pth or .pdparams), or http(s) URLs of them, comma-separated "
                         "(downloaded once; README: Weights from a URL)")
+    for part, what in method.part_weights.items():
+        p.add_argument("--restore-from-" + part, default=None,
+                       help="initial weights of {} (.pth or .pdparams)".format(what))
     p.add_argument("--from-scratch", action="store_true",
                    help="start the segmentation network from random weights (without --restore-from)")
     add_download_arguments(p)
     p.add_argument("--no-hash-check", action="store_true",
                    help="do not check a hash suffix in a weights file's name (-f81d91e8) against its SHA-256")
     p.add_argument("--save-pred-every", type=int, default=d["save_pred_every"], help="snapshot period (iterations)")
-    p.add_argument("--snapshot-dir", "--checkpoint-dir", dest="snapshot_dir", default=d["snapshot_dir"],
+    p.add_argument("--snapshot-dir", "--checkpoint-dir", dest="snapshot_dir", default="./snapshots/",
                    help="where snapshots and logs go")
     p.add_argument("--continue-train", action="store_true",
                    help="resume the run in --snapshot-dir if it has a snapshot; otherwise start it from "
@@ -131,7 +125,7 @@ def training_parser(description, defaults, recipes, default_recipe):
     p.add_argument("--start-iter", type=_start_iter, default="latest",
                    help="with --continue-train: 'latest' or the iteration of the snapshot to resume; "
                         "without it: the iteration a new run starts at (to finish a PyTorch run)")
-    p.add_argument("--keep-last", type=int, default=d.get("keep_last"), help="keep only the newest K snapshots")
+    p.add_argument("--keep-last", type=int, default=d["keep_last"], help="keep only the newest K snapshots")
     p.add_argument("--stop-after-minutes", type=float, default=None,
                    help="write a snapshot and stop cleanly after this long (before a notebook session ends); "
                         "continue later with --continue-train")
@@ -151,9 +145,6 @@ def training_parser(description, defaults, recipes, default_recipe):
                    help="decode every image and label once before training (python -m dataset.check)")
     p.add_argument("--data-timeout", type=_seconds, default=600.0,
                    help="stop with a message when no batch arrives for this many seconds")
-    p.add_argument("--amp", default="off", choices=AMP_MODES,
-                   help="mixed precision on a GPU: fp16 (with a dynamic loss scale) or bf16 (Ampere and newer); "
-                        "off (default) trains in float32, as the reference")
     p.add_argument("--cudnn-exhaustive-search", action="store_true",
                    help="on a GPU: let cuDNN time every convolution algorithm once per shape and keep the fastest "
                         "(the shapes never change, so it searches once); python -m bench.gpu_check measures both")
@@ -161,13 +152,24 @@ def training_parser(description, defaults, recipes, default_recipe):
     p.add_argument("--picture-every", type=int, default=1000,
                    help="iterations between logged target predictions (0: never)")
     add_device_args(p)
+    method.add_legacy_flags(p)
     return p
 
 
-def check_arguments(parser, args, recipes, default_recipe):
-    """Fill the recipe's values, then refuse contradictory or impossible settings before anything
-    is loaded."""
-    apply_recipe(args, recipes, default_recipe)
+def parse_settings(method, argv=None):
+    """The settings of a ``method`` run from its command line: parsed, the recipe's values filled,
+    contradictions refused before anything is loaded (frozen by the session: run_training)."""
+    parser = training_parser(method)
+    args = parser.parse_args(argv, namespace=Settings())
+    apply_recipe(args, SHARED_PARAMS + list(method.params), method.recipes, method.default_recipe)
+    for problem in method.check_flags(args):
+        parser.error(problem)
+    return check_arguments(parser, args)
+
+
+def check_arguments(parser, args):
+    """Refuse contradictory or impossible settings; derive the class set, the snapshots' name and
+    the default paths and sizes."""
     source = SOURCES[args.source]
     if args.target == "nthu" and args.city is None:
         parser.error("--target nthu needs --city ({})".format(", ".join(NTHU_CITIES)))

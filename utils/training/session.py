@@ -1,9 +1,9 @@
-"""Everything of a training run around its iteration, shared by the training scripts.
+"""Everything of a training run around its iteration: the engine's loop (``run_training``).
 
-A script defines its method (a utils/training/method.py ``Method``: networks, optimizers,
-datasets, the iteration) and calls ``run_training``; the session checks and loads before
-iteration 1 (so that a bad start fails at once), resumes or starts the run, and after every
-iteration logs, draws, snapshots (validating with --val) and stops when asked to.
+A method (utils/methods/, on utils/training/method.py's ``Method``) supplies the datasets, the
+networks and one sub-batch's losses; the session checks and loads before iteration 1 (so that a
+bad start fails at once), resumes or starts the run, and after every iteration logs, draws,
+snapshots (validating with --val) and stops when asked to.
 """
 import os
 import shlex
@@ -16,8 +16,8 @@ import paddle
 import paddle.nn.functional as F
 from tqdm import tqdm
 
-from dataset.classes import CITYSCAPES, IMG_MEAN_BGR
-from dataset.loader import Batches, DataError, Watchdog, check_shared_memory
+from dataset.classes import CITYSCAPES, IMG_MEAN_BGR, ClassSetError
+from dataset.loader import Batch, Batches, DataError, Watchdog, check_shared_memory
 from dataset.sampler import SOURCE_STREAM, TARGET_STREAM, ResumableBatchSampler
 from utils.evaluation.validation import Validation
 from utils.files.checkpoint import Checkpointer, CheckpointError, SnapshotWriteError, ensure_room_for_snapshots
@@ -30,16 +30,13 @@ from utils.stopping import (STOPPED_ON_REQUEST, StoppedAtOnce, StopRequests, int
 from utils.training.amp import check_supported as check_amp_supported
 from utils.training.distributed import Parallel
 from utils.training.log import SilentLog, TrainLog
-from utils.training.method import TrainingDiverged
-from utils.training.options import RESUME_INVARIANTS
+from utils.training.method import MethodError, TrainingDiverged
+from utils.training.options import SHARED_PARAMS, parse_settings
 from utils.training.optimizer import learning_rates
-from utils.training.recipes import EARLIER_VALUES, adopt_snapshot_settings, describe_recipe
+from utils.training.params import adopt_snapshot_settings, describe_recipe, earlier_values, kept_values
 
 TIME_LIMIT = "--stop-after-minutes"  # a stop reason that is not a request: the run ends with status 0
-
-# Flags of snapshots written before these settings existed, as those runs had them.
-_EARLIER_DEFAULTS = dict(EARLIER_VALUES, source="gta5", amp="off", target="cityscapes", city=None,
-                         source_only=False, classes=list(CITYSCAPES.names))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def prediction_picture(model, images, classes):
@@ -64,6 +61,8 @@ def reason(exc):
 def continue_command():
     """This process's command line turned into the one that continues the run."""
     argv = list(sys.argv)
+    if argv and argv[0].endswith(os.path.join("utils", "methods", "__main__.py")):
+        argv[0:1] = ["-m", "utils.methods"]
     if "--start-iter" in argv:
         index = argv.index("--start-iter")
         del argv[index:index + 2]
@@ -79,8 +78,9 @@ class ValidationFailed(RuntimeError):
 class TrainingSession(object):
     """The run in --snapshot-dir from its first check to its last snapshot."""
 
-    def __init__(self, args, recipes, parallel=None, stop_requests=None):
-        self.args, self.recipes = args, recipes
+    def __init__(self, args, method_class, parallel=None, stop_requests=None):
+        self.args, self.recipes = args, method_class.recipes
+        self.params = SHARED_PARAMS + list(method_class.params)
         self.parallel = parallel or Parallel()
         self.stop_requests = stop_requests or StopRequests()
         self.parallel.wants_to_stop = self._wants_to_stop
@@ -123,7 +123,7 @@ class TrainingSession(object):
             except WeightsError:
                 continue  # the checkpointer says which snapshot is damaged and resumes an older one
             self._preread[iteration] = saved
-            self._adopted = adopt_snapshot_settings(self.args, self.recipes, saved["extra"]["args"])
+            self._adopted = adopt_snapshot_settings(self.args, self.params, saved["extra"]["args"])
             if self.args.num_steps_stop > self.args.num_steps:
                 raise CheckpointError("the snapshot's schedule ends at --num-steps {}, before --num-steps-stop {}: "
                                       "give --num-steps-stop {} (or less)".format(
@@ -154,7 +154,7 @@ class TrainingSession(object):
             from dataset.check import check_datasets
             check_datasets([d for d in (method.source, method.target) if d is not None])
         self.validation = Validation(args, self.use_gpu, self.gpu_id, self.watchdog) if args.val else None
-        messages = [line for line in (describe_recipe(args, self.recipes), self._adopted) if line]
+        messages = [line for line in (describe_recipe(args, self.params, self.recipes), self._adopted) if line]
         messages += list(method.describe())
         resume = args.continue_train and (snapshots.complete() or args.start_iter != "latest")
         if resume:
@@ -225,7 +225,7 @@ class TrainingSession(object):
     def invariants(self):
         """What a continued run must share with the snapshot: flags, and the datasets' sizes (the
         data order is a permutation of each dataset)."""
-        values = {k: getattr(self.args, k) for k in RESUME_INVARIANTS + tuple(self.method.invariants)}
+        values = kept_values(self.args, self.params)
         values["classes"] = list(self.args.class_set.names)  # the classes, wherever the class file is
         values.update(source_images=len(self.method.source),
                       target_images=len(self.method.target) if self.method.target is not None else 0)
@@ -233,7 +233,8 @@ class TrainingSession(object):
 
     def _check_resumable(self, saved):
         current = self.invariants()
-        saved = dict(_EARLIER_DEFAULTS, **saved)
+        earlier = dict(earlier_values(self.params), classes=list(CITYSCAPES.names))
+        saved = dict(earlier, **saved)
         changed = ["--{} {} (snapshot: {})".format(k.replace("_", "-"), v, saved.get(k))
                    for k, v in current.items() if k not in ("source_images", "target_images") and saved.get(k) != v]
         changed += ["{} {} (snapshot: {})".format(k.replace("_", " "), current[k], saved.get(k))
@@ -252,7 +253,7 @@ class TrainingSession(object):
                                             rank=parallel.rank, num_replicas=parallel.world_size)
             batches = Batches(dataset, sampler, args.num_workers, name, self.watchdog)
             self.loaders.append(batches)
-            return iter(batches)
+            return (Batch(dataset.fields, batch) for batch in batches)
 
         self._source = loader(self.method.source, SOURCE_STREAM, "the source dataset ({})".format(args.data_dir))
         self._target = None if self.method.target is None else loader(
@@ -295,7 +296,7 @@ class TrainingSession(object):
         done = iteration + 1
         if self.args.picture_every and done % self.args.picture_every == 0 and self.parallel.is_main:
             source_batch, target_batch = batches[0]
-            images = (target_batch if target_batch is not None else source_batch)[0]
+            images = (target_batch if target_batch is not None else source_batch).images
             self.log.picture(done, prediction_picture(self.method.nets[SEGMENTATION], images,
                                                        self.args.class_set))
 
@@ -352,7 +353,7 @@ class TrainingSession(object):
         validating = self.validation is not None and not (stopping and self.args.fast_stop)
         try:
             files = self.checkpointer.save(done, before_state=validate if validating else None,
-                                           args=self.invariants())
+                                           args=self.invariants(), settings=self.args.record())
         except SnapshotWriteError as exc:
             raise SnapshotWriteError("{}. Free some space (or fix the permissions), then continue with: {}".format(
                 exc, continue_command()))
@@ -382,24 +383,33 @@ class TrainingSession(object):
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        if exc is not None and not isinstance(exc, KeyboardInterrupt):
+            self.log.text("".join(traceback.format_exception(exc_type, exc, tb)).rstrip())
         self.close()
 
 
+def train(method_class, argv=None):
+    """Train a ``method_class`` run from its command line ``argv`` (default: sys.argv)."""
+    return run_training(parse_settings(method_class, argv), method_class)
+
+
 def run_training(args, method_class):
-    """Train ``method_class(args)`` (a utils/training/method.py ``Method``) from its start or its
-    last snapshot. Returns the exit status: 0 when the run finished or reached
-    --stop-after-minutes, STOPPED_ON_REQUEST when a signal stopped it (README: Stopping)."""
+    """Train ``method_class`` (a utils/training/method.py ``Method``; or the variant its settings
+    select) with the settings ``args`` (options.parse_settings) from its start or its last snapshot.
+    Returns the exit status: 0 when the run finished or reached --stop-after-minutes,
+    STOPPED_ON_REQUEST when a signal stopped it (README: Stopping)."""
     stopping = None
-    with StopRequests() as stop_requests, TrainingSession(args, method_class.recipes,
-                                                          stop_requests=stop_requests) as session:
+    method_class = method_class.variant(args)
+    with StopRequests() as stop_requests, TrainingSession(args, method_class, stop_requests=stop_requests) as session:
+        args.freeze()  # resolved: parsed, the recipe filled in, a continued run's adopted from its snapshot
         method = method_class(args)
         session.start(method)
         try:
             stop_requests.armed = True  # from here a signal stops the run with a snapshot
             for iteration in session.iterations():
                 batches = session.next_batches()
-                losses, scalars = method.iteration(batches, iteration, session.parallel)
+                losses, scalars = method.run_step(batches, iteration, session.parallel)
                 session.log_losses(iteration, losses, scalars)
                 session.picture(iteration, batches)
                 stopping = session.stop_reason()
@@ -423,15 +433,33 @@ def run_training(args, method_class):
     return STOPPED_ON_REQUEST if stopping not in (None, TIME_LIMIT) else 0
 
 
+# What the user can act on from its message alone: it ends a run with one line.
+PROJECT_ERRORS = (CheckpointError, WeightsError, TrainingDiverged, DataError, DirectoryLocked, ValidationFailed,
+                  MethodError, ClassSetError)
+
+
+def raised_by_this_project(exc):
+    """Whether our own code raised ``exc`` on purpose (a ValueError or OSError naming a flag or a
+    file), rather than a library under it (a bug's, say)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    path = os.path.abspath(tb.tb_frame.f_code.co_filename) if tb is not None else ""
+    return path.startswith(ROOT + os.sep) and "site-packages" not in path
+
+
 def command_line(main):
-    """Run a training script's ``main``: a failure the user can act on ends it with one line, and
-    so does an interrupt before iteration 1 (once training runs, a signal stops it with a
+    """Run a training script's ``main``: an error of the project's, which says what to do, ends it
+    with one line (its traceback is in train.log); any other keeps its traceback. An interrupt
+    before iteration 1 ends it with one line too (once training runs, a signal stops it with a
     snapshot: run_training)."""
     def guarded():
         try:
             return main()
-        except (CheckpointError, WeightsError, TrainingDiverged, DataError, DirectoryLocked, FileNotFoundError,
-                ValueError, ValidationFailed) as exc:
-            return "error: {}".format(exc)
+        except Exception as exc:  # noqa: BLE001 (sorted below; the rest is raised again)
+            if isinstance(exc, PROJECT_ERRORS) or (isinstance(exc, (ValueError, OSError)) and
+                                                   raised_by_this_project(exc)):
+                return "error: {}".format(exc)
+            raise
     return run_interruptible(guarded, lambda: "training had not started, so no snapshot was written; run the "
                                               "command again")
