@@ -6,8 +6,8 @@
 A refactor must not change a result. This writes one synthetic tree (GTA5, Cityscapes, SYNTHIA and
 an NTHU city, by this checkout's ``dataset.synthetic``), extracts BASE and HEAD with ``git archive``
 (HEAD by default: a copy of the work tree as it is, committed or not), and runs the same commands in each:
-AdaptSegNet GTA5 -> Cityscapes, SYNTHIA -> Cityscapes, GTA5 -> NTHU Rome and between two custom
-domains, its source-only baseline, and the weak-label method, each for --iterations steps from random weights (--from-scratch), then
+AdaptSegNet GTA5 -> Cityscapes (each recipe), SYNTHIA -> Cityscapes, GTA5 -> NTHU Rome and between
+two custom domains, its source-only baseline, and the weak-label method, each for --iterations steps from random weights (--from-scratch), then
 ``evaluate_cityscapes.py`` on each final snapshot. It compares every array of every snapshot file
 bit for bit, the evaluation's prediction PNGs pixel for pixel and the lines that hold the IoU
 numbers, prints one line per run, and exits with 1 when anything differs. Entries that only the
@@ -54,6 +54,8 @@ def runs(data):
                     os.path.join(custom, "source", "train.txt"), "--data-dir-target", os.path.join(custom, "target"),
                     "--target", "custom", "--classes", os.path.join(custom, "classes.json")], custom_target),
         "source-only": ("train_gta2cityscapes_multi.py", adaptsegnet + ["--source-only"], on_cityscapes),
+        "gta5-authors": ("train_gta2cityscapes_multi.py", adaptsegnet + ["--recipe", "authors"], on_cityscapes),
+        "gta5-paper": ("train_gta2cityscapes_multi.py", adaptsegnet + ["--recipe", "paper"], on_cityscapes),
         "gta5": ("train_gta2cityscapes_multi.py", adaptsegnet, on_cityscapes),
         "synthia": ("train_gta2cityscapes_multi.py",
                     ["--source", "synthia", "--data-dir", os.path.join(data, "SYNTHIA"), "--data-dir-target",

@@ -158,3 +158,18 @@ def read_metrics(directory):
             steps.append(record["step"])
             values.append(value)
     return metrics
+
+
+def prediction_picture(model, images, classes):
+    """The first image next to its colourised prediction (conv5 head), in evaluation mode (a
+    training-mode forward would move BN's running statistics with --bn train)."""
+    import paddle  # (here: reading a run's logs needs no Paddle)
+    import paddle.nn.functional as F
+    from dataset.classes import IMG_MEAN_BGR
+    model.eval()
+    with paddle.no_grad():
+        logits = model(images[:1])[-1]
+    model.train()
+    labels = paddle.argmax(F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=True), axis=1)
+    image = (images[0].numpy().transpose(1, 2, 0) + IMG_MEAN_BGR)[:, :, ::-1]
+    return np.concatenate([np.clip(image, 0, 255).astype(np.uint8), classes.colorize(labels[0].numpy())], axis=1)

@@ -11,44 +11,31 @@ import sys
 import time
 import traceback
 
-import numpy as np
 import paddle
-import paddle.nn.functional as F
 from tqdm import tqdm
 
-from dataset.classes import CITYSCAPES, IMG_MEAN_BGR, ClassSetError
+from dataset.classes import ClassSetError
 from dataset.loader import Batch, Batches, DataError, Watchdog, check_shared_memory
 from dataset.sampler import SOURCE_STREAM, TARGET_STREAM, ResumableBatchSampler
 from utils.evaluation.validation import Validation
 from utils.files.checkpoint import Checkpointer, CheckpointError, SnapshotWriteError, ensure_room_for_snapshots
 from utils.files.lock import DirectoryLock, DirectoryLocked
-from utils.files.snapshots import SEGMENTATION, STATE, SnapshotDir, read_class_record, write_class_record
-from utils.files.weights import WeightsError, read_paddle_pickle
+from utils.files.snapshots import SEGMENTATION, SnapshotDir, read_class_record, write_class_record
+from utils.files.weights import WeightsError
 from utils.runtime import select_device
 from utils.stopping import (STOPPED_ON_REQUEST, StoppedAtOnce, StopRequests, interrupted_status, run_interruptible,
                             signal_name)
 from utils.training.amp import check_supported as check_amp_supported
 from utils.training.distributed import Parallel
-from utils.training.log import SilentLog, TrainLog
+from utils.training.log import SilentLog, TrainLog, prediction_picture
 from utils.training.method import MethodError, TrainingDiverged
 from utils.training.options import SHARED_PARAMS, parse_settings
 from utils.training.optimizer import learning_rates
-from utils.training.params import adopt_snapshot_settings, describe_recipe, earlier_values, kept_values
+from utils.training.params import describe_recipe
+from utils.training.resume import adopt_settings, check_new_run, check_resumable, kept
 
 TIME_LIMIT = "--stop-after-minutes"  # a stop reason that is not a request: the run ends with status 0
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def prediction_picture(model, images, classes):
-    """The first image next to its colourised prediction (conv5 head), in evaluation mode (a
-    training-mode forward would move BN's running statistics with --bn train)."""
-    model.eval()
-    with paddle.no_grad():
-        logits = model(images[:1])[-1]
-    model.train()
-    labels = paddle.argmax(F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=True), axis=1)
-    image = (images[0].numpy().transpose(1, 2, 0) + IMG_MEAN_BGR)[:, :, ::-1]
-    return np.concatenate([np.clip(image, 0, 255).astype(np.uint8), classes.colorize(labels[0].numpy())], axis=1)
 
 
 def reason(exc):
@@ -101,7 +88,7 @@ class TrainingSession(object):
         self._preread, self._adopted = {}, None
         try:
             if args.continue_train:
-                self._adopt_snapshot_settings()
+                self._preread, self._adopted = adopt_settings(args, self.params)
             self.parallel.per_rank_batch(args.batch_size)
             self.use_gpu, self.gpu_id = select_device(args, self.parallel.gpu_id)
             check_amp_supported(args.amp, self.use_gpu)
@@ -110,25 +97,6 @@ class TrainingSession(object):
         except BaseException:
             self.close()
             raise
-
-    def _adopt_snapshot_settings(self):
-        """Before the method is built: a run that continues takes its recipe values from the
-        snapshot it continues (so that the same command continues it, whatever the defaults are
-        now); flags given on the command line are checked against them later."""
-        snapshots = SnapshotDir(self.args.snapshot_dir, self.args.snapshot_prefix, parts=())
-        wanted = [it for it in snapshots.complete() if self.args.start_iter in ("latest", it)]
-        for iteration in reversed(wanted):
-            try:
-                saved = read_paddle_pickle(snapshots.files(iteration)[STATE])
-            except WeightsError:
-                continue  # the checkpointer says which snapshot is damaged and resumes an older one
-            self._preread[iteration] = saved
-            self._adopted = adopt_snapshot_settings(self.args, self.params, saved["extra"]["args"])
-            if self.args.num_steps_stop > self.args.num_steps:
-                raise CheckpointError("the snapshot's schedule ends at --num-steps {}, before --num-steps-stop {}: "
-                                      "give --num-steps-stop {} (or less)".format(
-                                          self.args.num_steps, self.args.num_steps_stop, self.args.num_steps))
-            return
 
     def _log_text(self, line):
         self.log.text(line)
@@ -161,7 +129,7 @@ class TrainingSession(object):
             args.class_set.check_model_classes(read_class_record(args.snapshot_dir), args.snapshot_dir)
             start_iter, extra = self.checkpointer.resume(args.start_iter)
             parallel.require_same(start_iter, "the iteration to resume from")
-            self._check_resumable(extra["args"])
+            check_resumable(self.invariants(), extra["args"], self.params)
             messages.append("resumed from {} at iteration {}".format(snapshots.name(start_iter), start_iter))
             given = [flag for flag in method.weight_flags if getattr(args, flag) is not None]
             if given:
@@ -193,27 +161,11 @@ class TrainingSession(object):
     def _new_run(self, snapshots, messages):
         args = self.args
         # One class record per directory: a run of other classes beside it would overwrite it.
-        args.class_set.check_model_classes(read_class_record(args.snapshot_dir), "the run in {} (another --snapshot-dir starts a new one)".format(args.snapshot_dir))
-        if snapshots.complete():
-            raise CheckpointError("{} already holds snapshots of a run: add --continue-train to resume it, or "
-                                  "choose another --snapshot-dir".format(args.snapshot_dir))
-        # A state file is written last: its snapshot was complete for the run that wrote it.
-        other = sorted(it for it, kinds in snapshots.present().items() if STATE in kinds)
-        if other:
-            raise CheckpointError("{} holds snapshot {}, whose state file is there but not its {} file: another "
-                                  "kind of run wrote it (continue that with the flags it was started with: "
-                                  "--source-only, --use-weak-cw, ...), or it was damaged; starting over would "
-                                  "overwrite it. Choose another --snapshot-dir".format(
-                                      args.snapshot_dir, snapshots.name(other[-1]), " or ".join(self.method.parts)))
-        if args.restore_from is None and not args.from_scratch:
-            raise CheckpointError("--continue-train: {} has no snapshot yet, and nothing to start a new run from: "
-                                  "give --restore-from (or --from-scratch)".format(args.snapshot_dir))
+        args.class_set.check_model_classes(read_class_record(args.snapshot_dir), "the run in {} (another "
+                                           "--snapshot-dir starts a new one)".format(args.snapshot_dir))
+        start_iter = check_new_run(args, snapshots, self.method.parts)
         if args.continue_train:
             messages.append("no snapshot in {} yet: starting the run".format(args.snapshot_dir))
-        start_iter = 0 if args.start_iter == "latest" else args.start_iter
-        if start_iter >= args.num_steps_stop:
-            raise CheckpointError("--start-iter {} is not before --num-steps-stop {}".format(
-                start_iter, args.num_steps_stop))
         self.method.load_initial_weights(messages.append)
         if start_iter:
             rates = learning_rates(start_iter, args)
@@ -223,25 +175,7 @@ class TrainingSession(object):
         return start_iter
 
     def invariants(self):
-        """What a continued run must share with the snapshot: flags, and the datasets' sizes (the
-        data order is a permutation of each dataset)."""
-        values = kept_values(self.args, self.params)
-        values["classes"] = list(self.args.class_set.names)  # the classes, wherever the class file is
-        values.update(source_images=len(self.method.source),
-                      target_images=len(self.method.target) if self.method.target is not None else 0)
-        return values
-
-    def _check_resumable(self, saved):
-        current = self.invariants()
-        earlier = dict(earlier_values(self.params), classes=list(CITYSCAPES.names))
-        saved = dict(earlier, **saved)
-        changed = ["--{} {} (snapshot: {})".format(k.replace("_", "-"), v, saved.get(k))
-                   for k, v in current.items() if k not in ("source_images", "target_images") and saved.get(k) != v]
-        changed += ["{} {} (snapshot: {})".format(k.replace("_", " "), current[k], saved.get(k))
-                    for k in ("source_images", "target_images") if saved.get(k) != current[k]]
-        if changed:
-            raise CheckpointError("cannot continue exactly with changed settings: {}. Use the snapshot's values, "
-                                  "or start a new run from its weights with --restore-from.".format("; ".join(changed)))
+        return kept(self.args, self.params, self.method)
 
     def _open_loaders(self, start_iter):
         args, parallel = self.args, self.parallel
@@ -407,6 +341,11 @@ def run_training(args, method_class):
         session.start(method)
         try:
             stop_requests.armed = True  # from here a signal stops the run with a snapshot
+            # After each iteration, in this order: the losses are logged before anything can fail on
+            # them; the picture is drawn before the snapshot, whose validation moves nothing it shows;
+            # the stop is decided before the snapshot, so that a stopping run writes one (and every
+            # rank agrees on it in the losses' all-reduce); the stop's line comes last, naming the
+            # snapshot just written.
             for iteration in session.iterations():
                 batches = session.next_batches()
                 losses, scalars = method.run_step(batches, iteration, session.parallel)
