@@ -130,3 +130,12 @@ def test_an_error_of_the_method_is_one_line_and_a_bug_keeps_its_traceback(data, 
     with open(str(tmp_path / "bug" / "train.log")) as f:
         log = f.read()
     assert "Traceback (most recent call last)" in log and "KeyError: 'entropy'" in log
+
+
+def test_every_registered_method_declares_what_the_engine_needs():
+    from utils.methods import METHODS, method_class
+    for name in METHODS:
+        method = method_class(name)
+        assert issubclass(method, Method) and method.loss_names, name
+        assert method.default_recipe in [recipe.name for recipe in method.recipes], name
+        parse_settings(method, ["--from-scratch"])  # every declared value parses as its flag says

@@ -14,5 +14,5 @@ if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in METHODS:
         sys.exit("usage: python -m utils.methods {{{}}} [flags]; --help after a name lists its flags".format(
             ",".join(METHODS)))
-    name = sys.argv.pop(1)
-    sys.exit(command_line(lambda: train(method_class(name))))
+    name = sys.argv[1]
+    sys.exit(command_line(lambda: train(method_class(name), sys.argv[2:], "python -m utils.methods " + name)))

@@ -79,11 +79,11 @@ def _seconds(text):
     return value
 
 
-def training_parser(method):
+def training_parser(method, prog=None):
     """The flags of ``method`` (a utils/training/method.py ``Method`` class): its hyper-parameters and
     the shared ones, then how the run goes (its ``run_defaults`` override RUN_DEFAULTS)."""
     d = dict(RUN_DEFAULTS, **method.run_defaults)
-    p = argparse.ArgumentParser(description=method.description)
+    p = argparse.ArgumentParser(prog=prog, description=method.description)
     add_params(p, SHARED_PARAMS + list(method.params), method.recipes, method.default_recipe)
     p.add_argument("--model", default="DeepLab", choices=["DeepLab", "DeeplabMulti"],
                    help="segmentation network (the multi-level DeepLab-v2 ResNet-101)")
@@ -156,10 +156,10 @@ def training_parser(method):
     return p
 
 
-def parse_settings(method, argv=None):
+def parse_settings(method, argv=None, prog=None):
     """The settings of a ``method`` run from its command line: parsed, the recipe's values filled,
     contradictions refused before anything is loaded (frozen by the session: run_training)."""
-    parser = training_parser(method)
+    parser = training_parser(method, prog)
     args = parser.parse_args(argv, namespace=Settings())
     apply_recipe(args, SHARED_PARAMS + list(method.params), method.recipes, method.default_recipe)
     for problem in method.check_flags(args):

@@ -323,9 +323,9 @@ class TrainingSession(object):
         self.close()
 
 
-def train(method_class, argv=None):
+def train(method_class, argv=None, prog=None):
     """Train a ``method_class`` run from its command line ``argv`` (default: sys.argv)."""
-    return run_training(parse_settings(method_class, argv), method_class)
+    return run_training(parse_settings(method_class, argv, prog), method_class)
 
 
 def run_training(args, method_class):
