@@ -24,8 +24,11 @@ import sys
 
 from model.restore import resolve_restore
 from utils.cli import size_argument
-from utils.prediction import BACKENDS, DEFAULT_ALPHA, Outputs, PredictionError, check_save_folder, choose_classes, \
-    describe_size, describe_summary, find_images, load_segmenter, predict_images
+from utils.prediction import PredictionError
+from utils.prediction.inputs import check_save_folder, find_images
+from utils.prediction.outputs import DEFAULT_ALPHA, Outputs
+from utils.prediction.pipeline import describe_summary, predict_images
+from utils.prediction.predictor import BACKENDS, choose_classes, describe_size, load_segmenter
 from utils.runtime import add_device_args, select_device
 from utils.stopping import run_interruptible
 from utils.files.download import add_arguments as add_download_arguments, restore_checks, weights_file

@@ -8,7 +8,7 @@ the network is.
 One process, DeeplabMulti with random weights (paddle.seed(0): the same on every run), float32, on
 generated street scenes saved as PNG. Prints the GEMM limit of the network as bench_eval does,
 the cost of each stage of one image run alone (decode, resize, network, upsample + argmax, encode
-+ write of the three default outputs), then images/s of utils.prediction.predict_images over the
++ write of the three default outputs), then images/s of utils.prediction.pipeline.predict_images over the
 folder for the dynamic graph and Paddle Inference (with --workers threads reading ahead and
 writing behind, and with none), and the share of the wall time spent outside the network. The
 ONNX Runtime row (the network exported by model.export, run by its ExportedModel: resize,
@@ -19,7 +19,7 @@ Then how far an export agrees with evaluation: for each output op (argmax, softm
 benchmark's network is exported by model.export.export_model at --input-size, and on the first
 --agreement-images images (default 2) the share of pixels whose train ids from
 ExportedModel(...).predict equal those of the weights as evaluation predicts them
-(utils.prediction.WeightsSegmenter, Paddle Inference: resize to --input-size, network, bilinear
+(utils.prediction.predictor.WeightsSegmenter, Paddle Inference: resize to --input-size, network, bilinear
 upsampling of the logits with align_corners=True to the image's size, argmax), once with Paddle
 Inference and once with ONNX Runtime (skipped without it). An argmax export can only bring its
 train ids back to the image's size by nearest resizing, hence its few differing pixels. With
@@ -76,8 +76,10 @@ from bench.bench_eval import count_macs, gemm_peak, numpy_blas, set_threads, wit
 from dataset.classes import CITYSCAPES  # noqa: E402
 from dataset.synthetic import TARGET_STYLE, render, scene_label_ids  # noqa: E402
 from model.deeplab_multi import DeeplabMulti  # noqa: E402
-from utils.prediction import ExportSegmenter, Outputs, WeightsSegmenter, find_images, predict_images, \
-    read_rgb, upsample_prediction  # noqa: E402
+from utils.prediction.inputs import find_images, read_rgb  # noqa: E402
+from utils.prediction.outputs import Outputs  # noqa: E402
+from utils.prediction.pipeline import predict_images  # noqa: E402
+from utils.prediction.predictor import ExportSegmenter, WeightsSegmenter, upsample_prediction  # noqa: E402
 
 
 def write_images(folder, count, width, height, seed=0):

@@ -19,11 +19,8 @@ Upsampling to the input's size is bilinear with align_corners=True, as evaluatio
 The folder is written under a hidden name beside it and renamed when complete (deploy.yaml, which
 marks an export, is written last), so a killed export never leaves a folder that looks complete.
 """
-import contextlib
 import os
 import shutil
-import sys
-import tempfile
 import time
 import uuid
 import warnings
@@ -36,10 +33,10 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from dataset.classes import CITYSCAPES, IMG_MEAN_BGR, class_set_from_record
-from model.inference import _FinalLogits, _stderr_without, create_inference_predictor, fold_batchnorm, \
-    params_file, run_predictor, save_static_model
+from model.inference import create_inference_predictor, frozen_network, held_output, params_file, run_predictor, \
+    save_static_model
 from model.restore import EXPORT_MARKER
-from utils.files.atomic import atomic_write_text
+from utils.files.atomic import atomic_write_text, fsync_path
 from utils.files.snapshots import read_class_record, write_class_record
 from utils.runtime import cpu_threads
 
@@ -103,7 +100,7 @@ class DeployedNetwork(nn.Layer):
         super().__init__()
         if output_op not in OUTPUT_OPS:
             raise ValueError("unknown output op {!r}: choose one of {}".format(output_op, ", ".join(OUTPUT_OPS)))
-        self.net = _FinalLogits(fold_batchnorm(model))
+        self.net = frozen_network(model)
         self.output_op = output_op
 
     def forward(self, x):
@@ -203,29 +200,6 @@ def read_deploy(directory):
 # ----------------------------------------------------------------------------- exporting
 
 
-@contextlib.contextmanager
-def _held_output(held):
-    """Hold back what is written to stdout and stderr inside (C++ and Python alike) and append it
-    to the list ``held``: paddle2onnx prints pages of progress."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 1)
-        os.dup2(captured.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            captured.seek(0)
-            held.append(captured.read().decode(errors="replace"))
-
-
 def _paddle2onnx_pip_line():
     if paddle.__version__.startswith("2."):
         return 'pip install "paddle2onnx=={}" onnxruntime (paddle2onnx 2.x needs Paddle 3)'.format(
@@ -249,8 +223,8 @@ def onnx_converter():
                           '"paddle2onnx>=2" onnxruntime'.format(version))
 
     def convert(program, params, onnx_path):
-        held, failure = [], None
-        with _held_output(held):
+        failure = None
+        with held_output(stdout=True) as held:  # paddle2onnx prints pages of progress
             try:
                 paddle2onnx.export(program, params, onnx_path, opset_version=ONNX_OPSET, verbose=False,
                                    enable_onnx_checker=True)
@@ -262,17 +236,6 @@ def onnx_converter():
                 version, "; ".join(said[-3:]) or failure or "it wrote no {}".format(os.path.basename(onnx_path))))
 
     return convert
-
-
-def _fsync(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # some filesystems cannot open a folder
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _work_prefix(save_dir):
@@ -319,14 +282,14 @@ def export_model(model, save_dir, classes, output_op="argmax", input_shape=None,
         network = DeployedNetwork(model, output_op)
         network.eval()
         spec = [paddle.static.InputSpec([value if value > 0 else None for value in shape], "float32", INPUT_NAME)]
-        with warnings.catch_warnings(), _stderr_without(_STATIC_SAVE_NOISE):
+        with warnings.catch_warnings(), held_output(noise=_STATIC_SAVE_NOISE):
             warnings.simplefilter("ignore")  # Paddle's deprecation notes about its own ops, once per op
             program = save_static_model(network, os.path.join(work, "model"), spec)
         write_class_record(work, classes)
         if convert is not None:
             convert(program, params_file(program), os.path.join(work, ONNX_FILE))
         for name in os.listdir(work):
-            _fsync(os.path.join(work, name))
+            fsync_path(os.path.join(work, name))
         atomic_write_text(os.path.join(work, DEPLOY_FILE),
                           deploy_yaml(os.path.basename(program), shape, output_op))
         _swap_in(work, save_dir)
@@ -343,7 +306,7 @@ def _swap_in(work, save_dir):
         earlier = work + "-replaced"
         os.replace(save_dir, earlier)
     os.replace(work, save_dir)
-    _fsync(os.path.dirname(os.path.abspath(save_dir)))
+    fsync_path(os.path.dirname(os.path.abspath(save_dir)))
     if earlier is not None:
         shutil.rmtree(earlier, ignore_errors=True)
 

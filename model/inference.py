@@ -25,20 +25,30 @@ _EXPORT_NOISE = "not support input out tensor"
 
 
 @contextlib.contextmanager
-def _stderr_without(noise):
-    """Hold back what C++ code writes to stderr inside, then pass on the lines without ``noise``."""
+def held_output(stdout=False, noise=None):
+    """Hold back what is written to stderr inside (C++ code's too; with ``stdout``, stdout's as well)
+    and yield a list that receives it as one text on the way out. With ``noise``, the held lines
+    without it are then passed on to stderr: Paddle's C++ warnings cannot be silenced otherwise."""
+    fds = (1, 2) if stdout else (2,)
+    sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(2)
+    saved = [os.dup(fd) for fd in fds]
+    held = []
     with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
+        for fd in fds:
+            os.dup2(captured.fileno(), fd)
         try:
-            yield
+            yield held
         finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, original in zip(fds, saved):
+                os.dup2(original, fd)
+                os.close(original)
             captured.seek(0)
-            kept = [line for line in captured.read().decode(errors="replace").splitlines(True) if noise not in line]
-            sys.stderr.write("".join(kept))
+            held.append(captured.read().decode(errors="replace"))
+            if noise is not None:
+                sys.stderr.write("".join(line for line in held[0].splitlines(True) if noise not in line))
 
 
 def _folded_conv(conv, bn):
@@ -89,12 +99,20 @@ class _FinalLogits(nn.Layer):
         return out[-1] if isinstance(out, (tuple, list)) else out
 
 
+def frozen_network(model):
+    """``model`` as evaluation and export run it: a copy in eval mode, each BatchNorm folded into its
+    conv, giving the final head's logits only."""
+    net = _FinalLogits(fold_batchnorm(model))
+    net.eval()
+    return net
+
+
 def save_static_model(net, prefix, input_spec):
     """Save ``net``'s forward as a static graph at ``prefix``; returns the program file: Paddle 3
     writes it as JSON (PIR, ``prefix.json``), Paddle 2.6 as ``prefix.pdmodel``. The weights go
     to ``prefix.pdiparams``."""
     # full_graph: Paddle 3 converts the whole forward (export needs it); 2.6 ignores it.
-    with _stderr_without(_EXPORT_NOISE):
+    with held_output(noise=_EXPORT_NOISE):
         paddle.jit.save(paddle.jit.to_static(net, input_spec=input_spec, full_graph=True), prefix)
     return prefix + ".json" if os.path.exists(prefix + ".json") else prefix + ".pdmodel"
 
@@ -146,8 +164,7 @@ class SegmentationPredictor(object):
         if backend not in BACKENDS:
             raise ValueError("unknown backend {!r}: choose one of {}".format(backend, ", ".join(BACKENDS)))
         self.backend = backend
-        self.net = _FinalLogits(fold_batchnorm(model))
-        self.net.eval()
+        self.net = frozen_network(model)
         if backend == "inference":
             self._threads = cpu_threads or runtime.cpu_threads()
             self._predictor = self._create_predictor(use_gpu, gpu_id, self._threads)

@@ -22,7 +22,6 @@ import pytest
 
 import evaluate_cityscapes
 import predict
-import utils.prediction as prediction
 from dataset.classes import CITYSCAPES, IMG_MEAN_BGR, class_set_from_dict
 from dataset.synthetic import make_synthetic
 from model.deeplab_multi import DeeplabMulti
@@ -30,7 +29,12 @@ from model.restore import resolve_restore
 from tests.helpers import seeded_torch_state
 from utils.files.weights import load_weights
 from utils.files import atomic
-from utils.prediction import ADDED, CONFIDENCE, ENTROPY, LABEL_IDS, PSEUDO_COLOR, TRAIN_IDS, InputImage, Outputs
+from utils.prediction import PredictionError
+from utils.prediction.inputs import InputImage, find_images
+from utils.prediction.outputs import ADDED, CONFIDENCE, ENTROPY, LABEL_IDS, PSEUDO_COLOR, TRAIN_IDS, Outputs, \
+    label_values_table
+from utils.prediction.pipeline import predict_images
+from utils.prediction.predictor import choose_classes, load_segmenter
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
 
@@ -99,8 +103,8 @@ def weights(tmp_path_factory):
 @pytest.fixture(scope="module")
 def segmenter(weights):
     """The dygraph segmenter, made once: what a notebook holds between cells."""
-    return prediction.load_segmenter(resolve_restore(weights), CITYSCAPES, input_size=INPUT_SIZE, backend="dygraph",
-                                     log=lambda line: None)
+    return load_segmenter(resolve_restore(weights), CITYSCAPES, input_size=INPUT_SIZE, backend="dygraph",
+                          log=lambda line: None)
 
 
 def run_predict(*args):
@@ -237,7 +241,7 @@ def test_train_ids_confidence_and_entropy_equal_an_independent_computation(backe
     else:
         save = str(tmp_path / "dygraph")
         outputs = Outputs(save, CITYSCAPES, confidence=True, entropy=True)
-        assert prediction.predict_images(segmenter, prediction.find_images([photos]), outputs, progress=False).ok
+        assert predict_images(segmenter, find_images([photos]), outputs, progress=False).ok
     for name in PHOTOS:
         paddle_ids, numpy_ids, confidence, entropy = independent_prediction(segmenter.network,
                                                                             os.path.join(photos, name))
@@ -259,10 +263,10 @@ def test_a_cityscapes_image_gets_the_train_ids_evaluation_writes(weights, segmen
                                          "--input-size", "128,64", "--device", "cpu", "--num-workers", "0",
                                          "--backend", "dygraph"]) == 0
     val = os.path.join(cityscapes, "leftImg8bit", "val")
-    images = prediction.find_images([val])
+    images = find_images([val])
     assert len(images) == 2 and all(image.name.count("/") == 1 for image in images)  # <city>/<file name>
     predicted = str(tmp_path / "predicted")
-    prediction.predict_images(segmenter, images, Outputs(predicted, CITYSCAPES), progress=False)
+    predict_images(segmenter, images, Outputs(predicted, CITYSCAPES), progress=False)
     for image in images:
         file_name = image.name.split("/")[-1] + ".png"
         np.testing.assert_array_equal(pixels(os.path.join(predicted, image.name + ".png")),
@@ -332,14 +336,14 @@ class CountingWrites(object):
 def counting(monkeypatch):
     def install(die_at=None):
         writes = CountingWrites(die_at)
-        monkeypatch.setattr(prediction, "atomic_write", writes)
+        monkeypatch.setattr("utils.prediction.outputs.atomic_write", writes)
         return writes
     return install
 
 
 def test_a_run_stopped_midway_continues_with_only_the_missing_files(segmenter, photos, weights, tmp_path, counting):
     save = str(tmp_path / "predict")
-    images = prediction.find_images([photos])
+    images = find_images([photos])
     outputs = Outputs(save, CITYSCAPES, confidence=True)
     settings = outputs.settings(resolve_restore(weights), "DeeplabMulti", INPUT_SIZE)
     outputs.begin(settings)
@@ -347,7 +351,7 @@ def test_a_run_stopped_midway_continues_with_only_the_missing_files(segmenter, p
 
     dying = counting(die_at=10)  # the process dies while writing the third image's files
     with pytest.raises(KeyboardInterrupt):
-        prediction.predict_images(segmenter, images, outputs, progress=False)
+        predict_images(segmenter, images, outputs, progress=False)
     assert 0 < len(dying.paths) < len(every)
     before = {path: os.stat(path).st_mtime_ns for path in every if os.path.isfile(path)}
     assert sorted(before) == sorted(dying.paths)
@@ -360,7 +364,7 @@ def test_a_run_stopped_midway_continues_with_only_the_missing_files(segmenter, p
     outputs.check_settings(settings)
     outputs.begin(settings)
     again = counting()
-    summary = prediction.predict_images(segmenter, images, outputs, progress=False, num_workers=0)
+    summary = predict_images(segmenter, images, outputs, progress=False, num_workers=0)
     assert sorted(again.paths) == sorted(set(every) - set(before))  # nothing written twice
     assert all(os.path.isfile(path) for path in every) and not os.path.exists(leftover)
     assert {path: os.stat(path).st_mtime_ns for path in before} == before
@@ -368,28 +372,28 @@ def test_a_run_stopped_midway_continues_with_only_the_missing_files(segmenter, p
     assert (summary.predicted, summary.already_done) == (len(images) - complete_before, complete_before)
 
     # A third run finds everything written; --overwrite writes every file again.
-    assert prediction.predict_images(segmenter, images, outputs, progress=False).predicted == 0
+    assert predict_images(segmenter, images, outputs, progress=False).predicted == 0
     overwrite = counting()
-    redone = prediction.predict_images(segmenter, images, outputs, overwrite=True, progress=False)
+    redone = predict_images(segmenter, images, outputs, overwrite=True, progress=False)
     assert redone.predicted == len(images)
     assert sorted(overwrite.paths) == every
 
 
 def test_an_output_asked_for_later_is_added_without_rewriting_the_others(segmenter, photos, tmp_path, counting):
-    images = prediction.find_images([os.path.join(photos, "street.png")])
+    images = find_images([os.path.join(photos, "street.png")])
     save = str(tmp_path / "predict")
-    prediction.predict_images(segmenter, images, Outputs(save, CITYSCAPES), progress=False)
+    predict_images(segmenter, images, Outputs(save, CITYSCAPES), progress=False)
     writes = counting()
-    summary = prediction.predict_images(segmenter, images, Outputs(save, CITYSCAPES, entropy=True), progress=False)
+    summary = predict_images(segmenter, images, Outputs(save, CITYSCAPES, entropy=True), progress=False)
     assert summary.predicted == 1 and writes.paths == [os.path.join(save, "entropy", "street.png")]
 
 
 def test_strict_stops_at_the_first_unreadable_image(segmenter, broken_folder, tmp_path):
-    images = prediction.find_images([broken_folder])
+    images = find_images([broken_folder])
     assert [image.name for image in images][:2] == ["CAPS", "broken"]  # sorted: the broken one comes second
     with contextlib.redirect_stdout(io.StringIO()):
-        summary = prediction.predict_images(segmenter, images, Outputs(str(tmp_path), CITYSCAPES), strict=True,
-                                            progress=False)
+        summary = predict_images(segmenter, images, Outputs(str(tmp_path), CITYSCAPES), strict=True,
+                                 progress=False)
     assert summary.stopped and summary.predicted == 1 and len(summary.unreadable) == 1
 
 
@@ -402,40 +406,40 @@ def test_a_list_file_names_images_relative_to_its_folder(photos, tmp_path):
     outside = os.path.join(photos, "street.png")
     shutil.copy(os.path.join(photos, "grey.png"), str(tmp_path / "lists" / "grey.png"))
     listed.write_text("grey.png\n\n{} labels/street.png\n".format(outside))  # PaddleSeg's "image label" lines too
-    assert prediction.find_images([str(listed)]) == [
+    assert find_images([str(listed)]) == [
         InputImage(os.path.join(str(tmp_path / "lists"), "grey.png"), "grey"), InputImage(outside, "street")]
     listed.write_text("grey.png\nmissing.png\n")
-    with pytest.raises(prediction.PredictionError, match=r"test.txt line 2: no such image .*missing.png"):
-        prediction.find_images([str(listed)])
+    with pytest.raises(PredictionError, match=r"test.txt line 2: no such image .*missing.png"):
+        find_images([str(listed)])
 
 
 def test_two_images_written_to_the_same_name_are_refused(photos, tmp_path):
     shutil.copy(os.path.join(photos, "street.png"), str(tmp_path / "street.jpg"))
-    images = prediction.find_images([photos, str(tmp_path / "street.jpg")])
-    with pytest.raises(prediction.PredictionError, match="street.png and .*street.jpg would both be written as"):
+    images = find_images([photos, str(tmp_path / "street.jpg")])
+    with pytest.raises(PredictionError, match="street.png and .*street.jpg would both be written as"):
         Outputs(str(tmp_path / "out"), CITYSCAPES).check_names(images)
 
 
 def test_label_ids_of_a_class_with_several_values_are_its_smallest(tmp_path):
     classes = class_set_from_dict({"classes": [{"name": "road", "values": [9, 3]}, {"name": "grass", "values": [300]}]},
                                   "classes.json")
-    table, note = prediction.label_values_table(classes)
+    table, note = label_values_table(classes)
     assert table.dtype == np.uint16 and list(table[:2]) == [3, 300]  # 16-bit PNGs when a value exceeds 255
     assert note == "--label-ids: 1 classes have several label values; each is written as its smallest: road (3, 9)"
     no_value = class_set_from_dict({"classes": [{"name": "road"}, {"name": "sky", "values": []}]}, "classes.json")
-    with pytest.raises(prediction.PredictionError, match="classes sky have no label value"):
-        prediction.label_values_table(no_value)
+    with pytest.raises(PredictionError, match="classes sky have no label value"):
+        label_values_table(no_value)
 
 
 def test_the_record_beside_a_model_decides_the_classes(tmp_path):
     mine = class_set_from_dict({"name": "roads", "classes": ["road", "background"]}, "classes.json")
-    assert prediction.choose_classes(None) is CITYSCAPES
-    assert prediction.choose_classes(CITYSCAPES.derive("synthia").record()) is CITYSCAPES
-    assert prediction.choose_classes(mine.record()).names == ("road", "background")
+    assert choose_classes(None) is CITYSCAPES
+    assert choose_classes(CITYSCAPES.derive("synthia").record()) is CITYSCAPES
+    assert choose_classes(mine.record()).names == ("road", "background")
     class_file = tmp_path / "classes.json"
     class_file.write_text(json.dumps({"name": "roads", "classes": ["road", "sky"]}))
     with pytest.raises(ValueError, match="was trained on the class set roads"):
-        prediction.choose_classes(mine.record(), str(class_file), what="model.pdparams")
+        choose_classes(mine.record(), str(class_file), what="model.pdparams")
 
 
 def onnx_available():
@@ -493,5 +497,5 @@ def test_what_an_exported_model_cannot_give_is_refused(exported, photos, tmp_pat
     assert error_lines("--restore-from", exported, "--images", photos, "--save", save, "--backend", "dygraph") == [
         "error: --backend dygraph: {} is an exported model (a static graph); use --backend inference or onnx, or "
         "give the weights".format(exported)]
-    with pytest.raises(prediction.PredictionError, match="was exported for 128x64; drop --input-size"):
-        prediction.load_segmenter(resolve_restore(exported), CITYSCAPES, input_size=(64, 32))
+    with pytest.raises(PredictionError, match="was exported for 128x64; drop --input-size"):
+        load_segmenter(resolve_restore(exported), CITYSCAPES, input_size=(64, 32))

@@ -147,7 +147,8 @@ def own_image_pictures(images, save_dir, count):
     """Image | class colours | overlay (| confidence) of ``count`` of ``images`` (predict.py's --images,
     spread over them) from predict.py's outputs in ``save_dir``; images without outputs (unreadable
     ones) are left out. Returns [OwnImage]."""
-    from utils.prediction import ADDED, CONFIDENCE, PSEUDO_COLOR, Outputs, find_images
+    from utils.prediction.inputs import find_images
+    from utils.prediction.outputs import ADDED, CONFIDENCE, PSEUDO_COLOR, Outputs
 
     outputs = Outputs(save_dir, CITYSCAPES)
     done = [image for image in find_images(images) if os.path.isfile(outputs.path(PSEUDO_COLOR, image.name))]

@@ -9,9 +9,10 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _fsync_dir(directory):
+def fsync_path(path):
+    """Flush a file or folder to disk; a folder's fsync makes the renames and new names in it last."""
     try:
-        fd = os.open(directory, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:  # some filesystems (and Windows) cannot open a directory
         return
     try:
@@ -39,7 +40,7 @@ def atomic_write(path, write):
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
-    _fsync_dir(directory)
+    fsync_path(directory)
 
 
 def atomic_copy(src, path):
