@@ -10,10 +10,12 @@ model.pdmodel with Paddle 2.6) and model.pdiparams, deploy.yaml in PaddleSeg's f
 transforms are this project's preprocessing), class_set.json and, with --onnx, model.onnx. It is
 written under a hidden name and renamed when complete, replacing an earlier export there.
 
---input-shape: WIDTH,HEIGHT (as --input-size elsewhere; 1024,512 is evaluation's) or N,3,H,W: the
-image is resized to it first. Default: any size, the image is not resized. --output-op: argmax
-(int32 train ids at the input's size), softmax (probabilities at the input's size) or none (the
-network's low-resolution logits).
+By default the exported graph predicts what evaluation scored, on an image of any size: it resizes
+the image to --input-size (evaluation's, 1024,512) as evaluation does, runs the network and brings
+the result back to the image's size (README: Export for deployment). Other kinds: --input-shape
+WIDTH,HEIGHT or N,3,H,W, a fixed input the image is resized to before the graph; --any-size, the
+network sees each image at its own resolution. --output-op: argmax (int32 train ids), softmax
+(probabilities) or none (the network's low-resolution logits).
 
 Exit status: 0 exported; 2 nothing exported: a path, flag or file at fault.
 """
@@ -27,6 +29,7 @@ from dataset.classes import model_classes
 from model import build_model
 from model.export import OUTPUT_OPS, check_save_dir, export_model, onnx_converter
 from model.restore import resolve_restore
+from utils.cli import size_argument
 from utils.files.weights import load_weights
 from utils.runtime import add_device_args, select_device
 from utils.stopping import run_interruptible
@@ -61,9 +64,14 @@ def get_arguments(argv=None):
     parser.add_argument("--num-classes", type=int, default=None, help="default: the class set's")
     parser.add_argument("--save-dir", default="output/inference_model",
                         help="the export folder (default output/inference_model); an earlier export there is replaced")
+    parser.add_argument("--input-size", type=size_argument, default=(1024, 512), metavar="W,H",
+                        help="what the graph resizes each image to before the network, as evaluation does (default "
+                             "1024,512, evaluation's)")
     parser.add_argument("--input-shape", type=input_shape_argument, default=None, metavar="W,H or N,3,H,W",
-                        help="a fixed input size the image is resized to (1024,512: as evaluation); default: any "
-                             "size, not resized")
+                        help="instead: a fixed graph input, the image resized to it before the graph (deploy.yaml's "
+                             "Resize); argmax ids come back to the image's size by nearest resizing")
+    parser.add_argument("--any-size", action="store_true",
+                        help="instead: no resize; the network sees each image at its own resolution")
     parser.add_argument("--output-op", choices=OUTPUT_OPS, default="argmax",
                         help="argmax: int32 train ids at the input's size (default); softmax: probabilities at the "
                              "input's size; none: the network's low-resolution logits")
@@ -74,7 +82,10 @@ def get_arguments(argv=None):
     parser.add_argument("--no-hash-check", action="store_true",
                         help="do not check a hash suffix in --restore-from's name (-ed35151c) against its SHA-256")
     add_device_args(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.any_size and args.input_shape:
+        parser.error("--any-size and --input-shape are two kinds of export: choose one")
+    return args
 
 
 def main(argv=None):
@@ -92,14 +103,17 @@ def main(argv=None):
         select_device(args)
         model = build_model(args.model, num_classes=classes.num_classes)
         print(load_weights(model, restored.path, check_hash=not args.no_hash_check).summary())
-        files = export_model(model, args.save_dir, classes, args.output_op, args.input_shape, args.onnx)
+        resize_to = None if args.any_size or args.input_shape else args.input_size
+        files = export_model(model, args.save_dir, classes, args.output_op, args.input_shape, args.onnx, resize_to)
     except (ValueError, FileNotFoundError) as error:  # ExportError, ClassSetError and WeightsError are ValueErrors
         print("error: {}".format(error), file=sys.stderr)
         return EXIT_REFUSED
     shape = args.input_shape
-    print("class set {} ({} classes); input {}; output {}".format(
-        classes.name, classes.num_classes, "{}x{} (WxH)".format(shape[3], shape[2]) if shape else "any size",
-        args.output_op))
+    kind = "{}x{} (WxH), resized before the graph".format(shape[3], shape[2]) if shape else \
+        "any size, not resized" if args.any_size else \
+        "any size, resized to {}x{} inside the graph as evaluation does".format(*resize_to)
+    print("class set {} ({} classes); input {}; output {}".format(classes.name, classes.num_classes, kind,
+                                                                  args.output_op))
     print("exported to {}: {}".format(os.path.abspath(args.save_dir), ", ".join(files)))
     print("predict with it: python predict.py --restore-from {} --images PATH{}".format(
         args.save_dir, " [--backend onnx]" if args.onnx else ""))

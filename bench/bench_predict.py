@@ -11,23 +11,25 @@ the cost of each stage of one image run alone (decode, resize, network, upsample
 + write of the three default outputs), then images/s of utils.prediction.pipeline.predict_images over the
 folder for the dynamic graph and Paddle Inference (with --workers threads reading ahead and
 writing behind, and with none), and the share of the wall time spent outside the network. The
-ONNX Runtime row (the network exported by model.export, run by its ExportedModel: resize,
-network, upsample and argmax all count as its network) needs onnxruntime and paddle2onnx
-(requirements-deploy.txt); without them a line says it is skipped.
+export rows run the network as export.py exports it by default (each image resized to
+--input-size inside the graph, the network, the logits upsampled to the image's size, argmax; all
+of it counts as the export's network) with Paddle Inference and, when onnxruntime and paddle2onnx
+are installed (requirements-deploy.txt), ONNX Runtime; without them a line says it is skipped.
 
-Then how far an export agrees with evaluation: for each output op (argmax, softmax, none) the
-benchmark's network is exported by model.export.export_model at --input-size, and on the first
---agreement-images images (default 2) the share of pixels whose train ids from
-ExportedModel(...).predict equal those of the weights as evaluation predicts them
-(utils.prediction.predictor.WeightsSegmenter, Paddle Inference: resize to --input-size, network, bilinear
-upsampling of the logits with align_corners=True to the image's size, argmax), once with Paddle
-Inference and once with ONNX Runtime (skipped without it). An argmax export can only bring its
-train ids back to the image's size by nearest resizing, hence its few differing pixels. With
---export the ONNX row runs that model, but the agreement is always the benchmark's network's.
-A line says how many classes evaluation's predictions hold and how much of the image the
-commonest covers: random weights that paint nearly everything one class would make any
-agreement look perfect. --no-agreement skips it: three exports (each converted to ONNX when it
-is there) and, per image, one more run of the network by evaluation's way and three per backend.
+Then how far each kind of export agrees with evaluation: the benchmark's network exported by
+model.export.export_model as export.py's default, at a fixed --input-size (argmax, softmax, none)
+and at any size without a resize; on the first --agreement-images images (default 2) the share of
+pixels whose train ids from ExportedModel(...).predict equal those of the weights as evaluation
+predicts them (utils.prediction.predictor.WeightsSegmenter, Paddle Inference: resize to
+--input-size, network, bilinear upsampling of the logits with align_corners=True to the image's
+size, argmax), with Paddle Inference and with ONNX Runtime (skipped without it). A fixed-size
+argmax export can only bring its train ids back to the image's size by nearest resizing; an
+export without a resize runs the network at the image's own resolution. With --export the export
+rows run that model, but the agreement is always the benchmark's network's. A line says how many
+classes evaluation's predictions hold and how much of the image the commonest covers: random
+weights that paint nearly everything one class would make any agreement look perfect.
+--no-agreement skips it: five exports and, per image, one more run of the network by evaluation's
+way and five per backend.
 """
 import utils.runtime  # noqa: F401  (first: sets MKL_DEBUG_CPU_TYPE, imports PIL before paddle)
 
@@ -53,7 +55,7 @@ def parse_args(argv=None):
     parser.add_argument("--workers", type=int, default=2, help="predict.py's --num-workers (default 2)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for Paddle and Paddle Inference")
     parser.add_argument("--export", default=None, metavar="DIR",
-                        help="an exported model (with model.onnx) for the ONNX Runtime row; default: the random "
+                        help="an exported model (with model.onnx) for the export rows; default: the random "
                              "network exported here")
     parser.add_argument("--agreement-images", type=int, default=2, metavar="N",
                         help="images on which exports are compared with evaluation's predictions (default 2)")
@@ -132,16 +134,18 @@ def onnx_missing():
     return None
 
 
-def onnx_segmenter(model, input_size, export_dir):
-    """(ExportSegmenter on ONNX Runtime, None) or (None, why the row is skipped). ``model`` is exported
-    into ``export_dir`` (train ids out, the input resized to ``input_size``) unless an export is there."""
+def export_segmenters(model, input_size, export_dir):
+    """([(row name, ExportSegmenter)], why the ONNX row is skipped or None): ``model`` exported into
+    ``export_dir`` as export.py does by default (train ids out, each image resized to ``input_size``
+    inside the graph) unless an export is there, run by Paddle Inference and ONNX Runtime."""
     from model.export import ExportedModel, export_model
     missing = onnx_missing()
-    if missing:
-        return None, missing
     if not os.path.isfile(os.path.join(export_dir, "deploy.yaml")):
-        export_model(model, export_dir, CITYSCAPES, "argmax", [1, 3, input_size[1], input_size[0]], onnx=True)
-    return ExportSegmenter(ExportedModel(export_dir, False, 0, "onnx"), CITYSCAPES), None
+        export_model(model, export_dir, CITYSCAPES, "argmax", onnx=not missing, resize_to=input_size)
+    rows = [("export", ExportSegmenter(ExportedModel(export_dir, False, 0, "inference"), CITYSCAPES))]
+    if not missing:
+        rows.append(("export+onnx", ExportSegmenter(ExportedModel(export_dir, False, 0, "onnx"), CITYSCAPES)))
+    return rows, missing
 
 
 def evaluation_train_ids(segmenter, images):
@@ -153,22 +157,29 @@ def evaluation_train_ids(segmenter, images):
     return predicted
 
 
+def export_kinds(input_size):
+    """(name, output op, input shape, size resized to in the graph) of each kind of export.py export."""
+    fixed = [1, 3, input_size[1], input_size[0]]
+    return ([("default", "argmax", None, input_size)] +
+            [("fixed-size {}".format(output_op), output_op, fixed, None) for output_op in ("argmax", "softmax", "none")] +
+            [("any-size", "argmax", None, None)])
+
+
 def agreement(model, expected, input_size, export_root, backends):
-    """{backend: {output op: share of pixels}}: ``model`` exported at ``input_size`` with each output
-    op into ``export_root``, run by ExportedModel with each of ``backends`` on the images of
-    ``expected`` ([(RGB, train ids)] from evaluation_train_ids), and the share of the pixels of all
-    of them whose train ids equal the expected ones."""
-    from model.export import OUTPUT_OPS, ExportedModel, export_model
+    """{backend: {kind: share of pixels}}: ``model`` exported as each of export_kinds into
+    ``export_root``, run by ExportedModel with each of ``backends`` on the images of ``expected``
+    ([(RGB, train ids)] from evaluation_train_ids), and the share of the pixels of all of them
+    whose train ids equal the expected ones."""
+    from model.export import ExportedModel, export_model
     pixels = sum(train_ids.size for _, train_ids in expected)
     shares = {backend: {} for backend in backends}
-    for output_op in OUTPUT_OPS:
-        folder = os.path.join(export_root, output_op)
-        export_model(model, folder, CITYSCAPES, output_op, [1, 3, input_size[1], input_size[0]],
-                     onnx="onnx" in backends)
+    for number, (kind, output_op, shape, resize_to) in enumerate(export_kinds(input_size)):
+        folder = os.path.join(export_root, str(number))
+        export_model(model, folder, CITYSCAPES, output_op, shape, onnx="onnx" in backends, resize_to=resize_to)
         for backend in backends:
             exported = ExportedModel(folder, False, 0, backend)
             equal = sum(int(np.count_nonzero(exported.predict(rgb)[0] == train_ids)) for rgb, train_ids in expected)
-            shares[backend][output_op] = equal / float(pixels)
+            shares[backend][kind] = equal / float(pixels)
     return shares
 
 
@@ -227,9 +238,8 @@ def main(argv=None):
 
         runs = [(name, segmenter, args.workers) for name, segmenter in segmenters]
         runs.append(("inference", segmenters[1][1], 0))
-        onnx, skipped = onnx_segmenter(model, args.input_size, args.export or os.path.join(work, "export"))
-        if onnx is not None:
-            runs.append(("onnx", onnx, args.workers))
+        exported, skipped = export_segmenters(model, args.input_size, args.export or os.path.join(work, "export"))
+        runs += [(name, segmenter, args.workers) for name, segmenter in exported]
         print()
         print("{:<12}{:>8}{:>10}{:>10}{:>12}{:>12}{:>8}".format("backend", "workers", "images/s", "s/image",
                                                                 "network s", "outside %", "others"))
@@ -246,7 +256,7 @@ def main(argv=None):
                 name, workers, summary.predicted / summary.seconds, per_image,
                 summary.network_seconds / summary.predicted, 100 * outside, others))
         if skipped:
-            print("{:<12}skipped: {}".format("onnx", skipped))
+            print("{:<12}skipped: {}".format("export+onnx", skipped))
 
         shares, commonest = None, None
         if not args.no_agreement:
@@ -261,7 +271,7 @@ def main(argv=None):
             print(classes_line)
             for backend in backends:
                 print("{:<12}agreement with evaluation ({}): {}".format(backend, where, "  ".join(
-                    "{} {}".format(output_op, percent(share)) for output_op, share in shares[backend].items())))
+                    "{} {}".format(kind, percent(share)) for kind, share in shares[backend].items())))
             if skipped:
                 print("{:<12}agreement skipped: {}".format("onnx", skipped))
     finally:

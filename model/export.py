@@ -10,11 +10,14 @@ load, in PaddleSeg's layout:
     class_set.json                the class set the train ids stand for (names, colours)
     model.onnx                    (asked for) the same graph for ONNX Runtime, by paddle2onnx
 
-The graph takes what deploy.yaml's transforms make of an RGB image (resized when the export has a
-fixed size; the mean pixel subtracted) and does the rest itself: the flip to the BGR order of the
-Caffe-trained weights, the network, and the output op: ``argmax`` (int32 train ids at the input's
-size), ``softmax`` (probabilities at the input's size) or ``none`` (the low-resolution logits).
-Upsampling to the input's size is bilinear with align_corners=True, as evaluation's.
+By default the graph predicts what evaluation scored, for an image of any size: it takes the RGB
+image itself, resizes it to evaluation's input size as Pillow's BICUBIC does (``resize_like_pillow``),
+subtracts the mean pixel, flips to the BGR order of the Caffe-trained weights, runs the network and
+brings the logits back to the image's size (bilinear, align_corners=True, as evaluation). Two other
+kinds: a fixed input size (deploy.yaml's Resize transform; argmax ids can then only be resized
+nearest to the image), and any size without a resize (the network sees the image at its own
+resolution). The output op: ``argmax`` (int32 train ids), ``softmax`` (probabilities) or ``none``
+(the network's low-resolution logits).
 
 The folder is written under a hidden name beside it and renamed when complete (deploy.yaml, which
 marks an export, is written last), so a killed export never leaves a folder that looks complete.
@@ -92,20 +95,69 @@ def upsample_bilinear(logits, size):
     return paddle.reshape(down, [batch, channels, paddle.shape(across)[2], -1]).transpose([0, 1, 3, 2])
 
 
-class DeployedNetwork(nn.Layer):
-    """The network as exported: NCHW float32 RGB minus the mean pixel in (what deploy.yaml's
-    transforms make of an image), ``output_op``'s output out (see the module's notes)."""
+# Pillow's resampling arithmetic: weights in fixed point with this many fractional bits, each pass
+# rounded to 8 bits (libImaging/Resample.c, PRECISION_BITS).
+PILLOW_PRECISION = float(2 ** 22)
 
-    def __init__(self, model, output_op="argmax"):
+
+def _bicubic(distance):
+    """Pillow's BICUBIC kernel (a = -0.5), zero beyond 2."""
+    d = paddle.abs(distance)
+    near = (1.5 * d - 2.5) * d * d + 1.0
+    far = (((d - 5.0) * d + 8.0) * d - 4.0) * -0.5
+    return paddle.where(d < 1.0, near, paddle.where(d < 2.0, far, paddle.zeros_like(d)))
+
+
+def _pillow_weights(in_size, out_size):
+    """(out_size, in_size) matrix of Pillow's BICUBIC resize along one axis of ``in_size`` (a
+    tensor) pixels: the kernel widened by the scale when shrinking (Pillow's antialiasing), each
+    row normalised, then rounded to Pillow's fixed point."""
+    scale = in_size.astype("float32") / float(out_size)
+    widen = paddle.maximum(scale, paddle.ones_like(scale))
+    centers = (paddle.arange(out_size, dtype="float32") + 0.5) * scale
+    inputs = paddle.arange(in_size, dtype="float32")
+    weights = _bicubic((inputs.unsqueeze(0) - centers.unsqueeze(1) + 0.5) / widen)
+    weights = weights / paddle.sum(weights, axis=1, keepdim=True)
+    return paddle.sign(weights) * paddle.floor(paddle.abs(weights) * PILLOW_PRECISION + 0.5) / PILLOW_PRECISION
+
+
+def _to_8_bits(values):
+    return paddle.clip(paddle.floor(values + 0.5), 0.0, 255.0)
+
+
+def resize_like_pillow(images, size):
+    """NCHW float32 images of 0..255 values resized to ``size`` = (W, H) as Pillow's
+    ``Image.resize(size, BICUBIC)`` resizes 8-bit RGB: the horizontal pass, rounded to 8 bits,
+    then the vertical one (2-D products, as upsample_bilinear says why)."""
+    shape = paddle.shape(images)
+    batch, channels, height, width = shape[0], shape[1], shape[2], shape[3]
+    across = _to_8_bits(paddle.matmul(paddle.flatten(images, 0, 2), _pillow_weights(width, size[0]), transpose_y=True))
+    across = paddle.reshape(across, [batch, channels, height, size[0]]).transpose([0, 1, 3, 2])  # N, C, W', H
+    down = _to_8_bits(paddle.matmul(paddle.flatten(across, 0, 2), _pillow_weights(height, size[1]), transpose_y=True))
+    return paddle.reshape(down, [batch, channels, size[0], size[1]]).transpose([0, 1, 3, 2])
+
+
+class DeployedNetwork(nn.Layer):
+    """The network as exported, ``output_op``'s output out (see the module's notes). In: NCHW
+    float32 RGB, either the image itself (0..255, any size) when ``input_size`` = (W, H) says what
+    the graph resizes it to, or what deploy.yaml's transforms make of it (minus the mean pixel)."""
+
+    def __init__(self, model, output_op="argmax", input_size=None):
         super().__init__()
         if output_op not in OUTPUT_OPS:
             raise ValueError("unknown output op {!r}: choose one of {}".format(output_op, ", ".join(OUTPUT_OPS)))
         self.net = frozen_network(model)
         self.output_op = output_op
+        self.input_size = None if input_size is None else tuple(int(side) for side in input_size)
 
     def forward(self, x):
+        if self.input_size is not None:  # as evaluation prepares an image (dataset.files.image_to_input)
+            mean = paddle.to_tensor(np.asarray(IMG_MEAN_BGR[::-1], np.float32).reshape(1, 3, 1, 1))
+            inputs = resize_like_pillow(x, self.input_size) - mean
+        else:
+            inputs = x
         # PaddleSeg feeds RGB and its transforms cannot reorder channels; the weights expect BGR.
-        bgr = paddle.concat([x[:, 2:3], x[:, 1:2], x[:, 0:1]], axis=1)
+        bgr = paddle.concat([inputs[:, 2:3], inputs[:, 1:2], inputs[:, 0:1]], axis=1)
         logits = self.net(bgr)
         if self.output_op == "none":
             return logits
@@ -129,9 +181,9 @@ def _numbers(values):
     return "[{}]".format(", ".join(repr(value) for value in values))
 
 
-def deploy_yaml(program_name, input_shape, output_op):
+def deploy_yaml(program_name, input_shape, output_op, resize_to=None):
     """The text of deploy.yaml for a graph saved as ``program_name``, of ``input_shape`` [N, 3, H, W]
-    (-1: any), with ``output_op``'s output."""
+    (-1: any), with ``output_op``'s output; ``resize_to`` (W, H): the graph resizes the image itself."""
     mean, std = normalize_parameters()
     height, width = input_shape[2], input_shape[3]
     fixed = height > 0 and width > 0
@@ -139,19 +191,29 @@ def deploy_yaml(program_name, input_shape, output_op):
     lines = ["# AdaptSegNet (DeepLab-v2) exported by export.py in PaddleSeg's deployment format: Paddle Inference",
              "# (Python, C++, Serving) and PaddleSeg's deploy tools read it.",
              "#"]
-    if fixed:
-        lines += ["# Preprocessing (this project's): the image resized to {}x{} (WxH), then its RGB values".format(
-            width, height)]
+    if resize_to is not None:
+        lines += [
+            "# Input: the image itself, RGB values 0..255 as float32, N x 3 x H x W at any size; no transforms.",
+            "# The graph does what evaluation does: resizes it to {}x{} (WxH) as Pillow's BICUBIC does (8-bit".format(
+                *resize_to),
+            "# passes, antialiased when shrinking), subtracts the mean pixel (R {:.2f}, G {:.2f}, B {:.2f}),".format(
+                red, green, blue),
+            "# swaps to the BGR order of the Caffe-trained weights, runs the network and brings the logits back",
+            "# to the image's own size."]
     else:
-        lines += ["# Preprocessing (this project's): no resize (the graph takes any size and predicts at it; export",
-                  "# with --input-shape 1024,512 to resize as evaluation does); the image's RGB values"]
-    lines += [
-        "# minus the mean pixel (R {:.2f}, G {:.2f}, B {:.2f}), not divided by a std. PaddleSeg's Normalize".format(
-            red, green, blue),
-        "# computes (x / 255 - mean) / std, so mean = mean pixel / 255 and std = 1 / 255 give exactly",
-        "# x - mean pixel. The weights expect BGR (Caffe) order, which the transforms cannot say: the graph's",
-        "# first operation swaps the channels, so its input is RGB as PaddleSeg feeds it.",
-    ]
+        if fixed:
+            lines += ["# Preprocessing (this project's): the image resized to {}x{} (WxH), then its RGB values".format(
+                width, height)]
+        else:
+            lines += ["# Preprocessing (this project's): no resize (the graph takes any size and predicts at it;",
+                      "# export without --any-size to resize as evaluation does); the image's RGB values"]
+        lines += [
+            "# minus the mean pixel (R {:.2f}, G {:.2f}, B {:.2f}), not divided by a std. PaddleSeg's Normalize".format(
+                red, green, blue),
+            "# computes (x / 255 - mean) / std, so mean = mean pixel / 255 and std = 1 / 255 give exactly",
+            "# x - mean pixel. The weights expect BGR (Caffe) order, which the transforms cannot say: the graph's",
+            "# first operation swaps the channels, so its input is RGB as PaddleSeg feeds it.",
+        ]
     if fixed:
         lines += ["# Resize: this project resizes with Pillow's BICUBIC, which also smooths when shrinking;",
                   "# PaddleSeg's Resize is OpenCV's CUBIC, whose pixels differ slightly. model.export.ExportedModel",
@@ -161,15 +223,19 @@ def deploy_yaml(program_name, input_shape, output_op):
                    "# align_corners=True, then argmax); class_set.json names them."],
         "softmax": ["# Output: float32 class probabilities, N x C x H x W at the input's size (logits upsampled",
                     "# bilinearly with align_corners=True, then softmax); class_set.json names the classes."],
-        "none": ["# Output: float32 logits, N x C x h x w at 1/8 of the input's size; upsample them bilinearly with",
-                 "# align_corners=True to the image's size, then argmax, as evaluation does. class_set.json names them."],
+        "none": ["# Output: float32 logits, N x C x h x w at 1/8 of the network's input size; upsample them bilinearly",
+                 "# with align_corners=True to the image's size, then argmax, as evaluation does. class_set.json names",
+                 "# them."],
     }[output_op]
-    lines += ["Deploy:", "  model: {}".format(program_name), "  params: {}".format(params_file(program_name)),
-              "  transforms:"]
-    if fixed:
-        lines += ["  - type: Resize", "    target_size: [{}, {}]".format(width, height), "    interp: CUBIC"]
-    lines += ["  - type: Normalize", "    mean: {}".format(_numbers(mean)), "    std: {}".format(_numbers(std)),
-              "  input_shape: [{}]".format(", ".join(str(int(value)) for value in input_shape)),
+    lines += ["Deploy:", "  model: {}".format(program_name), "  params: {}".format(params_file(program_name))]
+    if resize_to is not None:
+        lines += ["  transforms: []", "  resize_in_graph: [{}, {}]".format(*resize_to)]
+    else:
+        lines += ["  transforms:"]
+        if fixed:
+            lines += ["  - type: Resize", "    target_size: [{}, {}]".format(width, height), "    interp: CUBIC"]
+        lines += ["  - type: Normalize", "    mean: {}".format(_numbers(mean)), "    std: {}".format(_numbers(std))]
+    lines += ["  input_shape: [{}]".format(", ".join(str(int(value)) for value in input_shape)),
               "  output_op: {}".format(output_op), "  output_dtype: {}".format(OUTPUT_DTYPES[output_op])]
     return "\n".join(lines) + "\n"
 
@@ -263,13 +329,18 @@ def check_save_dir(save_dir):
                           "export there is replaced)".format(save_dir, DEPLOY_FILE))
 
 
-def export_model(model, save_dir, classes, output_op="argmax", input_shape=None, onnx=False):
+def export_model(model, save_dir, classes, output_op="argmax", input_shape=None, onnx=False, resize_to=None):
     """Write ``model`` (a built network with its weights) into ``save_dir`` as the module's notes say;
     returns the names of the files written. ``classes``: the ClassSet it predicts. ``input_shape``:
-    None (any batch size, height and width) or [N, 3, H, W], N -1 for any batch size. ``onnx``:
-    also model.onnx. An earlier export in ``save_dir`` is replaced once the new one is complete."""
+    None (any batch size, height and width) or [N, 3, H, W], N -1 for any batch size. ``resize_to``
+    (W, H), with any input shape: the graph resizes each image to it as evaluation does and predicts
+    at the image's size. ``onnx``: also model.onnx. An earlier export in ``save_dir`` is replaced
+    once the new one is complete."""
     if output_op not in OUTPUT_OPS:
         raise ExportError("--output-op {}: choose one of {}".format(output_op, ", ".join(OUTPUT_OPS)))
+    if resize_to is not None and input_shape is not None:
+        raise ExportError("--input-shape fixes the size the image is resized to before the graph; the graph that "
+                          "resizes by itself takes any size: give one of them")
     shape = [-1, 3, -1, -1] if input_shape is None else [int(value) for value in input_shape]
     convert = onnx_converter() if onnx else None  # before anything is written
     check_save_dir(save_dir)
@@ -279,7 +350,7 @@ def export_model(model, save_dir, classes, output_op="argmax", input_shape=None,
     work = os.path.join(parent, _work_prefix(save_dir) + uuid.uuid4().hex[:12])
     os.mkdir(work)
     try:
-        network = DeployedNetwork(model, output_op)
+        network = DeployedNetwork(model, output_op, resize_to)
         network.eval()
         spec = [paddle.static.InputSpec([value if value > 0 else None for value in shape], "float32", INPUT_NAME)]
         with warnings.catch_warnings(), held_output(noise=_STATIC_SAVE_NOISE):
@@ -291,7 +362,7 @@ def export_model(model, save_dir, classes, output_op="argmax", input_shape=None,
         for name in os.listdir(work):
             fsync_path(os.path.join(work, name))
         atomic_write_text(os.path.join(work, DEPLOY_FILE),
-                          deploy_yaml(os.path.basename(program), shape, output_op))
+                          deploy_yaml(os.path.basename(program), shape, output_op, resize_to))
         _swap_in(work, save_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -325,8 +396,8 @@ class ExportedModel(object):
     Inference, or ONNX Runtime with ``backend="onnx"``), and the result brought to the image's own
     size as evaluation does.
 
-    ``input_size``: (W, H) the image is resized to (deploy.yaml's Resize), None when the graph takes
-    any size. ``output_op``: what the graph outputs. ``classes``: the ClassSet of class_set.json.
+    ``input_size``: (W, H) the image is resized to (by deploy.yaml's Resize, or inside the graph),
+    None when the network sees the image at its own size. ``output_op``: what the graph outputs. ``classes``: the ClassSet of class_set.json.
     """
 
     def __init__(self, directory, use_gpu=False, gpu_id=0, backend="inference"):
@@ -341,7 +412,9 @@ class ExportedModel(object):
             raise ExportError("{}: output_op {!r} is none of {}".format(where, self.output_op, ", ".join(OUTPUT_OPS)))
         self._steps = _transforms(deploy["transforms"], where)
         resizes = [step for step in self._steps if step[0] == "Resize"]
-        self.input_size = resizes[-1][1] if resizes else None
+        in_graph = deploy.get("resize_in_graph")
+        self._resized_in_graph = bool(in_graph) and not resizes
+        self.input_size = resizes[-1][1] if resizes else tuple(in_graph) if in_graph else None
         batch = (deploy.get("input_shape") or [-1])[0]
         if batch not in (-1, 1, None):
             raise ExportError("{}: exported for batches of {} images; export again with --input-shape 1,3,H,W or "
@@ -351,6 +424,19 @@ class ExportedModel(object):
             self._run = self._onnx_runner(use_gpu)
         else:
             self._run = self._paddle_runner(deploy, use_gpu, gpu_id)
+
+    def describe(self):
+        """One line: what kind of export this is, against evaluation's predictions."""
+        if self._resized_in_graph:
+            return "{}: an export that resizes each image to {}x{} inside the graph and predicts at the image's " \
+                   "size, as evaluation does".format(self.directory, *self.input_size)
+        if self.input_size is not None:
+            back = "its train ids are brought to the image's size by nearest resizing" if self.output_op == "argmax" \
+                else "its output is upsampled to the image's size"
+            return "{}: an export of a fixed {}x{} input (the image resized before the graph); {}".format(
+                self.directory, self.input_size[0], self.input_size[1], back)
+        return "{}: an export without a resize: the network sees each image at its own resolution, which evaluation " \
+               "does not (export again without --any-size for evaluation's predictions)".format(self.directory)
 
     def _paddle_runner(self, deploy, use_gpu, gpu_id):
         program, params = (os.path.join(self.directory, deploy[key]) for key in ("model", "params"))

@@ -3,8 +3,10 @@
 
 The network is DeeplabMulti with seeded weights (poor but deterministic predictions) of a class set
 of its own, exported for a small input; what is checked is what a deployment relies on: the files
-and deploy.yaml, that deploy.yaml's preprocessing is this project's, and that Paddle Inference
-(and ONNX Runtime) on the export predict what the dynamic graph predicts for the same network.
+and deploy.yaml, that deploy.yaml's preprocessing is this project's, that Paddle Inference (and ONNX
+Runtime) on the export predict what the dynamic graph predicts for the same network, and that the
+default export, read as PaddleSeg's deploy tools read deploy.yaml, predicts what evaluation scored
+on images of any size and mode.
 """
 from PIL import Image
 
@@ -39,6 +41,10 @@ INPUT_SIZE = (64, 48)  # (W, H) of the fixed-size exports
 IMAGES = {"landscape": (100, 75), "portrait": (48, 64)}
 AGREEMENT = 0.999  # share of pixels on which the export and the dynamic graph must agree
 DEPLOY_KEYS = {"model", "params", "transforms", "input_shape", "output_op", "output_dtype"}
+EVALUATION_SIZE = (96, 48)  # (W, H) the default exports resize to, as evaluation's 1024,512 (kept small here)
+# name -> (width, height, how it is saved): what users feed a deployed model
+ODD_IMAGES = {"photo.jpg": (1000, 750, "RGB"), "grey.png": (480, 640, "L"), "cutout.png": (800, 400, "RGBA"),
+              "frame.png": (2048, 1024, "RGB"), "dot.png": (1, 1, "RGB")}
 SMALL = ["--device", "cpu"]
 
 
@@ -106,6 +112,8 @@ def exports(weights, tmp_path_factory):
         if fixed:
             args += ["--input-shape", "{},{}".format(*INPUT_SIZE)]
             args += [] if ONNX_MISSING else ["--onnx"]
+        else:
+            args += ["--any-size"]
         status, out, err = run_export(*args)
         assert status == 0, err
         assert "exported to {}".format(os.path.abspath(folder)) in out
@@ -288,5 +296,145 @@ def test_weights_without_a_class_record_are_the_cityscapes_classes(tmp_path):
     status, out, err = run_export("--restore-from", str(tmp_path / "model.pdparams"), "--save-dir", save_dir,
                                   "--output-op", "none")
     assert status == 0, err
-    assert "class set cityscapes (19 classes); input any size; output none" in out
+    assert "class set cityscapes (19 classes); input any size, resized to 1024x512 inside the graph as " \
+           "evaluation does; output none" in out
     assert ExportedModel(save_dir).classes is CITYSCAPES
+
+
+# -- the default export: evaluation's predictions, on any image, through every runtime ----------
+
+@pytest.fixture(scope="module")
+def default_export(weights, tmp_path_factory):
+    """export.py's default kind (argmax, with model.onnx when paddle2onnx is installed), resizing to
+    EVALUATION_SIZE; the other output ops share its graph up to the last operation."""
+    folder = str(tmp_path_factory.mktemp("default_export") / "argmax")
+    status, out, err = run_export("--restore-from", weights, "--save-dir", folder,
+                                  "--input-size", "{},{}".format(*EVALUATION_SIZE), *([] if ONNX_MISSING else ["--onnx"]))
+    assert status == 0, err
+    assert "resized to {}x{} inside the graph as evaluation does".format(*EVALUATION_SIZE) in out
+    return folder
+
+
+@pytest.fixture(scope="module")
+def odd_images(tmp_path_factory):
+    """{name: (path, RGB as evaluation and predict.py read it)} of ODD_IMAGES, saved as named."""
+    folder = tmp_path_factory.mktemp("odd_images")
+    read = {}
+    for seed, (name, (width, height, mode)) in enumerate(sorted(ODD_IMAGES.items())):
+        rgb = picture(width, height, seed)
+        image = Image.fromarray(rgb)
+        if mode == "RGBA":
+            alpha = Image.fromarray((np.arange(width)[None, :].repeat(height, 0) % 256).astype(np.uint8))
+            image = Image.merge("RGBA", image.split() + (alpha,))
+        path = str(folder / name)
+        image.convert(mode).save(path, quality=90) if name.endswith(".jpg") else image.convert(mode).save(path)
+        with Image.open(path) as saved:
+            read[name] = (path, np.asarray(saved.convert("RGB")))
+    return read
+
+
+def evaluation_ids(network, rgb):
+    """Train ids as evaluation predicts them (dataset.files.image_to_input, the network, logits
+    upsampled to the image's size with align_corners=True, argmax), in the dynamic graph."""
+    height, width = rgb.shape[:2]
+    logits = SegmentationPredictor(network, backend="dygraph")(
+        image_to_input(Image.fromarray(rgb), EVALUATION_SIZE, IMG_MEAN_BGR)[None])
+    return upsample_argmax(logits, (height, width))[0]
+
+
+class DeployYamlReader(object):
+    """A deployment that knows deploy.yaml and nothing of this project, as PaddleSeg's deploy/python
+    reads it: the listed transforms (Pillow's filters for OpenCV's names), the graph through Paddle
+    Inference or ONNX Runtime, argmax ids brought to the image's size by nearest resizing."""
+
+    FILTERS = {"NEAREST": Image.NEAREST, "LINEAR": Image.BILINEAR, "CUBIC": Image.BICUBIC}
+
+    def __init__(self, folder, runtime):
+        with open(os.path.join(folder, "deploy.yaml")) as handle:
+            self.deploy = yaml.safe_load(handle)["Deploy"]
+        if runtime == "onnx":
+            import onnxruntime
+            session = onnxruntime.InferenceSession(os.path.join(folder, "model.onnx"),
+                                                   providers=["CPUExecutionProvider"])
+            name = session.get_inputs()[0].name
+            self.run = lambda batch: session.run(None, {name: batch})[0]
+        else:
+            from paddle import inference
+            config = inference.Config(os.path.join(folder, self.deploy["model"]),
+                                      os.path.join(folder, self.deploy["params"]))
+            config.disable_gpu()
+            predictor = inference.create_predictor(config)
+
+            def run(batch):
+                handle = predictor.get_input_handle(predictor.get_input_names()[0])
+                handle.reshape(list(batch.shape))
+                handle.copy_from_cpu(batch)
+                predictor.run()
+                return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+            self.run = run
+
+    def train_ids(self, rgb):
+        picture, values = Image.fromarray(rgb), None
+        for transform in self.deploy["transforms"]:
+            if transform["type"] == "Resize":
+                picture = picture.resize(tuple(transform["target_size"]), self.FILTERS[transform.get("interp", "LINEAR")])
+            else:
+                values = (np.asarray(picture, np.float32) / 255.0 - np.asarray(transform["mean"], np.float32)) / \
+                    np.asarray(transform["std"], np.float32)
+        values = np.asarray(picture, np.float32) if values is None else values
+        output = self.run(np.ascontiguousarray(values.transpose(2, 0, 1)[None], dtype=np.float32))[0]
+        ids = (output if self.deploy["output_op"] == "argmax" else output.argmax(axis=0)).astype(np.uint8)
+        height, width = rgb.shape[:2]
+        return ids if ids.shape == (height, width) else np.asarray(Image.fromarray(ids).resize((width, height),
+                                                                                                 Image.NEAREST))
+
+
+RUNTIMES = [pytest.param("inference"), pytest.param("onnx", marks=pytest.mark.skipif(
+    ONNX_MISSING is not None, reason="ONNX export or runtime not installed: {}".format(ONNX_MISSING)))]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_the_default_export_read_from_deploy_yaml_alone_predicts_what_evaluation_scored(
+        default_export, network, odd_images, runtime):
+    folder = default_export
+    with open(os.path.join(folder, "deploy.yaml")) as handle:
+        deploy = yaml.safe_load(handle)["Deploy"]
+    assert deploy["transforms"] == [] and deploy["resize_in_graph"] == list(EVALUATION_SIZE)
+    assert deploy["input_shape"] == [-1, 3, -1, -1]
+    reader = DeployYamlReader(folder, runtime)
+    for name, (path, rgb) in sorted(odd_images.items()):
+        expected = evaluation_ids(network, rgb)
+        share = agreement(reader.train_ids(rgb), expected)
+        print("{} {}: {:.5f} of the pixels equal evaluation's".format(runtime, name, share))
+        assert share >= AGREEMENT, name
+        if rgb.size > 3:
+            assert len(np.unique(expected)) > 1, name  # not one class everywhere
+
+
+def test_predict_py_on_the_default_export_writes_evaluations_train_ids(default_export, network, odd_images,
+                                                                       tmp_path):
+    import predict
+    save = tmp_path / "predictions"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = predict.main(["--restore-from", default_export, "--images"] +
+                              [path for path, _ in odd_images.values()] +
+                              ["--save", str(save), "--device", "cpu", "--no-progress"])
+    assert status == 0
+    assert "resizes each image to {}x{} inside the graph".format(*EVALUATION_SIZE) in out.getvalue()
+    for name, (path, rgb) in odd_images.items():
+        written = np.asarray(Image.open(str(save / (os.path.splitext(name)[0] + ".png"))))  # the train ids
+        assert agreement(written, evaluation_ids(network, rgb)) >= AGREEMENT, name
+
+
+def test_the_other_kinds_say_what_they_do_and_agree_less(exports, default_export, network, images):
+    """An export of a fixed size or of any size (and one written before the default changed: the
+    same files) still predicts, and says how it differs from evaluation."""
+    lines = {kind: ExportedModel(folder).describe() for kind, folder in (
+        ("default", default_export), ("fixed", exports["argmax", True]), ("any", exports["argmax", False]))}
+    assert "inside the graph" in lines["default"] and "as evaluation does" in lines["default"]
+    assert "fixed {}x{} input".format(*INPUT_SIZE) in lines["fixed"] and "nearest" in lines["fixed"]
+    assert "own resolution" in lines["any"] and "without --any-size" in lines["any"]
+    rgb = images["portrait"]
+    own_size = agreement(ExportedModel(exports["argmax", False]).predict(rgb)[0], evaluation_ids(network, rgb))
+    assert own_size < AGREEMENT  # the network at the picture's own 48x64 is not the network at 96x48

@@ -122,6 +122,7 @@ def load_segmenter(restored, classes, model_name="DeeplabMulti", input_size=None
             raise PredictionError("--backend dygraph: {} is an exported model (a static graph); use --backend "
                                   "inference or onnx, or give the weights".format(restored.path))
         exported = ExportedModel(restored.path, use_gpu, gpu_id, backend)
+        log(exported.describe())
         if confidence and exported.output_op == "argmax":
             raise PredictionError("--confidence: {} was exported with --output-op argmax, which gives train ids "
                                   "only; export it with --output-op softmax".format(restored.path))
