@@ -28,6 +28,9 @@ RELATIVE_TOLERANCE = 1e-4
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=1)
 # Batch 2: one image per rank under the launcher, against both images in one process.
 run_args = functools.partial(training_args, batch_size=2, mirror=True, workers=1)
+# The tests that do not read the two_ranks run: in a group of their own, which the other process
+# of `pytest -n 2 --dist loadgroup` can take while this module's first process trains two_ranks.
+ONE_LAUNCH_EACH = pytest.mark.xdist_group("distributed, one launch each")
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +76,7 @@ def two_ranks(data, tmp_path_factory):
     return str(run_dir / "run")
 
 
+@pytest.mark.slow
 def test_two_ranks_of_one_image_equal_one_process_of_two(data, two_ranks, tmp_path):
     train.main(run_args(data, tmp_path, STEPS))
     worst = 0.0
@@ -91,6 +95,7 @@ def test_two_ranks_of_one_image_equal_one_process_of_two(data, two_ranks, tmp_pa
             assert value == pytest.approx(single_losses[step][name], rel=RELATIVE_TOLERANCE), (step, name)
 
 
+@pytest.mark.slow
 def test_resumed_distributed_run_equals_uninterrupted_one(data, two_ranks, tmp_path):
     code, output, _ = launch(run_args(data, tmp_path / "run", STEPS), tmp_path / "log1")
     assert code == 0, output[-3000:]
@@ -100,6 +105,7 @@ def test_resumed_distributed_run_equals_uninterrupted_one(data, two_ranks, tmp_p
     assert logged_losses(str(tmp_path / "run")) == logged_losses(two_ranks)
 
 
+@pytest.mark.slow
 def test_a_signal_to_one_rank_stops_both_at_one_iteration_with_one_snapshot(data, two_ranks, tmp_path):
     run_dir = str(tmp_path / "run")
     command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
@@ -124,6 +130,8 @@ def test_a_signal_to_one_rank_stops_both_at_one_iteration_with_one_snapshot(data
     assert logged_losses(run_dir) == logged_losses(two_ranks)
 
 
+@pytest.mark.slow
+@ONE_LAUNCH_EACH
 def test_a_signal_to_the_launcher_stops_the_ranks_with_a_snapshot(data, tmp_path):
     """The launcher passes a signal on as SIGTERM, three times 0.2 s apart: one stop, not a stop at once."""
     run_dir = str(tmp_path / "run")
@@ -138,6 +146,8 @@ def test_a_signal_to_the_launcher_stops_the_ranks_with_a_snapshot(data, tmp_path
     assert SnapshotDir(run_dir).complete() == [stopped]
 
 
+@pytest.mark.slow
+@ONE_LAUNCH_EACH
 def test_with_batch_statistics_each_rank_normalises_its_own_images_and_the_ranks_share_running_statistics(
         data, tmp_path):
     """--bn train: after one iteration the stem's running mean (moved by the source and the target
@@ -155,6 +165,8 @@ def test_with_batch_statistics_each_rank_normalises_its_own_images_and_the_ranks
     assert not np.allclose(ranks["layer6.conv2d_list.0.weight"], single["layer6.conv2d_list.0.weight"], rtol=1e-6)
 
 
+@pytest.mark.slow
+@ONE_LAUNCH_EACH
 def test_a_failing_rank_ends_the_job_promptly_with_its_message(data, tmp_path):
     gta5 = data[0]
     # The image rank 1 reads first, made unreadable: only that rank fails.
@@ -178,6 +190,8 @@ def test_a_failing_rank_ends_the_job_promptly_with_its_message(data, tmp_path):
     assert "cannot read image" in worker_logs(tmp_path / "log") and entry in worker_logs(tmp_path / "log")
 
 
+@pytest.mark.slow
+@ONE_LAUNCH_EACH
 def test_a_batch_that_does_not_split_over_the_ranks_is_refused(data, tmp_path):
     args = run_args(data, tmp_path / "run", STEPS)
     args[args.index("--batch-size") + 1] = "3"
@@ -210,6 +224,8 @@ with open("{}/rank{}.json".format(sys.argv[1], parallel.rank), "w") as f:
 """
 
 
+@pytest.mark.slow
+@ONE_LAUNCH_EACH
 def test_the_ranks_start_from_rank_0s_networks_and_wait_for_rank_0_longer_than_a_collective_may(tmp_path):
     """broadcast_networks gives every rank rank 0's weights and BN statistics; while rank 0 works
     alone (validating, writing a snapshot) for longer than gloo's timeout, rank 1 waits in

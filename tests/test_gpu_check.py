@@ -217,6 +217,8 @@ def test_a_training_configuration_the_script_refuses_fails_with_its_message(run,
         run.worker("train fp16 on a CPU", "train", spec, cap=120)
 
 
+@pytest.mark.slow
+@pytest.mark.xdist_group("gpu_check self-test")  # the longest test: apart from the quick ones
 def test_quick_self_test_on_the_cpu_runs_every_step(tmp_path):
     out = tmp_path / "check.json"
     result = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--device", "cpu", "--quick", "--out", str(out),

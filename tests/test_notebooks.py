@@ -130,11 +130,13 @@ def demo(tmp_path_factory):
 
 # -- the notebooks, executed -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_kernel_runs_this_interpreter():
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import sys\nprint(sys.executable)")])
     assert text_output(execute(notebook)).strip() == sys.executable
 
 
+@pytest.mark.slow
 def test_01_extracts_the_archives_and_converts_both_weight_files(demo):
     import paddle
 
@@ -174,6 +176,7 @@ def test_01_extracts_the_archives_and_converts_both_weight_files(demo):
     np.testing.assert_array_equal(init.params["conv1.weight"], stand_in["conv1.weight"])
 
 
+@pytest.mark.slow
 def test_02_trains_stops_and_continues_from_the_latest_snapshot(demo):
     output = text_output(demo.notebook(NOTEBOOKS[1]))
     snapshots = os.path.join(demo.work_dir, "snapshots", "GTA2Cityscapes_multi")
@@ -194,6 +197,7 @@ def test_02_trains_stops_and_continues_from_the_latest_snapshot(demo):
     assert len(shown(demo.executed[NOTEBOOKS[1]], "image/png")) == 2  # the losses and the latest prediction
 
 
+@pytest.mark.slow
 def test_03_scores_every_snapshot_and_draws_pictures(demo):
     notebook = demo.notebook(NOTEBOOKS[2])
     snapshots = os.path.join(demo.work_dir, "snapshots", "GTA2Cityscapes_multi")
@@ -224,6 +228,7 @@ def test_03_scores_every_snapshot_and_draws_pictures(demo):
     assert table_shown.startswith("| iteration | mIoU |")
 
 
+@pytest.mark.slow
 def test_04_trains_with_weak_labels_continues_and_evaluates(demo):
     import paddle
 
@@ -472,6 +477,7 @@ def test_check_extracted_decodes_only_what_this_extraction_wrote(tmp_path):
         datasets.check_extracted(report, str(tmp_path / "data"))
 
 
+@pytest.mark.slow
 def test_interrupting_the_kernel_stops_training_with_a_snapshot_named_in_the_output(tmp_path, capsys):
     """The kernel's interrupt (a KeyboardInterrupt in run's loop) sends the command one SIGINT and
     waits: the run writes its snapshot and says which one the next session continues from."""
