@@ -14,7 +14,7 @@ def test_a_second_demo_replaces_the_first_but_not_a_foreign_folder(tmp_path, mon
     for _ in range(2):
         demo.main(["--out", str(out), "--source", "synthia"])
         (out / "left_by_a_run.txt").write_text("x")
-    assert len(commands) == 8 and commands[1][3] == "synthia"
+    assert len(commands) == 10 and commands[1][3] == "synthia" and commands[4][1] == "report.py"
     assert "SYNTHIA_6.pdparams" in commands[3][3]
     demo.main(["--out", str(out)])
     assert not (out / "left_by_a_run.txt").exists()  # the earlier demo's files went

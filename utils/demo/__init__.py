@@ -77,8 +77,11 @@ def main(argv=None):
     run(["python", "evaluate_cityscapes.py", "--restore-from",
          os.path.join(snapshots, "{}_{}.pdparams".format(prefix, args.iterations))] + scored +
         ["--input-size", "96,48", "--save", predictions])
+    report = os.path.join(out, "report")
+    run(["python", "report.py", snapshots, "--out", report, "--backend", "dygraph"])  # small images: no predictor to build
     print("\npredictions:  {}".format(predictions))
     print("snapshots:    {}".format(snapshots))
     print("VisualDL log: visualdl --logdir {}".format(os.path.join(snapshots, "visualdl")))
+    print("report:       {}".format(os.path.join(report, "report.md")))
     return 0
 

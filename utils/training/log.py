@@ -21,6 +21,7 @@ METRICS_FILE = "metrics.jsonl"
 TEXT_LOG = "train.log"
 VISUALDL_DIR = "visualdl"
 PICTURES_DIR = "predictions"
+HPARAMS_METRICS = ("val/mIoU", "loss/seg2")  # what VisualDL's HParams view sets beside each run's settings
 _STEP_LINE = re.compile(r"^iter (\d+)")
 _PICTURE = re.compile(r"^iter_(\d+)\.png$")
 
@@ -51,7 +52,7 @@ def _records_up_to(path, last_step):
 class TrainLog(object):
     """Logs of the run in ``directory``, continuing after iteration ``start_iter``."""
 
-    def __init__(self, directory, start_iter=0, use_visualdl=True):
+    def __init__(self, directory, start_iter=0, use_visualdl=True, hparams=None):
         self.directory = directory
         os.makedirs(os.path.join(directory, PICTURES_DIR), exist_ok=True)
         self._metrics_path = os.path.join(directory, METRICS_FILE)
@@ -76,6 +77,8 @@ class TrainLog(object):
         self._metrics = open(self._metrics_path, "a")
         self._text = open(self._text_path, "a")
         self._visualdl = self._open_visualdl(records, pictures) if use_visualdl else None
+        if hparams is not None and self._visualdl is not None:
+            self._add_hparams(hparams)
 
     def _open_visualdl(self, records, pictures):
         from visualdl import LogWriter
@@ -89,6 +92,15 @@ class TrainLog(object):
         for step, path in sorted(pictures.items()):
             writer.add_image("target prediction", np.asarray(Image.open(path).convert("RGB")), step)
         return writer
+
+    def _add_hparams(self, settings):
+        """The run's settings for VisualDL's HParams view (visualdl 2.2 and newer have it), so that
+        runs under one --logdir can be compared by their settings."""
+        if not hasattr(self._visualdl, "add_hparams"):
+            return
+        plain = {name: value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else str(value)
+                 for name, value in settings.items() if value is not None}
+        self._visualdl.add_hparams(plain, list(HPARAMS_METRICS))
 
     def scalars(self, step, values):
         """``values``: {tag: float}, e.g. {"loss/seg2": 0.7, "lr/G": 2.5e-4}."""

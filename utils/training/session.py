@@ -22,6 +22,8 @@ from utils.files.checkpoint import Checkpointer, CheckpointError, SnapshotWriteE
 from utils.files.lock import DirectoryLock, DirectoryLocked
 from utils.files.snapshots import SEGMENTATION, SnapshotDir, read_class_record, write_class_record
 from utils.files.weights import WeightsError
+from utils.environment import describe_environment, environment_record
+from utils.health import HealthMonitor, gan_of
 from utils.runtime import select_device
 from utils.stopping import (STOPPED_ON_REQUEST, StoppedAtOnce, StopRequests, interrupted_status, run_interruptible,
                             signal_name)
@@ -124,6 +126,9 @@ class TrainingSession(object):
         self.validation = Validation(args, self.use_gpu, self.gpu_id, self.watchdog) if args.val else None
         messages = [line for line in (describe_recipe(args, self.params, self.recipes), self._adopted) if line]
         messages += list(method.describe())
+        self.environment = environment_record(args.random_seed, parallel.world_size, self.use_gpu, self.gpu_id)
+        messages.append(describe_environment(self.environment))
+        self.health = HealthMonitor(gan_of(args), args.num_steps_stop)
         resume = args.continue_train and (snapshots.complete() or args.start_iter != "latest")
         if resume:
             args.class_set.check_model_classes(read_class_record(args.snapshot_dir), args.snapshot_dir)
@@ -145,7 +150,7 @@ class TrainingSession(object):
         if parallel.is_main:
             ensure_room_for_snapshots(args.snapshot_dir, self.checkpointer.snapshot_bytes())
             write_class_record(args.snapshot_dir, args.class_set)
-            self.log = TrainLog(args.snapshot_dir, start_iter)
+            self.log = TrainLog(args.snapshot_dir, start_iter, hparams=args.record())
         if parallel.world_size > 1:
             messages.append("data parallel over {} processes: {} images per domain each".format(
                 parallel.world_size, parallel.per_rank_batch(args.batch_size)))
@@ -223,6 +228,9 @@ class TrainingSession(object):
         self.log.scalars(done, logged)
         self.log.text("iter {} {} {}".format(done, " ".join("{}={:.4f}".format(n, v) for n, v in losses.items()),
                                              " ".join("{}={:.3e}".format(n, v) for n, v in scalars.items())))
+        for warning in self.health.observe(self.log.records):
+            self.log.text(warning)
+            self._bar.write(warning)
         self._bar.set_postfix({name: "{:.3f}".format(value) for name, value in list(losses.items())[:2]})
         self._window = {"since": time.time(), "iterations": 0, "data_wait": 0.0}
 
@@ -287,7 +295,8 @@ class TrainingSession(object):
         validating = self.validation is not None and not (stopping and self.args.fast_stop)
         try:
             files = self.checkpointer.save(done, before_state=validate if validating else None,
-                                           args=self.invariants(), settings=self.args.record())
+                                           args=self.invariants(), settings=self.args.record(),
+                                           environment=self.environment)
         except SnapshotWriteError as exc:
             raise SnapshotWriteError("{}. Free some space (or fix the permissions), then continue with: {}".format(
                 exc, continue_command()))
