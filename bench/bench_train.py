@@ -3,6 +3,7 @@
     python -m bench.bench_train [--batch-size 1] [--num-workers 2] [--iterations 4] [--warmup 2]
     python -m bench.bench_train --recipe authors,paddle-port --batch-size 2   # two recipes, one run
     python -m bench.bench_train --method adaptsegnet,weak      # AdaptSegNet's and the weak-label iteration
+    python -m bench.bench_train --method adaptsegnet,advent-minent,advent-advent   # ADVENT's two beside it
     python -m bench.bench_train --ranks 1,2 --batch-size 2     # data-parallel scaling
 
 Runs the real training iteration (utils.methods.adaptsegnet.AdaptSegNet) on synthetic data at
@@ -10,8 +11,9 @@ the project's baseline sizes (source 640x360, target 512x256), timing only after
 the first optimizer steps are slower. With --num-workers 2 or more the data wait should be ~0.
 
 --method weak times utils.methods.weak_labels.WeakLabels in its full UDA mode (pseudo-weak labels,
-category-wise alignment, pixel adaptation); with two methods, each runs in its own process, so
-that each peak memory is its own.
+category-wise alignment, pixel adaptation); advent-minent and advent-advent time
+utils.methods.advent.Advent (--da-method MinEnt, AdvEnt) with its four-branch network; with two
+methods or more, each runs in its own process, so that each peak memory is its own.
 
 --ranks runs the same global batch on 1, 2, ... processes (paddle.distributed.launch, gloo on a
 CPU; each rank gets cores / ranks threads) and reports iterations/s and the scaling efficiency.
@@ -89,6 +91,8 @@ def time_iterations(args, warmup, iterations, synchronize=None, method=None):
 
 
 WEAK_LABEL_UDA = ["--use-weak", "--use-pseudo", "--use-weak-cw", "--use-pixeladapt"]
+# --method name -> ADVENT's --da-method
+ADVENT_MODES = {"advent-minent": "MinEnt", "advent-advent": "AdvEnt"}
 
 
 def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size=SOURCE_SIZE,
@@ -114,6 +118,12 @@ def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size
         if method == "weak":  # the source images stand in for their CycleGAN translations: same cost
             argv += WEAK_LABEL_UDA + ["--pixeladapt-dir", gta5]
             timings, rank = time_iterations(weak.get_arguments(argv), warmup, iterations, method=weak.WeakLabels)
+        elif method in ADVENT_MODES:
+            from utils.methods.advent import Advent
+            from utils.training.options import parse_settings
+            # Its own default recipe (advent: BN in training mode, the authors' SGD), as AdaptSegNet runs its own.
+            settings = parse_settings(Advent, argv + ["--da-method", ADVENT_MODES[method]])
+            timings, rank = time_iterations(settings, warmup, iterations, method=Advent)
         else:
             timings, rank = time_iterations(train.get_arguments(argv), warmup, iterations)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -177,7 +187,8 @@ def main(argv=None):
                         help="a training recipe (default: the script's), or two (authors,paddle-port): the time of "
                              "each at the same --batch-size and their ratio")
     parser.add_argument("--method", default="adaptsegnet",
-                        help="adaptsegnet, weak (the weak-label UDA iteration), or both (adaptsegnet,weak)")
+                        help="adaptsegnet, weak (the weak-label UDA iteration), advent-minent, advent-advent, or "
+                             "several, comma-separated (adaptsegnet,advent-minent,advent-advent)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data-root", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

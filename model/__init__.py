@@ -1,11 +1,12 @@
 """Networks of AdaptSegNet, built by the names the original command lines use."""
 import utils.runtime  # noqa: F401  (process settings that must precede paddle)
-from model.deeplab_multi import DeeplabMulti
+from model.deeplab_multi import DeeplabMulti, DeeplabMulti4
 from model.deeplab_vgg import DeeplabVGG
 from model.discriminator import CWDiscriminator, FCDiscriminator
 
 MODELS = {
     "DeeplabMulti": DeeplabMulti,
+    "DeeplabMulti4": DeeplabMulti4,  # ADVENT's: the classifiers sum all four branches
     "DeeplabVGG": DeeplabVGG,
     "FCDiscriminator": FCDiscriminator,
     "CWDiscriminator": CWDiscriminator,
@@ -16,7 +17,7 @@ MODEL_ALIASES = {"DeepLab": "DeeplabMulti"}
 
 def build_model(name, num_classes=19, **kwargs):
     """Build a network by its original name (``DeeplabMulti``/``DeepLab``, ``DeeplabVGG``,
-    ``FCDiscriminator``, ``CWDiscriminator``)."""
+    ``FCDiscriminator``, ``CWDiscriminator``), or ``DeeplabMulti4`` (ADVENT's four-branch classifiers)."""
     canonical = MODEL_ALIASES.get(name, name)
     if canonical not in MODELS:
         known = ", ".join(sorted(set(MODELS) | set(MODEL_ALIASES)))

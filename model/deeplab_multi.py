@@ -165,3 +165,33 @@ class ResNetMulti(nn.Layer):
 
 def DeeplabMulti(num_classes=19, use_all_aspp_branches=False, bn="frozen"):
     return ResNetMulti([3, 4, 23, 3], num_classes, use_all_aspp_branches, bn)
+
+
+def DeeplabMulti4(num_classes=19, bn="frozen"):
+    """ADVENT's network (valeoai/ADVENT, ``get_deeplab_v2``): DeeplabMulti whose classifiers sum all four
+    dilated branches, as DeepLab-v2 intended; AdaptSegNet's forward stops after two. The parameter names
+    are the same, so ADVENT's ``.pth`` files load key by key."""
+    return ResNetMulti([3, 4, 23, 3], num_classes, use_all_aspp_branches=True, bn=bn)
+
+
+# A classifier branch that no forward used keeps its initialisation N(0, 0.01) (no gradient, so no
+# weight decay either); a trained one has moved off it: 120,000 iterations of weight decay alone
+# shrink it about 3x. Over a branch's 175,000+ weights the sample RMS of N(0, 0.01) is within
+# 0.4% of 0.01, so 2% separates the two without false alarms.
+INITIAL_BRANCH_STD = 0.01
+UNTRAINED_RMS_TOLERANCE = 0.02
+
+
+def trained_with_two_branches(params):
+    """Whether weights ({name: array}, Paddle names) come from AdaptSegNet's two-branch classifier:
+    branches 2 and 3 of both classifiers still at their initialisation while branches 0 and 1 moved.
+    The files cannot say it (the keys are the same); the weights can, except right after a fresh start."""
+    def untrained(head, branch):
+        weight = params.get("{}.conv2d_list.{}.weight".format(head, branch))
+        if weight is None:
+            return None
+        rms = float(np.sqrt(np.mean(np.square(np.asarray(weight, dtype=np.float64)))))
+        return abs(rms / INITIAL_BRANCH_STD - 1) < UNTRAINED_RMS_TOLERANCE
+
+    heads = [[untrained(head, branch) for branch in range(4)] for head in ("layer5", "layer6")]
+    return all(h[0] is False and h[1] is False and h[2] and h[3] for h in heads)

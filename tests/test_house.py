@@ -48,13 +48,14 @@ def test_no_shipped_module_imports_the_tests():
 # The floors of the house, lowest first: a module may import its own floor and those below, never
 # one above. The foundation (runtime, files, signals, argument types) is what everything imports.
 FLOORS = [
-    ("foundation", ("utils/runtime.py", "utils/cli.py", "utils/stopping.py", "utils/files/")),
+    ("foundation", ("utils/runtime.py", "utils/cli.py", "utils/stopping.py", "utils/files/", "utils/environment.py",
+                    "utils/health.py")),
     ("networks and data", ("model/", "dataset/", "utils/loss.py")),
     ("engine, evaluation and deployment", ("utils/training/", "utils/evaluation/", "utils/prediction/",
                                            "utils/convert_weights.py")),
     ("methods", ("utils/methods/",)),
     ("applications", ("train_", "evaluate_cityscapes.py", "predict.py", "export.py", "compute_iou.py", "utils/demo/",
-                      "bench/", "notebooks/")),
+                      "bench/", "notebooks/", "report.py", "utils/report/")),
 ]
 
 
@@ -87,7 +88,7 @@ def run_python(code):
 
 def test_numpy_only_tools_do_not_load_paddle():
     result = run_python("import sys, compute_iou, utils.evaluation.metrics, dataset.classes, dataset.files, "
-                        "dataset.weak_labels, dataset.sources, utils.files.snapshots\n"
+                        "dataset.weak_labels, dataset.sources, utils.files.snapshots, utils.health, utils.environment\n"
                         "print('paddle' in sys.modules)")
     assert result.returncode == 0, result.stderr.decode()
     assert result.stdout.decode().strip() == "False"

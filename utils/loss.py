@@ -1,5 +1,5 @@
-"""The losses of AdaptSegNet (segmentation cross-entropy and the adversarial losses) and of its
-weak-label follow-up (image-level, category-wise adversarial and point losses)."""
+"""The losses of AdaptSegNet (segmentation cross-entropy and the adversarial losses), of ADVENT (entropy and
+self-information) and of the weak-label follow-up (image-level, category-wise adversarial and point losses)."""
 import math
 import zlib
 
@@ -39,6 +39,25 @@ def adv_loss(d_out, label, gan="Vanilla"):
     if gan == "LS":
         return F.mse_loss(d_out, target)
     raise ValueError("unknown --gan {!r}: choose one of {}".format(gan, ", ".join(GAN_KINDS)))
+
+
+# -- ADVENT (Vu et al., CVPR 2019) ----------------------------------------------------------------
+
+# Added inside the log so that a probability of exactly 0 contributes 0 (0 * log2(1e-30)), not NaN.
+ENTROPY_EPS = 1e-30
+
+
+def self_information(prob):
+    """ADVENT's weighted self-information map, what its discriminators see: -p log2(p + 1e-30) / log2(C)
+    per class of a softmax ``prob`` (N, C, H, W). Summed over the classes it is the entropy normalised to
+    [0, 1]."""
+    return -prob * paddle.log2(prob + ENTROPY_EPS) / math.log2(prob.shape[1])
+
+
+def entropy_loss(prob):
+    """ADVENT's MinEnt loss: -sum p log2(p + 1e-30) / (n h w log2 C) of a softmax ``prob`` (N, C, H, W),
+    the normalised entropy averaged over pixels."""
+    return self_information(prob).sum(axis=1).mean()
 
 
 # -- the weak-label method (Paul et al., ECCV 2020) ----------------------------------------------

@@ -6,6 +6,7 @@ import importlib
 METHODS = {
     "adaptsegnet": "utils.methods.adaptsegnet:AdaptSegNet",  # --source-only: source_only.py
     "weak-labels": "utils.methods.weak_labels:WeakLabels",
+    "advent": "utils.methods.advent:Advent",  # MinEnt and AdvEnt: --da-method
 }
 
 

@@ -85,8 +85,11 @@ def training_parser(method, prog=None):
     d = dict(RUN_DEFAULTS, **method.run_defaults)
     p = argparse.ArgumentParser(prog=prog, description=method.description)
     add_params(p, SHARED_PARAMS + list(method.params), method.recipes, method.default_recipe)
-    p.add_argument("--model", default="DeepLab", choices=["DeepLab", "DeeplabMulti"],
-                   help="segmentation network (the multi-level DeepLab-v2 ResNet-101)")
+    p.add_argument("--model", default=d.get("model", "DeepLab"),
+                   choices=["DeepLab", "DeeplabMulti", "DeeplabMulti4"],
+                   help="segmentation network, the multi-level DeepLab-v2 ResNet-101: DeepLab or DeeplabMulti sums two "
+                        "branches of each classifier (AdaptSegNet's), DeeplabMulti4 all four (ADVENT's); default "
+                        "%(default)s")
     p.add_argument("--classes", default=None, metavar="FILE",
                    help="with --source/--target custom: the class file (JSON or YAML: names, colours, label "
                         "values; README: Your own data)")
@@ -175,9 +178,10 @@ def check_arguments(parser, args):
         parser.error("--target nthu needs --city ({})".format(", ".join(NTHU_CITIES)))
     if args.target != "nthu" and args.city is not None:
         parser.error("--city {} is for --target nthu".format(args.city))
-    if args.source == args.target != CUSTOM:
-        parser.error("--source {0} --target {0}: one domain; cross-city adaptation is --source cityscapes "
-                     "--target nthu --city NAME".format(args.source))
+    if args.source == args.target != CUSTOM and not getattr(args, "source_only", False):  # the oracle: source only
+        parser.error("--source {0} --target {0}: one domain (add --source-only for the oracle trained on its "
+                     "labels); cross-city adaptation is --source cityscapes --target nthu --city NAME".format(
+                         args.source))
     if CUSTOM not in (args.source, args.target) and args.classes:
         parser.error("--classes describes a custom domain: give --source custom and/or --target custom")
     if not re.match(r"^[A-Za-z][A-Za-z0-9]*$", args.name):
