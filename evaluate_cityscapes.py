@@ -5,6 +5,7 @@ images of one NTHU city.
     python evaluate_cityscapes.py --restore-from snapshots/GTA2Cityscapes_multi   # a directory of snapshots
     python evaluate_cityscapes.py --restore-from SYNTHIA2Cityscapes.pdparams --source synthia
     python evaluate_cityscapes.py --restore-from snapshots/Cityscapes2Rome --target nthu --city Rome --data-dir data/NTHU
+    python evaluate_cityscapes.py --restore-from advent.pdparams minent.pdparams --model DeeplabMulti4   # an ensemble
 
 Writes <name>.png (train ids) and <name>_color.png into --save, prints the per-class IoU table
 and saves it as mIoU.json there. With a directory, each <SOURCE>_<iter>.pdparams (GTA5_<iter>,
@@ -29,9 +30,10 @@ from dataset.classes import IGNORE_LABEL, class_set_from_record
 from dataset.loader import DataError, Watchdog
 from dataset.nthu_dataset import NTHU_CITIES
 from dataset.sources import CUSTOM, SOURCES, TARGETS, scored_classes, target_classes
-from model import build_model
-from model.inference import BACKENDS, SegmentationPredictor
+from model import MODEL_HELP, SEGMENTATION_MODELS, build_model
+from model.inference import BACKENDS, SegmentationPredictor, WeightedSum
 from utils.cli import size_argument
+from utils.environment import describe_environment, environment_record
 from utils.evaluation.cityscapes import evaluate, evaluate_snapshots, evaluation_set, evaluation_settings, \
     snapshot_source
 from utils.evaluation.metrics import format_iou_table, save_iou_json
@@ -44,7 +46,7 @@ from utils.files.download import add_arguments as add_download_arguments, restor
 
 def get_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="DeeplabMulti", choices=["DeeplabMulti", "DeepLab", "DeeplabVGG"])
+    parser.add_argument("--model", default="DeeplabMulti", choices=SEGMENTATION_MODELS, help=MODEL_HELP)
     parser.add_argument("--source", default=None, choices=sorted(SOURCES),
                         help="the domain the model was trained on; decides the classes scored (synthia: 16 and "
                              "13). Default: read off the snapshot names (SYNTHIA_<N> -> synthia), else gta5")
@@ -68,10 +70,14 @@ def get_arguments(argv=None):
                                                        "(NTHU: <data-dir>/<City>/Labels/Test)")
     parser.add_argument("--devkit-dir", default=None,
                         help="the original's cityscapes_list folder; its info.json label2train is used if present")
-    parser.add_argument("--restore-from", required=True,
+    parser.add_argument("--restore-from", required=True, nargs="+", metavar="WEIGHTS",
                         help=".pdparams or PyTorch .pth weights (or their http(s) URL), or a run's directory of "
                              "<PREFIX>_<iter>.pdparams snapshots (GTA5_<iter>, SYNTHIA_<iter>, Cityscapes_<iter>, "
-                             "Synscapes_<iter>, a custom run's <NAME>_<iter>)")
+                             "Synscapes_<iter>, a custom run's <NAME>_<iter>); several weight files: their ensemble "
+                             "(the weighted sum of their logits, as ADVENT's AdvEnt + MinEnt)")
+    parser.add_argument("--model-weights", type=float, nargs="+", default=None, metavar="W",
+                        help="with several --restore-from files: each one's weight in the ensemble (default: equal, "
+                             "summing to 1; ADVENT's is 0.5 0.5)")
     add_download_arguments(parser)
     parser.add_argument("--no-hash-check", action="store_true",
                         help="do not check a hash suffix in --restore-from's name (-ed35151c) against its SHA-256")
@@ -88,6 +94,10 @@ def get_arguments(argv=None):
                         help="stop with a message when no image arrives for this many seconds")
     add_device_args(parser)
     args = parser.parse_args(argv)
+    if args.model_weights is not None and len(args.model_weights) != len(args.restore_from):
+        parser.error("--model-weights: {} weights for {} --restore-from models; give one per model".format(
+            len(args.model_weights), len(args.restore_from)))
+    args.restore_from, args.ensemble = args.restore_from[0], args.restore_from[1:]
     if args.ignore_label != IGNORE_LABEL:
         parser.error("--ignore-label: only {} is supported (the Cityscapes convention)".format(IGNORE_LABEL))
     if args.target == "nthu" and args.city is None:
@@ -126,6 +136,10 @@ def describe_classes(source, classes, prefix):
 def main(argv=None):
     args = get_arguments(argv)
     args.restore_from = weights_file(args.restore_from, **restore_checks(args))
+    members = [weights_file(path, **restore_checks(args)) for path in args.ensemble]
+    if members and any(os.path.isdir(path) for path in [args.restore_from] + members):
+        raise ValueError("--restore-from: an ensemble takes weight files, not snapshot directories (give each run's "
+                         "<PREFIX>_best.pdparams)")
     source, prefix = snapshot_source(args.restore_from, args.source)
     classes, labels = model_classes(args, source)
     use_gpu, gpu_id = select_device(args)
@@ -133,6 +147,8 @@ def main(argv=None):
                           args.devkit_dir, args.city, labels)
     model = build_model(args.model, num_classes=classes.num_classes)
     watchdog = Watchdog(args.data_timeout)
+    environment = environment_record(use_gpu=use_gpu, gpu_id=gpu_id)
+    print(describe_environment(environment))
     print(describe_classes(source, classes, prefix))
 
     def make_predictor(net):
@@ -146,7 +162,7 @@ def main(argv=None):
                                        args.model, args.input_size, len(data.images), classes, labels)
         scores = evaluate_snapshots(model, args.restore_from, make_predictor, data.images, data.gt_paths, data.lut,
                                     args.batch_size, args.num_workers, settings, classes=classes, prefix=prefix,
-                                    watchdog=watchdog)
+                                    watchdog=watchdog, environment=environment)
         extra = classes.scored[1:]
         print("iteration\tmIoU" + "".join("\tmIoU ({} classes)".format(len(classes.subsets[name])) for name in extra))
         for iteration, mious in scores.mious_by_classes.items():
@@ -162,7 +178,17 @@ def main(argv=None):
         return 0
 
     print(load_weights(model, args.restore_from, check_hash=not args.no_hash_check).summary())
-    result = evaluate(make_predictor(model), data.images, data.gt_paths, data.lut, save_dir=args.save,
+    predictor = make_predictor(model)
+    if members:
+        for path in members:
+            classes.check_model_classes(read_class_record(path), path)
+        networks = [build_model(args.model, num_classes=classes.num_classes) for _ in members]
+        for net, path in zip(networks, members):
+            print(load_weights(net, path, check_hash=not args.no_hash_check).summary())
+        weights = args.model_weights or [1.0 / (1 + len(members))] * (1 + len(members))
+        predictor = WeightedSum([predictor] + [make_predictor(net) for net in networks], weights)
+        print("ensemble of {} models, weights {}".format(1 + len(members), " ".join(str(w) for w in weights)))
+    result = evaluate(predictor, data.images, data.gt_paths, data.lut, save_dir=args.save,
                       batch_size=args.batch_size, num_workers=args.num_workers, classes=classes,
                       watchdog=watchdog)
     print("predictions: {}".format(os.path.abspath(args.save)))

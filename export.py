@@ -26,7 +26,7 @@ import os
 import sys
 
 from dataset.classes import model_classes
-from model import build_model
+from model import MODEL_HELP, SEGMENTATION_MODELS, build_model
 from model.export import OUTPUT_OPS, check_save_dir, export_model, onnx_converter
 from model.restore import resolve_restore
 from utils.cli import size_argument
@@ -57,7 +57,7 @@ def get_arguments(argv=None):
     parser.add_argument("--restore-from", required=True,
                         help=".pdparams or PyTorch .pth weights (or their http(s) URL), or a run's snapshot "
                              "directory (its best snapshot, else its newest complete one)")
-    parser.add_argument("--model", default="DeeplabMulti", choices=["DeeplabMulti", "DeepLab", "DeeplabVGG"])
+    parser.add_argument("--model", default="DeeplabMulti", choices=SEGMENTATION_MODELS, help=MODEL_HELP)
     parser.add_argument("--classes", default=None, metavar="FILE",
                         help="the class file of a model of your own classes (README: Your own data); default: the "
                              "class set recorded beside the weights, else the 19 Cityscapes classes")

@@ -22,6 +22,7 @@ import utils.runtime  # noqa: F401  (first: settings that must precede paddle)
 import argparse
 import sys
 
+from model import MODEL_HELP, SEGMENTATION_MODELS
 from model.restore import resolve_restore
 from utils.cli import size_argument
 from utils.prediction import PredictionError
@@ -44,7 +45,7 @@ def get_arguments(argv=None):
     parser.add_argument("--images", required=True, nargs="+", metavar="PATH",
                         help="image files, folders of images and .txt lists of images")
     parser.add_argument("--save", default="./output/predict", help="where the outputs go (default ./output/predict)")
-    parser.add_argument("--model", default="DeeplabMulti", choices=["DeeplabMulti", "DeepLab", "DeeplabVGG"])
+    parser.add_argument("--model", default="DeeplabMulti", choices=SEGMENTATION_MODELS, help=MODEL_HELP)
     parser.add_argument("--classes", default=None, metavar="FILE",
                         help="the class file of a model of your own classes (README: Your own data); default: "
                              "the record beside the model, else the 19 Cityscapes classes")

@@ -107,7 +107,9 @@ def run_revision(tree, data, out, iterations):
                                                                                             weights))
         stdout = run(tree, "evaluate_cityscapes.py", EVALUATE + evaluate_flags + [
             "--restore-from", os.path.join(directory, weights[0]), "--save", os.path.join(directory, "pred")], log)
-        printed[name] = [line for line in stdout.splitlines() if IOU_LINE.search(line) and "s/" not in line]
+        # The environment line names each revision's commit: not a result.
+        printed[name] = [line for line in stdout.splitlines() if IOU_LINE.search(line) and "s/" not in line
+                         and not line.startswith("environment:")]
     return printed
 
 

@@ -13,6 +13,10 @@ MODELS = {
 }
 # The original training script calls the multi-level ResNet "DeepLab".
 MODEL_ALIASES = {"DeepLab": "DeeplabMulti"}
+# The segmentation networks a script's --model names; DeeplabMulti4 is ADVENT's.
+SEGMENTATION_MODELS = ["DeeplabMulti", "DeepLab", "DeeplabMulti4", "DeeplabVGG"]
+MODEL_HELP = ("the segmentation network: DeeplabMulti (alias DeepLab; AdaptSegNet's classifiers sum two branches), "
+              "DeeplabMulti4 (ADVENT's sum all four; the same parameter names) or DeeplabVGG")
 
 
 def build_model(name, num_classes=19, **kwargs):

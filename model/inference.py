@@ -145,6 +145,26 @@ def run_predictor(predictor, cpu_threads=None):
     paddle.base.core.set_num_threads(cpu_threads or runtime.cpu_threads())
 
 
+class WeightedSum(object):
+    """Several predictors (each images -> logits) as one: the weighted sum of their logits, ADVENT's
+    test-time ensemble of models. Its reference sums the logits upsampled to the image; bilinear
+    upsampling is linear, so summing before it gives the same up to float rounding, at a fraction of
+    the work."""
+
+    def __init__(self, predictors, weights):
+        if len(predictors) != len(weights):
+            raise ValueError("--model-weights: {} weights for {} models; give one per model".format(
+                len(weights), len(predictors)))
+        self.predictors, self.weights = list(predictors), [np.float32(weight) for weight in weights]
+
+    def __call__(self, images):
+        total = None
+        for predictor, weight in zip(self.predictors, self.weights):
+            logits = weight * predictor(images)
+            total = logits if total is None else total + logits
+        return total
+
+
 def upsample_argmax(logits, size):
     """Bilinear (align_corners=True, as the reference evaluation) to ``size`` (H, W), then argmax."""
     logits = paddle.to_tensor(logits) if isinstance(logits, np.ndarray) else logits

@@ -16,22 +16,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 paddle.set_device("cpu")
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    """For README's `-n 2 --dist loadgroup --no-loadscope-reorder`: a module's tests run in one
-    process (they share its module fixtures) unless a test names an xdist_group of its own, and
-    the groups holding `slow` tests go first, so that a long one does not start last while the
-    other process has nothing left to do."""
-    group_of = {}
-    for item in items:
-        if not any(item.iter_markers("xdist_group")):
-            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
-        mark = next(item.iter_markers("xdist_group"))
-        group_of[item] = mark.args[0] if mark.args else mark.kwargs.get("name", "default")
-    slow_groups = {group_of[item] for item in items if any(item.iter_markers("slow"))}
-    items.sort(key=lambda item: group_of[item] not in slow_groups)  # stable: each group keeps its order
-
-
 @pytest.fixture(scope="session")
 def parity():
     return dict(np.load(os.path.join(FIXTURES, "parity.npz")))

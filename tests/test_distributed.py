@@ -28,9 +28,6 @@ RELATIVE_TOLERANCE = 1e-4
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=1)
 # Batch 2: one image per rank under the launcher, against both images in one process.
 run_args = functools.partial(training_args, batch_size=2, mirror=True, workers=1)
-# The tests that do not read the two_ranks run: in a group of their own, which the other process
-# of `pytest -n 2 --dist loadgroup` can take while this module's first process trains two_ranks.
-ONE_LAUNCH_EACH = pytest.mark.xdist_group("distributed, one launch each")
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +128,6 @@ def test_a_signal_to_one_rank_stops_both_at_one_iteration_with_one_snapshot(data
 
 
 @pytest.mark.slow
-@ONE_LAUNCH_EACH
 def test_a_signal_to_the_launcher_stops_the_ranks_with_a_snapshot(data, tmp_path):
     """The launcher passes a signal on as SIGTERM, three times 0.2 s apart: one stop, not a stop at once."""
     run_dir = str(tmp_path / "run")
@@ -147,7 +143,6 @@ def test_a_signal_to_the_launcher_stops_the_ranks_with_a_snapshot(data, tmp_path
 
 
 @pytest.mark.slow
-@ONE_LAUNCH_EACH
 def test_with_batch_statistics_each_rank_normalises_its_own_images_and_the_ranks_share_running_statistics(
         data, tmp_path):
     """--bn train: after one iteration the stem's running mean (moved by the source and the target
@@ -166,7 +161,6 @@ def test_with_batch_statistics_each_rank_normalises_its_own_images_and_the_ranks
 
 
 @pytest.mark.slow
-@ONE_LAUNCH_EACH
 def test_a_failing_rank_ends_the_job_promptly_with_its_message(data, tmp_path):
     gta5 = data[0]
     # The image rank 1 reads first, made unreadable: only that rank fails.
@@ -191,7 +185,6 @@ def test_a_failing_rank_ends_the_job_promptly_with_its_message(data, tmp_path):
 
 
 @pytest.mark.slow
-@ONE_LAUNCH_EACH
 def test_a_batch_that_does_not_split_over_the_ranks_is_refused(data, tmp_path):
     args = run_args(data, tmp_path / "run", STEPS)
     args[args.index("--batch-size") + 1] = "3"
@@ -225,7 +218,6 @@ with open("{}/rank{}.json".format(sys.argv[1], parallel.rank), "w") as f:
 
 
 @pytest.mark.slow
-@ONE_LAUNCH_EACH
 def test_the_ranks_start_from_rank_0s_networks_and_wait_for_rank_0_longer_than_a_collective_may(tmp_path):
     """broadcast_networks gives every rank rank 0's weights and BN statistics; while rank 0 works
     alone (validating, writing a snapshot) for longer than gloo's timeout, rank 1 waits in

@@ -24,7 +24,8 @@ import pytest
 import evaluate_cityscapes
 import utils.evaluation.cityscapes
 from compute_iou import compute_mIoU
-from dataset.classes import CITYSCAPES
+from dataset.classes import CITYSCAPES, IMG_MEAN_BGR
+from dataset.files import image_to_input
 from dataset.synthetic import make_synthetic
 from model import build_model
 from model.deeplab_multi import DeeplabMulti
@@ -261,7 +262,10 @@ def test_snapshot_directory_picks_the_best_snapshot(snapshot_dir, snapshot_run, 
                        os.path.join(snapshot_dir, "GTA5_{}.pdparams".format(best)), shallow=False)
     for iteration, miou in expected.items():
         with open(os.path.join(snapshot_dir, "GTA5_{}.eval.json".format(iteration))) as f:
-            assert abs(json.load(f)["mIoU"] - miou) <= 1e-12
+            cached = json.load(f)
+        assert abs(cached["mIoU"] - miou) <= 1e-12
+        assert cached["environment"]["paddle"]["version"] == paddle.__version__  # what it was scored with
+    assert any(line.startswith("environment: ") for line in snapshot_run.splitlines())
     assert not os.path.exists(os.path.join(snapshot_dir, "GTA5_10_D1.eval.json"))
     with open(os.path.join(snapshot_dir, "snapshots_mIoU.json")) as f:
         table = json.load(f)
@@ -354,3 +358,30 @@ def test_without_ground_truth_only_predictions_are_written(cityscapes, weights, 
     assert "===>" not in stdout
     assert not os.path.exists(os.path.join(save, "mIoU.json"))
     assert_same_predictions(save, dygraph_run[0])
+
+
+def test_an_ensemble_predicts_the_argmax_of_the_weighted_sum_of_its_models_logits(cityscapes, weights, tmp_path):
+    """ADVENT's AdvEnt + MinEnt: two models' conv5 logits weighted 0.3 / 0.7 (summed in numpy here),
+    upsampled to the label's size as evaluation does, argmax."""
+    save = str(tmp_path / "ensemble")
+    out = run_evaluation("--restore-from", weights[0], weights[1], "--model-weights", "0.3", "0.7",
+                         "--data-dir", cityscapes, "--save", save, "--backend", "dygraph")
+    assert "ensemble of 2 models, weights 0.3 0.7" in out
+    networks = []
+    for seed in (0, 1):
+        net = DeeplabMulti(num_classes=CITYSCAPES.num_classes)
+        net.set_state_dict(paddle.load(weights[seed]))
+        networks.append(SegmentationPredictor(net, backend="dygraph"))
+    written = written_pngs(save)
+    differ_from_each_model = 0
+    for path in val_images(cityscapes):
+        batch = image_to_input(Image.open(path).convert("RGB"), (128, 64), IMG_MEAN_BGR)[None]
+        logits = [predictor(batch) for predictor in networks]
+        label_size = Image.open(path).size[::-1]
+        expected = upsample_argmax(np.float32(0.3) * logits[0] + np.float32(0.7) * logits[1], label_size)[0]
+        name = os.path.basename(path)
+        ids = written[name]
+        assert np.mean(ids == expected) >= 0.9999, name
+        differ_from_each_model += int(any(not np.array_equal(upsample_argmax(l, label_size)[0], expected)
+                                          for l in logits))
+    assert differ_from_each_model  # the ensemble is neither model alone

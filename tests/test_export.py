@@ -26,7 +26,7 @@ import export
 import model.export as exporting
 from dataset.classes import CITYSCAPES, IMG_MEAN_BGR, ClassSet
 from dataset.files import image_to_input
-from model.deeplab_multi import DeeplabMulti
+from model.deeplab_multi import DeeplabMulti, DeeplabMulti4
 from model.export import ExportError, ExportedModel
 from model.inference import SegmentationPredictor, upsample_argmax
 from model.restore import resolve_restore
@@ -438,3 +438,26 @@ def test_the_other_kinds_say_what_they_do_and_agree_less(exports, default_export
     rgb = images["portrait"]
     own_size = agreement(ExportedModel(exports["argmax", False]).predict(rgb)[0], evaluation_ids(network, rgb))
     assert own_size < AGREEMENT  # the network at the picture's own 48x64 is not the network at 96x48
+
+
+def test_the_four_branch_classifier_exports_as_evaluation_runs_it(odd_images, tmp_path):
+    """ADVENT's DeeplabMulti4 (the same keys; all four branches summed) through --model."""
+    four = DeeplabMulti4(num_classes=CLASSES.num_classes)
+    four.set_state_dict({k.replace("running_mean", "_mean").replace("running_var", "_variance"): v
+                         for k, v in seeded_torch_state(four, 0).items()})
+    four.eval()
+    paddle.save(four.state_dict(), str(tmp_path / "advent.pdparams"))
+    write_class_record(str(tmp_path), CLASSES)
+    folder = str(tmp_path / "exported")
+    status, _, err = run_export("--restore-from", str(tmp_path / "advent.pdparams"), "--model", "DeeplabMulti4",
+                                "--save-dir", folder, "--input-size", "{},{}".format(*EVALUATION_SIZE))
+    assert status == 0, err
+    two = DeeplabMulti(num_classes=CLASSES.num_classes)
+    two.set_state_dict(four.state_dict())
+    two.eval()
+    reader = DeployYamlReader(folder, "inference")
+    for name in ("grey.png", "photo.jpg"):
+        rgb = odd_images[name][1]
+        expected = evaluation_ids(four, rgb)
+        assert agreement(reader.train_ids(rgb), expected) >= AGREEMENT, name
+        assert agreement(evaluation_ids(two, rgb), expected) < AGREEMENT, name  # the branches 2 and 3 count

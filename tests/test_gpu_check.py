@@ -218,7 +218,6 @@ def test_a_training_configuration_the_script_refuses_fails_with_its_message(run,
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("gpu_check self-test")  # the longest test: apart from the quick ones
 def test_quick_self_test_on_the_cpu_runs_every_step(tmp_path):
     out = tmp_path / "check.json"
     result = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--device", "cpu", "--quick", "--out", str(out),

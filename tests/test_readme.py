@@ -56,6 +56,7 @@ def stand_in_weights(workspace):
     # The same weights under other names: copied, not written again.
     released = "GTA2Cityscapes_multi-ed35151c.pth"
     copies = {"GTA5_60000.pth": released, "gta5_pretrained.pth": released,
+              "DeepLab_resnet_pretrained_imagenet.pth": "DeepLab_resnet_pretrained_init-f81d91e8.pth",
               "gta5-cityscapes-pseudoweak-cw-pa.pth": released, "GTA5_60000_D2.pth": "GTA5_60000_D1.pth",
               "GTA5_100000_D2.pth": "GTA5_60000_D1.pth"}
     for name, original in copies.items():
@@ -72,7 +73,9 @@ def runnable(command):
     script = tokens[1]
     if script.endswith(".py"):
         tokens[1] = os.path.join(ROOT, script)
-    if script == "train_gta2cityscapes_multi.py":
+    if tokens[1:3] == ["-m", "utils.methods"]:
+        tokens += SMALL_TRAINING + ["--num-steps-stop", "2"]
+    elif script == "train_gta2cityscapes_multi.py":
         stop = "3" if "--start-iter" in tokens else "2"
         tokens += SMALL_TRAINING + ["--num-steps-stop", stop]
     elif script == "train_weak_labels.py":  # one snapshot: with --use-weak-cw, each is 2.3 GB
@@ -119,7 +122,6 @@ def test_every_readme_command_runs(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("readme demo")  # apart from the commands, the longest test
 @pytest.mark.parametrize("line", [c for c in readme_commands() if "utils.demo" in c])
 def test_readme_demo_runs_and_says_where_everything_is(line, tmp_path):
     command = [sys.executable, "-m", "utils.demo", "--out", str(tmp_path / "demo")]

@@ -40,7 +40,7 @@ def main(argv=None):
     parser.add_argument("src", help="PyTorch weights (.pth)")
     parser.add_argument("dst", help="where to write the Paddle weights (.pdparams)")
     parser.add_argument("--model", default="DeeplabMulti",
-                        choices=["DeeplabMulti", "DeepLab", "DeeplabVGG", "FCDiscriminator", "CWDiscriminator"])
+                        choices=["DeeplabMulti", "DeepLab", "DeeplabMulti4", "DeeplabVGG", "FCDiscriminator", "CWDiscriminator"])
     parser.add_argument("--num-classes", type=int, default=19)
     add_download_arguments(parser)
     parser.add_argument("--no-hash-check", action="store_true",

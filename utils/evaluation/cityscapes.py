@@ -227,14 +227,17 @@ def cached_score(path, settings):
     return cached if cached.get("fingerprint") == _fingerprint(path, settings) else None
 
 
-def save_score(path, settings, result, iteration):
-    """Cache ``result`` (an MIoUResult) of snapshot file ``path``; returns what was cached."""
+def save_score(path, settings, result, iteration, environment=None):
+    """Cache ``result`` (an MIoUResult) of snapshot file ``path``, with the ``environment`` it was
+    scored in (utils/environment.py); returns what was cached."""
     if "class_sets" in settings and list(settings["class_sets"]) != list(result.class_sets):
         raise ValueError("{}: the result is scored on the subsets {} but its settings say {}; pass the same "
                          "classes to evaluate() and evaluation_settings()".format(
                              path, list(result.class_sets), list(settings["class_sets"])))
     record = dict(iou_report(result.ious, result.num_images, result.classes),
                   fingerprint=_fingerprint(path, settings), iteration=iteration)
+    if environment is not None:
+        record["environment"] = environment
     atomic_write_json(evaluation_cache(path), record)
     return record
 
@@ -253,7 +256,8 @@ def _extra_sets(mious, classes):
 
 
 def evaluate_snapshots(model, directory, make_predictor, images, gt_paths, lut, batch_size=1,
-                       num_workers=2, settings=None, log=print, classes=CITYSCAPES, prefix=None, watchdog=None):
+                       num_workers=2, settings=None, log=print, classes=CITYSCAPES, prefix=None, watchdog=None,
+                       environment=None):
     """Evaluate every snapshot in ``directory`` not already evaluated with the same settings,
     scored with ``classes``. ``prefix`` picks one run if the directory holds several.
 
@@ -283,7 +287,7 @@ def evaluate_snapshots(model, directory, make_predictor, images, gt_paths, lut, 
                           num_workers=num_workers, classes=classes, watchdog=watchdog)
         predictor = None  # its copy of the network goes before the next snapshot's is made
         gc.collect()
-        save_score(path, settings, result, iteration)
+        save_score(path, settings, result, iteration, environment)
         by_classes[iteration] = dict(result.miou_by_classes)
         log("{}: mIoU {:.2f}{}".format(os.path.basename(path), result.miou * 100,
                                        _extra_sets(by_classes[iteration], classes)))
