@@ -106,8 +106,10 @@ def test_bench_predict_runs_at_tiny_sizes(model, monkeypatch):
         assert list(shares) == ["default", "fixed-size argmax", "fixed-size softmax", "fixed-size none",
                                 "any-size"], backend
         assert shares["default"] >= 0.999, (backend, shares)  # evaluation's way, inside the graph
-        # not 1: a fixed-size argmax export's train ids come back to the image's size by nearest resizing
-        assert all(0.9 < share <= 1 for share in shares.values()), (backend, shares)
+        # not 1: a fixed-size argmax export's train ids come back to the image's size by nearest resizing;
+        # an any-size export runs the network at the image's own size, which evaluation does not
+        assert all(0.9 < shares[kind] <= 1 for kind in shares if kind != "any-size"), (backend, shares)
+        assert 0 < shares["any-size"] <= 1
 
 
 def test_compare_revisions_reports_each_difference_and_no_unseeded_state(tmp_path):

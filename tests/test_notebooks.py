@@ -224,8 +224,9 @@ def test_03_scores_every_snapshot_and_draws_pictures(demo):
     assert len(files_below(os.path.join(own, "pseudo_color_prediction"), ".png")) == DEMO_VAL_IMAGES
     assert len(files_below(os.path.join(own, "confidence"), ".png")) == DEMO_VAL_IMAGES
     assert len(shown(notebook, "image/png")) == 3  # the mIoU plot, the pictures and your own images
-    [table_shown] = shown(notebook, "text/markdown")
+    table_shown, report_shown = shown(notebook, "text/markdown")
     assert table_shown.startswith("| iteration | mIoU |")
+    assert "GTA2Cityscapes_multi" in report_shown and "mIoU" in report_shown  # the run's report, inline
 
 
 @pytest.mark.slow

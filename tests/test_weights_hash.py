@@ -216,17 +216,18 @@ def test_training_passes_no_hash_check_to_every_file_it_loads(pth, discriminator
                                                  "--restore-from-D1", misnamed, *flags))
         method = Method(args)
         method.nets = {SEGMENTATION: discriminator, "D1": build_model("FCDiscriminator", num_classes=NUM_CLASSES)}
+        method.part_weights = {"D1": "a discriminator"}  # what --restore-from-D1 loads into
         return method
 
     checked = method()
     with pytest.raises(WeightsError, match="damaged or incomplete"):
         checked.load_segmentation_weights(print)
     with pytest.raises(WeightsError, match="damaged or incomplete"):
-        checked.load_part_weights({"D1": "restore_from_D1"}, print)
+        checked.load_part_weights(print)
 
     unchecked, log = method("--no-hash-check"), []
     unchecked.load_segmentation_weights(log.append)
-    unchecked.load_part_weights({"D1": "restore_from_D1"}, log.append)
+    unchecked.load_part_weights(log.append)
     assert [line.splitlines()[0] for line in log] == [
         "{}: {} tensors loaded (PyTorch state dict)".format(misnamed, len(state))] * 2
     np.testing.assert_array_equal(unchecked.nets["D1"].state_dict()["conv1.weight"].numpy(), state["conv1.weight"])

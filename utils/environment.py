@@ -57,9 +57,12 @@ def device_record(use_gpu=False, gpu_id=0):
     """The device's name, memory (GiB) and driver (GPU) or usable cores (CPU)."""
     if use_gpu:
         import paddle
-        properties = paddle.device.cuda.get_device_properties(gpu_id)
-        return {"kind": "gpu", "index": gpu_id, "name": properties.name,
-                "memory_gib": round(properties.total_memory / 2.0 ** 30, 2), "driver": _gpu_driver()}
+        try:
+            properties = paddle.device.cuda.get_device_properties(gpu_id)
+            name, memory = properties.name, round(properties.total_memory / 2.0 ** 30, 2)
+        except (ValueError, RuntimeError, OSError):  # a build or driver that cannot say: the record says so
+            name = memory = None
+        return {"kind": "gpu", "index": gpu_id, "name": name, "memory_gib": memory, "driver": _gpu_driver()}
     from utils.runtime import usable_cpus
     memory_kib = _read_first("/proc/meminfo", "MemTotal")
     return {"kind": "cpu", "name": _read_first("/proc/cpuinfo", "model name") or platform.processor() or None,
