@@ -19,7 +19,7 @@ from utils.training.optimizer import SGD_GROUPS
 from utils.training.params import Param, Settings, add_params, apply_recipe
 from utils.files.download import add_arguments as add_download_arguments
 
-RUN_DEFAULTS = dict(num_steps_stop=150000, save_pred_every=5000, keep_last=None)
+RUN_DEFAULTS = dict(num_steps_stop=150000, save_pred_every=5000, keep_last=None, model="DeepLab")
 
 
 def _by_recipe(paddle_port, authors, paper):
@@ -85,7 +85,7 @@ def training_parser(method, prog=None):
     d = dict(RUN_DEFAULTS, **method.run_defaults)
     p = argparse.ArgumentParser(prog=prog, description=method.description)
     add_params(p, SHARED_PARAMS + list(method.params), method.recipes, method.default_recipe)
-    p.add_argument("--model", default=d.get("model", "DeepLab"),
+    p.add_argument("--model", default=d["model"],
                    choices=["DeepLab", "DeeplabMulti", "DeeplabMulti4"],
                    help="segmentation network, the multi-level DeepLab-v2 ResNet-101: DeepLab or DeeplabMulti sums two "
                         "branches of each classifier (AdaptSegNet's), DeeplabMulti4 all four (ADVENT's); default "
