@@ -6,6 +6,7 @@ images of one NTHU city.
     python evaluate_cityscapes.py --restore-from SYNTHIA2Cityscapes.pdparams --source synthia
     python evaluate_cityscapes.py --restore-from snapshots/Cityscapes2Rome --target nthu --city Rome --data-dir data/NTHU
     python evaluate_cityscapes.py --restore-from advent.pdparams minent.pdparams --model DeeplabMulti4   # an ensemble
+    python evaluate_cityscapes.py --cfg advent+minent_pretrained.yml   # ADVENT's config: its TEST section
 
 Writes <name>.png (train ids) and <name>_color.png into --save, prints the per-class IoU table
 and saves it as mIoU.json there. With a directory, each <SOURCE>_<iter>.pdparams (GTA5_<iter>,
@@ -32,7 +33,7 @@ from dataset.nthu_dataset import NTHU_CITIES
 from dataset.sources import CUSTOM, SOURCES, TARGETS, scored_classes, target_classes
 from model import MODEL_HELP, SEGMENTATION_MODELS, build_model
 from model.inference import BACKENDS, SegmentationPredictor, WeightedSum
-from utils.cli import size_argument
+from utils.cli import given_value, size_argument
 from utils.environment import describe_environment, environment_record
 from utils.evaluation.cityscapes import evaluate, evaluate_snapshots, evaluation_set, evaluation_settings, \
     snapshot_source
@@ -42,6 +43,7 @@ from utils.files.snapshots import read_class_record
 from utils.files.weights import WeightsError, load_weights
 from utils.stopping import run_interruptible
 from utils.files.download import add_arguments as add_download_arguments, restore_checks, weights_file
+from utils.methods.advent import read_advent_test_config
 
 
 def get_arguments(argv=None):
@@ -70,7 +72,10 @@ def get_arguments(argv=None):
                                                        "(NTHU: <data-dir>/<City>/Labels/Test)")
     parser.add_argument("--devkit-dir", default=None,
                         help="the original's cityscapes_list folder; its info.json label2train is used if present")
-    parser.add_argument("--restore-from", required=True, nargs="+", metavar="WEIGHTS",
+    parser.add_argument("--cfg", default=None, metavar="FILE",
+                        help="an ADVENT config (YAML): its TEST section's models, weights and data; flags given here "
+                             "override it")
+    parser.add_argument("--restore-from", nargs="+", metavar="WEIGHTS",
                         help=".pdparams or PyTorch .pth weights (or their http(s) URL), or a run's directory of "
                              "<PREFIX>_<iter>.pdparams snapshots (GTA5_<iter>, SYNTHIA_<iter>, Cityscapes_<iter>, "
                              "Synscapes_<iter>, a custom run's <NAME>_<iter>); several weight files: their ensemble "
@@ -93,7 +98,16 @@ def get_arguments(argv=None):
     parser.add_argument("--data-timeout", type=float, default=600.0,
                         help="stop with a message when no image arrives for this many seconds")
     add_device_args(parser)
+    config = given_value(argv, "--cfg")
+    if config:
+        try:
+            parser.set_defaults(**read_advent_test_config(config))
+        except ValueError as error:
+            parser.error(str(error))
     args = parser.parse_args(argv)
+    if not args.restore_from:
+        parser.error("--restore-from is required: the weights, their URL or a run's snapshot directory (or --cfg, "
+                     "an ADVENT config)")
     if args.model_weights is not None and len(args.model_weights) != len(args.restore_from):
         parser.error("--model-weights: {} weights for {} --restore-from models; give one per model".format(
             len(args.model_weights), len(args.restore_from)))

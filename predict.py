@@ -4,6 +4,7 @@
     python predict.py --restore-from snapshots/GTA2Cityscapes_multi --images street.jpg --confidence --entropy
     python predict.py --restore-from GTA5_best.pdparams --images test.txt --label-ids --save output/submission
     python predict.py --restore-from output/inference_model --images photos/ --backend onnx   # export.py --onnx
+    python predict.py --restore-from advent.pdparams minent.pdparams --model DeeplabMulti4 --images photos/   # an ensemble
 
 --images takes image files, folders (searched recursively: png, jpg, jpeg, bmp, webp, tif, any
 letter case) and list files (.txt, one image a line, relative to the list's folder). Images of any
@@ -39,9 +40,14 @@ EXIT_UNREADABLE, EXIT_REFUSED = 1, 2
 
 def get_arguments(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--restore-from", required=True,
+    parser.add_argument("--restore-from", required=True, nargs="+", metavar="WEIGHTS",
                         help=".pdparams or PyTorch .pth weights (or their http(s) URL), a run's snapshot directory "
-                             "(its best snapshot, else its newest complete one) or an exported model's directory")
+                             "(its best snapshot, else its newest complete one) or an exported model's directory; "
+                             "several weights: their ensemble (the weighted sum of their logits, as "
+                             "evaluate_cityscapes.py's)")
+    parser.add_argument("--model-weights", type=float, nargs="+", default=None, metavar="W",
+                        help="with several --restore-from: each one's weight in the ensemble (default: equal, "
+                             "ADVENT's 0.5 0.5 for two)")
     parser.add_argument("--images", required=True, nargs="+", metavar="PATH",
                         help="image files, folders of images and .txt lists of images")
     parser.add_argument("--save", default="./output/predict", help="where the outputs go (default ./output/predict)")
@@ -105,19 +111,21 @@ def main(argv=None):
     args = get_arguments(argv)
     try:
         images = _inputs(args.images, args.save)
-        restored = resolve_restore(weights_file(args.restore_from, **restore_checks(args)))
-        print(restored.note)
+        restored, *ensemble = [resolve_restore(weights_file(path, **restore_checks(args)))
+                               for path in args.restore_from]
+        for member in [restored] + ensemble:
+            print(member.note)
         classes = choose_classes(restored.classes, args.classes, args.num_classes, restored.path)
         outputs = Outputs(args.save, classes, args.label_ids, args.confidence, args.entropy, args.alpha)
         if outputs.label_note:
             print(outputs.label_note)
         outputs.check_names(images)
-        settings = outputs.settings(restored, args.model, args.input_size)
+        settings = outputs.settings(restored, args.model, args.input_size, ensemble, args.model_weights)
         outputs.check_settings(settings, args.overwrite)
         use_gpu, gpu_id = select_device(args)
         segmenter = load_segmenter(restored, classes, args.model, args.input_size, args.backend, use_gpu, gpu_id,
                                    check_hash=not args.no_hash_check, confidence=args.confidence,
-                                   entropy=args.entropy)
+                                   entropy=args.entropy, ensemble=ensemble, model_weights=args.model_weights)
     except (ValueError, FileNotFoundError) as error:  # PredictionError, ClassSetError and WeightsError are ValueErrors
         return _refuse(error)
     print("{} images; class set {} ({} classes); network input {}".format(

@@ -113,15 +113,14 @@ def bench_train(batch_size=1, num_workers=2, iterations=4, warmup=2, source_size
                 "--input-size", "{},{}".format(*source_size), "--input-size-target", "{},{}".format(*target_size),
                 "--batch-size", str(batch_size), "--num-workers", str(num_workers), "--random-mirror",
                 "--num-steps-stop", str(warmup + iterations), "--device", device, "--from-scratch"]
-        if recipe is not None:
-            argv += ["--recipe", recipe]
+        if recipe is not None:  # ADVENT's "advent" recipe is the authors' schedule under its own name
+            argv += ["--recipe", "advent" if method in ADVENT_MODES and recipe == "authors" else recipe]
         if method == "weak":  # the source images stand in for their CycleGAN translations: same cost
             argv += WEAK_LABEL_UDA + ["--pixeladapt-dir", gta5]
             timings, rank = time_iterations(weak.get_arguments(argv), warmup, iterations, method=weak.WeakLabels)
         elif method in ADVENT_MODES:
             from utils.methods.advent import Advent
             from utils.training.options import parse_settings
-            # Its own default recipe (advent: BN in training mode, the authors' SGD), as AdaptSegNet runs its own.
             settings = parse_settings(Advent, argv + ["--da-method", ADVENT_MODES[method]])
             timings, rank = time_iterations(settings, warmup, iterations, method=Advent)
         else:
@@ -153,22 +152,26 @@ def run_ranks(ranks, args, data_root):
 
 
 def compare_methods(methods, args):
-    """Each method's iteration in its own process, on the same synthetic data."""
+    """Each method's iteration in its own process, on the same synthetic data and schedule (--recipe,
+    default authors: batch statistics in BN and the authors' SGD, which ADVENT's recipe also is)."""
     from dataset.synthetic import make_synthetic
 
-    results = {}
+    results, recipe = {}, args.recipe or "authors"
+    if "," in recipe:
+        raise SystemExit("--recipe: one recipe when comparing methods")
     with tempfile.TemporaryDirectory(prefix="bench_data_") as data_root:
         make_synthetic(data_root, num_source=8, num_target_train=8, num_target_val=1,
                        source_size=SOURCE_SIZE, target_size=TARGET_SIZE)
         for method in methods:
             command = [sys.executable, os.path.abspath(__file__), "--worker", "--method", method, "--batch-size",
                        str(args.batch_size), "--num-workers", str(args.num_workers), "--iterations",
-                       str(args.iterations), "--warmup", str(args.warmup), "--data-root", data_root]
+                       str(args.iterations), "--warmup", str(args.warmup), "--data-root", data_root,
+                       "--recipe", recipe]
             output = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     check=True).stdout.decode(errors="replace")
             results[method] = json.loads([line for line in output.splitlines() if line.startswith("{")][-1])
-    print("batch {} per domain, workers {}, source 640x360, target 512x256; median of {} after {} warm-up".format(
-        args.batch_size, args.num_workers, args.iterations, args.warmup))
+    print("recipe {}, batch {} per domain, workers {}, source 640x360, target 512x256; median of {} after {} "
+          "warm-up".format(recipe, args.batch_size, args.num_workers, args.iterations, args.warmup))
     print("method        s/iter  data wait  peak RSS    vs {}".format(methods[0]))
     for method, r in results.items():
         print("{:12s}  {:6.2f}  {:8.3f}s  {:6.0f} MiB  {:5.2f}x".format(

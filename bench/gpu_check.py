@@ -10,8 +10,9 @@ context stays in its own row of the table:
   - the GPU: name, memory, a convolution and a matmul checked against numpy, AMP support;
   - the real training iteration at the documented sizes (source 1280x720, target 1024x512,
     both discriminators): batch 2 with --amp off, fp16 and bf16, batch 1 with --amp off, and
-    batch 2 with --cudnn-exhaustive-search; seconds/iteration after warm-up and the peak GPU
-    memory of each beside the preflight's estimate;
+    batch 2 with --cudnn-exhaustive-search; ADVENT's AdvEnt as its recipe runs it (batch 1, the
+    four-branch DeeplabMulti4); seconds/iteration after warm-up and the peak GPU memory of each
+    beside the preflight's estimate;
   - evaluation at 1024x512 with seeded random weights: seconds/image of the dynamic graph and of
     Paddle Inference, and the share of pixels on which their predictions agree (99.9% required);
   - the scripts' own command lines on synthetic full-size data: train 3 iterations validating
@@ -59,9 +60,11 @@ SOURCE_SIZE, TARGET_SIZE, EVAL_SIZE = (1280, 720), (1024, 512), (1024, 512)
 QUICK_SOURCE_SIZE, QUICK_TARGET_SIZE = (128, 72), (128, 64)
 # Cityscapes labels are 2048x1024: evaluation upsamples the logits to twice the network's input.
 LABEL_SCALE = 2
-# (--batch-size, --amp, other flags); the last one measures cuDNN's exhaustive algorithm search.
-TRAINING_RUNS = ((2, "off", ()), (2, "fp16", ()), (2, "bf16", ()), (1, "off", ()),
-                 (2, "off", ("--cudnn-exhaustive-search",)))
+# (--batch-size, --amp, other flags, method); the fifth measures cuDNN's exhaustive algorithm search,
+# the last ADVENT (its recipe advent, network DeeplabMulti4).
+TRAINING_RUNS = ((2, "off", (), "adaptsegnet"), (2, "fp16", (), "adaptsegnet"), (2, "bf16", (), "adaptsegnet"),
+                 (1, "off", (), "adaptsegnet"), (2, "off", ("--cudnn-exhaustive-search",), "adaptsegnet"),
+                 (1, "off", (), "advent"))
 AMP_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 AGREEMENT_REQUIRED = 0.999
 # Longest each kind of process may take (seconds) before it is stopped and its row FAILED: generous,
@@ -284,20 +287,22 @@ def peak_memory(device, gpu_id):
 
 
 def measure_training(data_root, run_dir, batch_size, amp, source_size, target_size, device, gpu_id, warmup,
-                     iterations, num_workers, flags=()):
+                     iterations, num_workers, flags=(), method="adaptsegnet"):
     """Seconds per training iteration (median after ``warmup``) and peak memory, as bench_train runs it."""
     import paddle
-    import train_gta2cityscapes_multi as train
     from bench.bench_train import time_iterations
+    from utils.methods import method_class
+    from utils.training.options import parse_settings
+    method = method_class(method)
     # A configuration the script refuses (argparse, or --amp on a CPU) exits with its own message.
-    args = train.get_arguments([
+    args = parse_settings(method, [
         "--data-dir", os.path.join(data_root, "GTA5"), "--data-dir-target", os.path.join(data_root, "Cityscapes"),
         "--snapshot-dir", run_dir, "--input-size", "{},{}".format(*source_size),
         "--input-size-target", "{},{}".format(*target_size), "--batch-size", str(batch_size), "--amp", amp,
         "--num-workers", str(num_workers), "--random-mirror", "--num-steps-stop", str(warmup + iterations),
         "--device", device, "--gpu", str(gpu_id), "--from-scratch"] + list(flags))
     synchronize = paddle.device.cuda.synchronize if device == "gpu" else None
-    timings, _ = time_iterations(args, warmup, iterations, synchronize)
+    timings, _ = time_iterations(args, warmup, iterations, synchronize, method=method)
     totals = [wait + compute for wait, compute in zip(timings["data_wait"], timings["compute"])]
     result = {"seconds_per_iteration": statistics.median(totals), "seconds": totals,
               "data_wait": statistics.median(timings["data_wait"]), "compute": statistics.median(timings["compute"]),
@@ -305,9 +310,9 @@ def measure_training(data_root, run_dir, batch_size, amp, source_size, target_si
               "skipped_steps": len(totals) - len(timings["sgd_step"]), "warmup": warmup}
     result.update(peak_memory(device, gpu_id))
     # After the peaks are read: the estimate probes a network of its own.
-    from utils.methods.adaptsegnet import estimate_memory
-    estimate = estimate_memory(batch_size, tuple(source_size), tuple(target_size), bn=args.bn,
-                               on_gpu=device == "gpu")
+    from utils.methods import adaptsegnet, advent
+    estimate_memory = advent.estimate_memory if method is advent.Advent else adaptsegnet.estimate_memory
+    estimate = estimate_memory(batch_size, tuple(source_size), tuple(target_size), bn=args.bn, on_gpu=device == "gpu")
     result.update(estimated_bytes=estimate.total_bytes, estimate=str(estimate))
     return result
 
@@ -589,10 +594,11 @@ def device_step(run):
     return info
 
 
-def training_check(run, batch_size, amp, flags=()):
-    return "train {}+{} batch {}, amp {}{}".format(size_text(run.settings["source_size"]),
-                                                   size_text(run.settings["target_size"]), batch_size, amp,
-                                                   "".join(" " + flag for flag in flags))
+def training_check(run, batch_size, amp, flags=(), method="adaptsegnet"):
+    return "train {}+{} batch {}, amp {}{}{}".format(size_text(run.settings["source_size"]),
+                                                     size_text(run.settings["target_size"]), batch_size, amp,
+                                                     "".join(" " + flag for flag in flags),
+                                                     ", ADVENT" if method == "advent" else "")
 
 
 def amp_unavailable(run, amp, device_info):
@@ -610,16 +616,16 @@ def amp_unavailable(run, amp, device_info):
     return None
 
 
-def training_step(run, data_root, batch_size, amp, flags, device_info):
-    settings, check = run.settings, training_check(run, batch_size, amp, flags)
+def training_step(run, data_root, batch_size, amp, flags, method, device_info):
+    settings, check = run.settings, training_check(run, batch_size, amp, flags, method)
     unavailable = amp_unavailable(run, amp, device_info)
     if flags and settings["device"] == "cpu":
         unavailable = SKIPPED, "cuDNN is a GPU's"
     if unavailable:
         run.add(make_row(check, unavailable[0], detail=unavailable[1]))
         return
-    spec = dict(data_root=data_root, flags=list(flags),
-                run_dir=os.path.join(run.work_dir, "train-b{}-{}{}".format(batch_size, amp, len(flags))),
+    spec = dict(data_root=data_root, flags=list(flags), method=method,
+                run_dir=os.path.join(run.work_dir, "train-{}-b{}-{}{}".format(method, batch_size, amp, len(flags))),
                 batch_size=batch_size, amp=amp, source_size=settings["source_size"],
                 target_size=settings["target_size"], device=settings["device"], gpu_id=settings["gpu"],
                 warmup=settings["warmup"], iterations=settings["iterations"], num_workers=settings["num_workers"])

@@ -280,3 +280,101 @@ def test_the_memory_estimate_adds_the_entropy_maps_to_adaptsegnets():
     assert ours.passes["source pass"] == theirs.passes["source pass"]
     assert ours.passes["target pass"] - theirs.passes["target pass"] == maps
     assert ours.passes["discriminator pass"] - theirs.passes["discriminator pass"] == maps
+
+
+# -- ADVENT's config files -------------------------------------------------------------------------
+
+# Three of the configs ADVENT ships (advent/scripts/configs/), as their users have them.
+MINENT_YML = """SOURCE: GTA
+TARGET: Cityscapes
+NUM_WORKERS: 4
+TRAIN:
+  DA_METHOD: MinEnt
+  MODEL: DeepLabv2
+  RESTORE_FROM: ../../pretrained_models/DeepLab_resnet_pretrained_imagenet.pth
+  MULTI_LEVEL: True
+  LAMBDA_ENT_MAIN: 0.001
+  LAMBDA_ENT_AUX: 0.0002
+TEST:
+  MODE: best
+"""
+ENSEMBLE_YML = """SOURCE: GTA
+TARGET: Cityscapes
+EXP_NAME: GTA2Cityscapes_AdvEnt_MinEnt
+NUM_WORKERS: 4
+TEST:
+  MODE: single
+  MODEL:
+    - DeepLabv2
+    - DeepLabv2
+  MULTI_LEVEL:
+    - True
+    - True
+  RESTORE_FROM:
+    - ../../pretrained_models/gta2cityscapes_advent.pth
+    - ../../pretrained_models/gta2cityscapes_minent_ER.pth
+  MODEL_WEIGHT:
+    - 0.5
+    - 0.5
+"""
+
+
+def config_file(tmp_path, text, name="advent.yml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_an_advent_config_sets_what_the_same_flags_set(tmp_path):
+    minent = config_file(tmp_path, MINENT_YML, "minent.yml")
+    from_config = parse_settings(Advent, ["--cfg", minent]).record()
+    from_flags = parse_settings(Advent, [
+        "--da-method", "MinEnt", "--restore-from", "../../pretrained_models/DeepLab_resnet_pretrained_imagenet.pth",
+        "--lambda-ent-main", "0.001", "--lambda-ent-aux", "0.0002", "--num-workers", "4",
+        "--snapshot-dir", os.path.join("experiments", "snapshots", "GTA2Cityscapes_DeepLabv2_MinEnt")]).record()
+    assert from_config.pop("cfg") == minent
+    assert from_config.pop("explicit") == ["lambda_ent_main", "lambda_ent_aux"]
+    from_flags.pop("explicit")
+    assert from_flags.pop("cfg") is None
+    assert from_config == from_flags
+    # a flag given with the file overrides the file
+    overridden = parse_settings(Advent, ["--cfg", minent, "--da-method", "AdvEnt", "--snapshot-dir", "runs/a"])
+    assert (overridden.da_method, overridden.snapshot_dir, overridden.lambda_ent_main) == ("AdvEnt", "runs/a", 0.001)
+    every_key = config_file(tmp_path, "SOURCE: SYNTHIA\nDATA_DIRECTORY_SOURCE: /d/SYNTHIA\nDATA_LIST_TARGET: lists/{}.txt\n"
+                            "TRAIN:\n  SET_TARGET: train\n  BATCH_SIZE_SOURCE: 2\n  BATCH_SIZE_TARGET: 2\n"
+                            "  INPUT_SIZE_SOURCE: [640, 380]\n  LEARNING_RATE_D: 0.0002\n  EARLY_STOP: 6000\n"
+                            "  SAVE_PRED_EVERY: 500\n  SNAPSHOT_DIR: runs/s\n  RANDOM_SEED: 7\n  MAX_ITERS: 9000\n"
+                            "  IMG_MEAN: [104.00698793, 116.66876762, 122.67891434]\n", "synthia.yml")
+    settings = parse_settings(Advent, ["--cfg", every_key, "--from-scratch"])
+    assert (settings.source, settings.data_dir, settings.data_list_target, settings.batch_size, settings.input_size,
+            settings.learning_rate_D, settings.num_steps_stop, settings.save_pred_every, settings.snapshot_dir,
+            settings.random_seed, settings.num_steps) == (
+        "synthia", "/d/SYNTHIA", "lists/train.txt", 2, (640, 380), 2e-4, 6000, 500, "runs/s", 7, 9000)
+
+
+def test_the_advent_ensemble_config_evaluates_the_weighted_ensemble(tmp_path):
+    import evaluate_cityscapes
+    args = evaluate_cityscapes.get_arguments(["--cfg", config_file(tmp_path, ENSEMBLE_YML)])
+    assert (args.restore_from, args.ensemble, args.model_weights, args.model, args.num_workers) == (
+        "../../pretrained_models/gta2cityscapes_advent.pth", ["../../pretrained_models/gta2cityscapes_minent_ER.pth"],
+        [0.5, 0.5], "DeeplabMulti4", 4)
+    best = evaluate_cityscapes.get_arguments(["--cfg", config_file(tmp_path, MINENT_YML, "minent.yml")])
+    assert (best.restore_from, best.ensemble) == (
+        os.path.join("experiments", "snapshots", "GTA2Cityscapes_DeepLabv2_MinEnt"), [])
+
+
+@pytest.mark.parametrize("text,message", [
+    ("TRAIN:\n  DA_METHD: MinEnt\n", "TRAIN.DA_METHD is not a key of ADVENT's config"),
+    ("TRAIN:\n  DA_METHOD: Entropy\n", "TRAIN.DA_METHOD: 'Entropy': expected one of AdvEnt, MinEnt, AdvEnt+MinEnt"),
+    ("TRAIN:\n  MODEL: DeepLabv3\n", "TRAIN.MODEL: 'DeepLabv3': only 'DeepLabv2' is supported here"),
+    ("TRAIN:\n  LEARNING_RATE: fast\n", "TRAIN.LEARNING_RATE: 'fast': could not convert"),
+    ("TRAIN:\n  BATCH_SIZE_SOURCE: 2\n", "TRAIN.BATCH_SIZE_SOURCE and TRAIN.BATCH_SIZE_TARGET differ"),
+    ("TRAIN: [1, 2\n", "not valid YAML"),
+    ("- MinEnt\n", "expected ADVENT's config, a mapping"),
+])
+def test_a_config_key_or_value_not_understood_is_one_line_naming_file_and_key(text, message, tmp_path, capsys):
+    path = config_file(tmp_path, text)
+    with pytest.raises(SystemExit):
+        parse_settings(Advent, ["--cfg", path, "--from-scratch"])
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.split(" error: ", 1)[1].startswith("--cfg {}: ".format(path)) and message in error

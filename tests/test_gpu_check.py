@@ -228,7 +228,8 @@ def test_quick_self_test_on_the_cpu_runs_every_step(tmp_path):
     results = json.loads(out.read_text())
     statuses = {row["check"]: row["status"] for row in results["rows"]}
     expected = ["synthetic data", "smoke test (matmul, convolution)", "train 128x72+128x64 batch 2, amp off",
-                "train 128x72+128x64 batch 1, amp off", "eval 128x64 dynamic graph", "eval 128x64 Paddle Inference",
+                "train 128x72+128x64 batch 1, amp off", "train 128x72+128x64 batch 1, amp off, ADVENT",
+                "eval 128x64 dynamic graph", "eval 128x64 Paddle Inference",
                 "eval argmax agreement (dygraph vs Inference)", "script: train 1 iterations",
                 "script: --continue-train to 2", "script: evaluate_cityscapes.py on the snapshots",
                 "script: train_weak_labels.py, category-wise alignment", "script: two processes (distributed.launch)"]
@@ -237,6 +238,10 @@ def test_quick_self_test_on_the_cpu_runs_every_step(tmp_path):
     assert statuses["train 128x72+128x64 batch 2, amp off --cudnn-exhaustive-search"] == SKIPPED
     trained = next(row for row in results["rows"] if row["check"] == "train 128x72+128x64 batch 2, amp off")
     assert "(estimate " in trained["detail"] and trained["measured"]["estimated_bytes"] > 0
+    estimates = {row["check"]: row["measured"]["estimated_bytes"] for row in results["rows"]
+                 if row["check"].startswith("train 128x72+128x64 batch 1")}
+    # ADVENT's batch 1: AdaptSegNet's passes with batch statistics in BN, plus its entropy maps
+    assert estimates["train 128x72+128x64 batch 1, amp off, ADVENT"] > estimates["train 128x72+128x64 batch 1, amp off"]
     table = output[output.index("bench.gpu_check on "):]
     assert output.count("bench.gpu_check on ") == 1 and table.rstrip().endswith(str(tmp_path / "check.log"))
-    assert "12 PASSED, 0 FAILED, 3 SKIPPED" in table
+    assert "13 PASSED, 0 FAILED, 3 SKIPPED" in table

@@ -198,6 +198,25 @@ def test_02_trains_stops_and_continues_from_the_latest_snapshot(demo):
 
 
 @pytest.mark.slow
+def test_02_trains_advent_with_the_same_cells(demo):
+    """METHOD = "advent": ADVENT's MinEnt (its own recipe, four-branch network) in the same cells."""
+    demo.notebook(NOTEBOOKS[0])
+    snapshots = os.path.join(demo.work_dir, "snapshots", "minent")
+    notebook = with_parameters(nbformat.read(os.path.join(NOTEBOOK_DIR, NOTEBOOKS[1]), as_version=4), DEMO=True,
+                               WORK_DIR=demo.work_dir, METHOD="advent", DA_METHOD="MinEnt", RECIPE="advent",
+                               SNAPSHOT_DIR=snapshots)
+    output = text_output(execute(notebook, os.path.join(demo.output_dir, "02_advent.ipynb")))
+    assert "python -m utils.methods advent --da-method MinEnt" in output
+    assert "resumed from GTA5_{0} at iteration {0}".format(DEMO_FIRST_STOP) in output
+    assert SnapshotDir.detect(snapshots).latest() == DEMO_NUM_STEPS_STOP
+    assert not glob.glob(os.path.join(snapshots, "*_D1.pdparams"))  # MinEnt has no discriminator
+    with open(os.path.join(snapshots, "metrics.jsonl")) as f:
+        losses = [json.loads(line)["scalars"] for line in f]
+    assert "loss/ent_trg_main" in losses[0]
+    assert os.path.getsize(os.path.join(snapshots, "losses.png")) > 0  # ADVENT's panels
+
+
+@pytest.mark.slow
 def test_03_scores_every_snapshot_and_draws_pictures(demo):
     notebook = demo.notebook(NOTEBOOKS[2])
     snapshots = os.path.join(demo.work_dir, "snapshots", "GTA2Cityscapes_multi")

@@ -309,6 +309,61 @@ def test_flags_at_odds_with_the_model_are_refused_before_the_network(photos, wei
     assert not os.path.exists(save)
 
 
+@pytest.fixture(scope="module")
+def other_weights(tmp_path_factory):
+    """A second model (other seeded weights) for an ensemble."""
+    model = DeeplabMulti(num_classes=CITYSCAPES.num_classes)
+    model.set_state_dict({k.replace("running_mean", "_mean").replace("running_var", "_variance"): v
+                          for k, v in seeded_torch_state(model, 1).items()})
+    path = str(tmp_path_factory.mktemp("other_weights") / "other.pdparams")
+    paddle.save(model.state_dict(), path)
+    return path
+
+
+def test_an_ensemble_predicts_the_argmax_of_the_weighted_sum_of_its_models_logits(photos, weights, other_weights,
+                                                                                   tmp_path):
+    """ADVENT's AdvEnt + MinEnt at test time: each model's logits (its own dygraph network here),
+    weighted 0.3 / 0.7 and summed in numpy, upsampled in numpy; the confidence from the same sum."""
+    save = str(tmp_path / "ensemble")
+    status, out, err = run_predict("--restore-from", weights, other_weights, "--model-weights", "0.3", "0.7",
+                                   "--images", photos, "--save", save, "--backend", "dygraph", "--confidence")
+    assert status == 0, err
+    assert "ensemble of 2 models, weights 0.3 0.7" in out
+    networks = []
+    for path in (weights, other_weights):
+        net = DeeplabMulti(num_classes=CITYSCAPES.num_classes)
+        load_weights(net, path)
+        net.eval()
+        networks.append(net)
+
+    def weighted_sum(network_input):
+        with paddle.no_grad():
+            logits = [net(paddle.to_tensor(network_input))[-1].numpy() for net in networks]
+        return np.float32(0.3) * logits[0] + np.float32(0.7) * logits[1]
+
+    unlike_a_member = 0
+    for name in sorted(PHOTOS):
+        _, ids, most, _ = independent_prediction(weighted_sum, os.path.join(photos, name))
+        written = pixels(os.path.join(save, stem(name) + ".png"))
+        assert np.mean(written == ids) >= 0.999, name
+        stored = pixels(os.path.join(save, "confidence", stem(name) + ".png")).astype(np.float64)
+        assert np.abs(stored - most * 255).max() <= 0.51, name
+        _, first, _, _ = independent_prediction(lambda x: networks[0](paddle.to_tensor(x))[-1].numpy(),
+                                                 os.path.join(photos, name))
+        unlike_a_member += int(not np.array_equal(first, ids))
+    assert unlike_a_member  # the ensemble is not its first model alone
+
+
+def test_an_ensemble_of_an_export_or_with_weights_miscounted_is_refused(photos, weights, other_weights, tmp_path):
+    save = str(tmp_path / "out")
+    assert error_lines("--restore-from", weights, other_weights, "--model-weights", "1", "--images", photos,
+                       "--save", save) == [
+        "error: --model-weights: 1 weights for 2 models; give one per --restore-from"]
+    assert error_lines("--restore-from", weights, "--model-weights", "1", "--images", photos, "--save", save) == [
+        "error: --model-weights weighs the models of an ensemble: give several --restore-from"]
+    assert not os.path.exists(save)
+
+
 def test_a_save_folder_of_other_settings_is_refused(cli_run, broken_folder, weights):
     save = cli_run[0]
     [line] = error_lines("--restore-from", weights, "--images", broken_folder, "--save", save, "--alpha", "0.5")
@@ -489,7 +544,7 @@ def test_an_exported_model_predicts_what_its_weights_predict(backend, exported, 
     assert differ <= 0.01 * pixels_seen
 
 
-def test_what_an_exported_model_cannot_give_is_refused(exported, photos, tmp_path):
+def test_what_an_exported_model_cannot_give_is_refused(exported, weights, photos, tmp_path):
     save = str(tmp_path / "out")
     assert error_lines("--restore-from", exported, "--images", photos, "--save", save, "--entropy") == [
         "error: --entropy: {} is an exported model, which gives train ids and the confidence only; predict with its "
@@ -499,3 +554,6 @@ def test_what_an_exported_model_cannot_give_is_refused(exported, photos, tmp_pat
         "give the weights".format(exported)]
     with pytest.raises(PredictionError, match="was exported for 128x64; drop --input-size"):
         load_segmenter(resolve_restore(exported), CITYSCAPES, input_size=(64, 32))
+    assert error_lines("--restore-from", weights, exported, "--images", photos, "--save", save) == [
+        "error: --restore-from: an ensemble takes weights; {} is an exported model (give the weights it was "
+        "exported from)".format(exported)]

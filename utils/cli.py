@@ -11,3 +11,11 @@ def size_argument(text):
     if width <= 0 or height <= 0:
         raise argparse.ArgumentTypeError("expected positive WIDTH,HEIGHT, got {!r}".format(text))
     return width, height
+
+
+def given_value(argv, flag):
+    """The value of ``flag`` in ``argv`` (default sys.argv[1:]) before the whole command line is
+    parsed: a config file whose values become the other flags' defaults."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(flag, default=None)
+    return parser.parse_known_args(argv)[0].__dict__[flag.lstrip("-").replace("-", "_")]

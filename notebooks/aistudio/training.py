@@ -56,9 +56,29 @@ WEAK_LABEL_PANELS = collections.OrderedDict([
 ])
 
 
-def plot_losses(metrics, path=None, smooth=1, panels=ADAPTSEGNET_PANELS):
+# ADVENT: "main" is the conv5 head, "aux" the conv4 head; a MinEnt run has no adv/d, an AdvEnt run no ent.
+ADVENT_PANELS = collections.OrderedDict([
+    ("segmentation loss (source)", (("loss/seg_src_aux", "seg_src_aux (conv4 head)"),
+                                    ("loss/seg_src_main", "seg_src_main (conv5 head)"))),
+    ("entropy (target, MinEnt)", (("loss/ent_trg_aux", "ent_trg_aux (conv4 head)"),
+                                  ("loss/ent_trg_main", "ent_trg_main (conv5 head)"))),
+    ("adversarial loss (target, AdvEnt)", (("loss/adv_trg_aux", "adv_trg_aux (conv4 head)"),
+                                           ("loss/adv_trg_main", "adv_trg_main (conv5 head)"))),
+    ("discriminator loss (AdvEnt)", (("loss/d_aux", "d_aux (conv4 head)"), ("loss/d_main", "d_main (conv5 head)"))),
+    ("learning rate", (("lr/G", "G (segmentation network)"), ("lr/D", "D (discriminators)"))),
+])
+
+
+def method_panels(metrics):
+    """The panels of the method that logged ``metrics``: ADVENT's, the weak-label method's or AdaptSegNet's."""
+    if "loss/seg_src_main" in metrics:
+        return ADVENT_PANELS
+    return WEAK_LABEL_PANELS if "loss/weak" in metrics else ADAPTSEGNET_PANELS
+
+
+def plot_losses(metrics, path=None, smooth=1, panels=None):
     """The logged losses and learning rates against the iteration, one panel per entry of
-    ``panels`` (ADAPTSEGNET_PANELS, WEAK_LABEL_PANELS); ``smooth``: logged points averaged.
+    ``panels`` (default: ``method_panels``); ``smooth``: logged points averaged.
 
     A tag the run did not log is left out; one that stayed 0 is only named in the legend, so that
     it does not squash the others' scale (the weak-label script logs every term, 0 for those its
@@ -67,6 +87,9 @@ def plot_losses(metrics, path=None, smooth=1, panels=ADAPTSEGNET_PANELS):
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    panels = panels or method_panels(metrics)
+    panels = collections.OrderedDict((title, lines) for title, lines in panels.items()
+                                     if any(tag in metrics for tag, _ in lines))
     columns = 2 if len(panels) <= 4 else 3
     rows = -(-len(panels) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(6.5 * columns, 3.5 * rows), sharex=True, squeeze=False)

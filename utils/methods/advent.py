@@ -19,7 +19,13 @@ domain_adaptation/train_UDA.py):
 then (the engine) G's SGD and the discriminators' Adam step. The paper's "AdvEnt + MinEnt" (45.5)
 is the test-time ensemble of an AdvEnt and a MinEnt model, not ``--da-method AdvEnt+MinEnt`` (both
 losses in one run, which nobody has published).
+
+ADVENT's own YAML configs (``--cfg advent.yml``, the keys of its domain_adaptation/config.py) are
+read by ``read_advent_config``; flags given on the command line override them.
 """
+import os
+
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 
@@ -89,6 +95,186 @@ def estimate_memory(batch_size, source_size, target_size, bn="frozen", num_class
     return MemoryEstimate(batch_size, base.parts, passes)
 
 
+# ----------------------------------------------------------------------------- ADVENT's config files
+
+# The keys of ADVENT's config (domain_adaptation/config.py), SECTION.KEY. A file names some of them;
+# the others keep ADVENT's defaults, which recipe ``advent`` and evaluation's defaults already are.
+ADVENT_COMMON = {"SOURCE", "TARGET", "NUM_WORKERS", "DATA_LIST_SOURCE", "DATA_LIST_TARGET", "DATA_DIRECTORY_SOURCE",
+                 "DATA_DIRECTORY_TARGET", "NUM_CLASSES", "EXP_NAME", "EXP_ROOT", "EXP_ROOT_SNAPSHOT", "EXP_ROOT_LOGS",
+                 "GPU_ID"}
+ADVENT_TRAIN = {"SET_SOURCE", "SET_TARGET", "BATCH_SIZE_SOURCE", "BATCH_SIZE_TARGET", "IGNORE_LABEL",
+                "INPUT_SIZE_SOURCE", "INPUT_SIZE_TARGET", "INFO_SOURCE", "INFO_TARGET", "MODEL", "MULTI_LEVEL",
+                "RESTORE_FROM", "IMG_MEAN", "LEARNING_RATE", "MOMENTUM", "WEIGHT_DECAY", "POWER", "LAMBDA_SEG_MAIN",
+                "LAMBDA_SEG_AUX", "DA_METHOD", "LEARNING_RATE_D", "LAMBDA_ADV_MAIN", "LAMBDA_ADV_AUX",
+                "LAMBDA_ENT_MAIN", "LAMBDA_ENT_AUX", "MAX_ITERS", "EARLY_STOP", "SAVE_PRED_EVERY", "SNAPSHOT_DIR",
+                "RANDOM_SEED", "TENSORBOARD_LOGDIR", "TENSORBOARD_VIZRATE"}
+ADVENT_TEST = {"MODE", "MODEL", "MODEL_WEIGHT", "MULTI_LEVEL", "IMG_MEAN", "RESTORE_FROM", "SNAPSHOT_DIR",
+               "SNAPSHOT_STEP", "SNAPSHOT_MAXITER", "SET_TARGET", "BATCH_SIZE_TARGET", "INPUT_SIZE_TARGET",
+               "OUTPUT_SIZE_TARGET", "INFO_TARGET", "WAIT_MODEL"}
+ADVENT_DOMAINS = {"GTA": "gta5", "SYNTHIA": "synthia", "Cityscapes": "cityscapes"}
+ADVENT_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
+
+
+class AdventConfig(object):
+    """ADVENT's YAML config file, its keys checked as ADVENT checks them (a key it does not know is
+    refused); read_advent_config and read_advent_test_config make the settings of training and of
+    evaluation of it. Keys of what works otherwise here are accepted and not used: the class files
+    (INFO_*: the class set knows its labels), the log folders (logs go beside the snapshots),
+    SNAPSHOT_STEP/SNAPSHOT_MAXITER (every snapshot of the run is scored) and WAIT_MODEL. A
+    ValueError names the file and the key."""
+
+    def __init__(self, path):
+        import yaml
+        try:
+            with open(path, "rb") as handle:
+                content = yaml.safe_load(handle.read().decode("utf-8"))
+        except OSError as error:
+            raise ValueError("--cfg {}: {}".format(path, error.strerror or error))
+        except (yaml.YAMLError, UnicodeDecodeError) as error:
+            raise ValueError("--cfg {}: not valid YAML: {}".format(path, str(error).replace("\n", " ")))
+        if not isinstance(content, dict):
+            raise ValueError("--cfg {}: expected ADVENT's config, a mapping such as TRAIN: {{DA_METHOD: AdvEnt}}"
+                             .format(path))
+        self.path, self.keys = path, {}
+        known = set(ADVENT_COMMON) | {"TRAIN." + k for k in ADVENT_TRAIN} | {"TEST." + k for k in ADVENT_TEST}
+        for section, value in content.items():
+            items = value.items() if section in ("TRAIN", "TEST") and isinstance(value, dict) else [(None, value)]
+            for key, item in items:
+                name = str(section) if key is None else "{}.{}".format(section, key)
+                if name not in known:
+                    raise ValueError("--cfg {}: {} is not a key of ADVENT's config (domain_adaptation/config.py)"
+                                     .format(path, name))
+                self.keys[name] = item
+
+    def __contains__(self, key):
+        return key in self.keys
+
+    def get(self, key, default=None):
+        return self.keys.get(key, default)
+
+    def value(self, key, convert):
+        try:
+            return convert(self.keys[key])
+        except (TypeError, ValueError) as error:
+            raise ValueError("--cfg {}: {}: {!r}: {}".format(self.path, key, self.keys[key], error))
+
+    def convert(self, table):
+        """{setting: value} of the keys in ``table`` ({key: (setting or None, conversion)}) the file names."""
+        settings = {}
+        for key, (name, convert) in table.items():
+            if key in self.keys:
+                value = self.value(key, convert)
+                if name is not None:
+                    settings[name] = value
+        return settings
+
+    def snapshot_dir(self, given):
+        """``given``, else ADVENT's EXP_ROOT_SNAPSHOT/EXP_NAME, the name made as ADVENT makes it."""
+        if given:
+            return str(given)
+        name = self.get("EXP_NAME") or "{}2{}_DeepLabv2_{}".format(
+            self.get("SOURCE", "GTA"), self.get("TARGET", "Cityscapes"), self.get("TRAIN.DA_METHOD", "AdvEnt"))
+        root = self.get("EXP_ROOT_SNAPSHOT") or os.path.join(str(self.get("EXP_ROOT", "experiments")), "snapshots")
+        return os.path.join(str(root), str(name))
+
+
+def _domain(value):
+    if value not in ADVENT_DOMAINS:
+        raise ValueError("expected one of {}".format(", ".join(ADVENT_DOMAINS)))
+    return ADVENT_DOMAINS[value]
+
+
+def _size(value):
+    width, height = (int(v) for v in value)
+    return width, height
+
+
+def _one_of(choices):
+    def check(value):
+        if value not in choices:
+            raise ValueError("expected one of {}".format(", ".join(choices)))
+        return value
+    return check
+
+
+def _only(expected, what):
+    """A key whose other values would select something this project does not have."""
+    def check(value):
+        values = value if isinstance(value, (list, tuple)) and not isinstance(expected, tuple) else [value]
+        for one in values:
+            if not (np.allclose(one, expected) if isinstance(expected, tuple) else one == expected):
+                raise ValueError("only {!r} is supported here ({})".format(expected, what))
+    return check
+
+
+COMMON_KEYS = {"SOURCE": ("source", _domain), "TARGET": ("target", _domain), "NUM_WORKERS": ("num_workers", int),
+               "NUM_CLASSES": ("num_classes", int), "GPU_ID": ("gpu", int)}
+NETWORK_KEYS = {"MODEL": (None, _only("DeepLabv2", "DeepLab-v2 ResNet-101: --model DeeplabMulti4")),
+                "MULTI_LEVEL": (None, _only(True, "both heads")),
+                "IMG_MEAN": (None, _only(ADVENT_MEAN_BGR, "the ImageNet mean in BGR"))}
+TRAIN_KEYS = dict(COMMON_KEYS, **{
+    "DATA_DIRECTORY_SOURCE": ("data_dir", str), "DATA_DIRECTORY_TARGET": ("data_dir_target", str),
+    "TRAIN.SET_TARGET": ("set", str), "TRAIN.IGNORE_LABEL": ("ignore_label", int),
+    "TRAIN.INPUT_SIZE_SOURCE": ("input_size", _size), "TRAIN.INPUT_SIZE_TARGET": ("input_size_target", _size),
+    "TRAIN.RESTORE_FROM": ("restore_from", str), "TRAIN.LEARNING_RATE": ("learning_rate", float),
+    "TRAIN.MOMENTUM": ("momentum", float), "TRAIN.WEIGHT_DECAY": ("weight_decay", float),
+    "TRAIN.POWER": ("power", float), "TRAIN.DA_METHOD": ("da_method", _one_of(DA_METHODS)),
+    "TRAIN.LEARNING_RATE_D": ("learning_rate_D", float), "TRAIN.MAX_ITERS": ("num_steps", int),
+    "TRAIN.EARLY_STOP": ("num_steps_stop", int), "TRAIN.SAVE_PRED_EVERY": ("save_pred_every", int),
+    "TRAIN.RANDOM_SEED": ("random_seed", int), "TRAIN.TENSORBOARD_VIZRATE": ("picture_every", int)})
+TRAIN_KEYS.update(("TRAIN." + key, value) for key, value in NETWORK_KEYS.items())
+TRAIN_KEYS.update(("TRAIN.LAMBDA_" + part, ("lambda_" + part.lower(), float)) for part in (
+    "SEG_MAIN", "SEG_AUX", "ADV_MAIN", "ADV_AUX", "ENT_MAIN", "ENT_AUX"))
+TEST_KEYS = dict(COMMON_KEYS, **{
+    "DATA_DIRECTORY_TARGET": ("data_dir", str), "TEST.SET_TARGET": ("set", str),
+    "TEST.BATCH_SIZE_TARGET": ("batch_size", int), "TEST.INPUT_SIZE_TARGET": ("input_size", _size),
+    "TEST.OUTPUT_SIZE_TARGET": (None, _only((2048, 1024), "predictions at the labels' size")),
+    "TEST.MODE": (None, _one_of(("single", "best")))})
+TEST_KEYS.update(("TEST." + key, value) for key, value in NETWORK_KEYS.items())
+
+
+def read_advent_config(path):
+    """{training setting: value} of ADVENT's config at ``path`` (its TEST section is evaluation's)."""
+    config = AdventConfig(path)
+    settings = config.convert(TRAIN_KEYS)
+    sizes = {config.get("TRAIN.BATCH_SIZE_SOURCE", 1), config.get("TRAIN.BATCH_SIZE_TARGET", 1)}
+    if len(sizes) > 1:
+        raise ValueError("--cfg {}: TRAIN.BATCH_SIZE_SOURCE and TRAIN.BATCH_SIZE_TARGET differ; here both domains "
+                         "have --batch-size images".format(path))
+    if "TRAIN.BATCH_SIZE_SOURCE" in config or "TRAIN.BATCH_SIZE_TARGET" in config:
+        settings["batch_size"] = int(sizes.pop())
+    for key, name, split in (("DATA_LIST_SOURCE", "data_list", config.get("TRAIN.SET_SOURCE", "all")),
+                             ("DATA_LIST_TARGET", "data_list_target", config.get("TRAIN.SET_TARGET", "train"))):
+        if key in config:
+            settings[name] = str(config.get(key)).format(split)
+    settings["snapshot_dir"] = config.snapshot_dir(config.get("TRAIN.SNAPSHOT_DIR"))
+    return settings
+
+
+def read_advent_test_config(path):
+    """{evaluate_cityscapes.py setting: value} of ADVENT's config at ``path``: its TEST section.
+    Mode ``single`` scores TEST.RESTORE_FROM (several: their ensemble, TEST.MODEL_WEIGHT), mode
+    ``best`` every snapshot of TEST.SNAPSHOT_DIR (else the training's EXP_ROOT_SNAPSHOT/EXP_NAME)."""
+    config = AdventConfig(path)
+    settings = config.convert(TEST_KEYS)
+    if "DATA_LIST_TARGET" in config:
+        settings["data_list"] = str(config.get("DATA_LIST_TARGET")).format(config.get("TEST.SET_TARGET", "val"))
+    if config.get("TEST.MODE", "best") == "best":
+        directories = [d for d in config.get("TEST.SNAPSHOT_DIR", [""]) if d] or [""]
+        if len(directories) > 1:
+            raise ValueError("--cfg {}: TEST.MODE best scores one run's snapshots; give one TEST.SNAPSHOT_DIR".format(
+                path))
+        settings["restore_from"] = [config.snapshot_dir(directories[0])]
+    else:
+        if not any(config.get("TEST.RESTORE_FROM", [])):
+            raise ValueError("--cfg {}: TEST.MODE single scores TEST.RESTORE_FROM, which is not given".format(path))
+        settings["restore_from"] = [str(p) for p in config.value("TEST.RESTORE_FROM", list)]
+        if "TEST.MODEL_WEIGHT" in config and len(settings["restore_from"]) > 1:
+            settings["model_weights"] = config.value("TEST.MODEL_WEIGHT", lambda v: [float(w) for w in v])
+    settings["model"] = FOUR_BRANCHES
+    return settings
+
+
 class Advent(Method):
     description = ("ADVENT (CVPR 2019): MinEnt and AdvEnt, entropy minimisation on the target, GTA5 or SYNTHIA -> "
                    "Cityscapes or between your own domains.")
@@ -97,6 +283,7 @@ class Advent(Method):
     params = PARAMS
     part_weights = {"D1": "AdvEnt's conv4-head (aux) discriminator", "D2": "AdvEnt's conv5-head (main) discriminator"}
     run_defaults = dict(num_steps_stop=120000, save_pred_every=2000, model=FOUR_BRANCHES)
+    read_config = staticmethod(read_advent_config)
 
     def __init__(self, settings):
         super().__init__(settings)

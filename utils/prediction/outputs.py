@@ -99,7 +99,7 @@ class Outputs(object):
             raise PredictionError("\n".join(clashes[:5] + ["rename one of each pair, or predict them into different "
                                                            "--save folders"]))
 
-    def settings(self, restored, model_name, input_size):
+    def settings(self, restored, model_name, input_size, ensemble=(), model_weights=None):
         """What the files depend on besides the image: a run with other settings may not mix its files in."""
         source = restored.path if os.path.isfile(restored.path) else os.path.join(restored.path, "deploy.yaml")
         stat = os.stat(source)
@@ -108,6 +108,11 @@ class Outputs(object):
         if restored.kind == "weights":
             settings.update(model=MODEL_ALIASES.get(model_name, model_name),
                             input_size=list(input_size or DEFAULT_INPUT_SIZE))
+        if ensemble:
+            members = [restored] + list(ensemble)
+            settings["ensemble"] = [[os.path.abspath(member.path), os.stat(member.path).st_size,
+                                     os.stat(member.path).st_mtime_ns] for member in ensemble]
+            settings["model_weights"] = model_weights or [1.0 / len(members)] * len(members)
         return settings
 
     def check_settings(self, settings, overwrite=False):

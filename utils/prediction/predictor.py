@@ -21,7 +21,7 @@ from dataset.classes import CITYSCAPES, IMG_MEAN_BGR, model_classes
 from dataset.files import image_to_input
 from model import build_model
 from model.export import ExportedModel
-from model.inference import BACKENDS as WEIGHTS_BACKENDS, SegmentationPredictor, upsample_argmax
+from model.inference import BACKENDS as WEIGHTS_BACKENDS, SegmentationPredictor, WeightedSum, upsample_argmax
 from utils.files.weights import load_weights
 from utils.prediction import PredictionError
 
@@ -56,12 +56,16 @@ def upsample_prediction(logits, size, confidence=False, entropy=False):
 
 class WeightsSegmenter(object):
     """A network with its weights, run as evaluation runs it. ``prepare`` (any thread) turns an RGB
-    image into the network's input; ``predict`` (the thread that made the segmenter) runs it."""
+    image into the network's input; ``predict`` (the thread that made the segmenter) runs it.
+    ``model`` may be a list of networks with their ``weights``: their ensemble, as evaluation's."""
 
-    def __init__(self, model, classes, input_size=DEFAULT_INPUT_SIZE, backend="inference", use_gpu=False, gpu_id=0):
+    def __init__(self, model, classes, input_size=DEFAULT_INPUT_SIZE, backend="inference", use_gpu=False, gpu_id=0,
+                 weights=None):
         self.classes = classes
         self.input_size = tuple(input_size)
-        self.network = SegmentationPredictor(model, backend=backend, use_gpu=use_gpu, gpu_id=gpu_id)
+        networks = [SegmentationPredictor(net, backend=backend, use_gpu=use_gpu, gpu_id=gpu_id)
+                    for net in (model if isinstance(model, (list, tuple)) else [model])]
+        self.network = networks[0] if len(networks) == 1 else WeightedSum(networks, weights)
         self.network_seconds = 0.0  # spent in the network alone: what a benchmark compares the rest with
 
     def prepare(self, rgb):
@@ -108,12 +112,43 @@ def describe_size(size):
     return "{}x{}".format(*size) if size else "the image's own size"
 
 
+def ensemble_weights(count, weights=None):
+    """Each model's weight in an ensemble of ``count``: ``weights`` (--model-weights) or equal."""
+    if weights is not None and len(weights) != count:
+        raise PredictionError("--model-weights: {} weights for {} models; give one per --restore-from".format(
+            len(weights), count))
+    return list(weights) if weights is not None else [1.0 / count] * count
+
+
 def load_segmenter(restored, classes, model_name="DeeplabMulti", input_size=None, backend="inference",
-                   use_gpu=False, gpu_id=0, check_hash=True, confidence=False, entropy=False, log=print):
+                   use_gpu=False, gpu_id=0, check_hash=True, confidence=False, entropy=False, log=print,
+                   ensemble=(), model_weights=None):
     """The segmenter of a model.restore.Restored: a WeightsSegmenter of its weights, or an
     ExportSegmenter of its exported model (``backend`` "inference" or "onnx"; its class_set.json is
     the record ``classes`` was chosen by). ``confidence``/``entropy``: the outputs asked for, which
-    an export may not give."""
+    an export may not give. ``ensemble``: more Restored weights, predicting with ``restored`` as the
+    weighted sum of their logits (``model_weights``, default equal)."""
+    members = [restored] + list(ensemble)
+    exports = [member.path for member in members if member.kind == "export"]
+    if ensemble and exports:
+        raise PredictionError("--restore-from: an ensemble takes weights; {} is an exported model (give the weights "
+                              "it was exported from)".format(exports[0]))
+    if ensemble:
+        for member in ensemble:
+            classes.check_model_classes(member.classes, member.path)
+        weights = ensemble_weights(len(members), model_weights)
+        if backend == "onnx":
+            raise PredictionError("--backend onnx runs an exported model; an ensemble runs weights: use --backend "
+                                  "inference or dygraph")
+        networks = []
+        for member in members:
+            networks.append(build_model(model_name, num_classes=classes.num_classes))
+            log(load_weights(networks[-1], member.path, check_hash=check_hash).summary())
+        log("ensemble of {} models, weights {}".format(len(members), " ".join(str(w) for w in weights)))
+        return WeightsSegmenter(networks, classes, input_size or DEFAULT_INPUT_SIZE, backend, use_gpu, gpu_id,
+                                weights)
+    if model_weights is not None:
+        raise PredictionError("--model-weights weighs the models of an ensemble: give several --restore-from")
     if restored.kind == "export":
         if entropy:
             raise PredictionError("--entropy: {} is an exported model, which gives train ids and the confidence "

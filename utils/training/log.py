@@ -113,7 +113,7 @@ class TrainLog(object):
                 self._visualdl.add_scalar(tag, value, step)
 
     def picture(self, step, rgb):
-        """An HxWx3 uint8 picture (a target image next to its colourised prediction)."""
+        """An HxWx3 uint8 picture (a target image, its colourised prediction and its entropy)."""
         path = os.path.join(self.directory, PICTURES_DIR, "iter_{}.png".format(step))
         Image.fromarray(rgb).save(path)
         if self._visualdl is not None:
@@ -173,15 +173,21 @@ def read_metrics(directory):
 
 
 def prediction_picture(model, images, classes):
-    """The first image next to its colourised prediction (conv5 head), in evaluation mode (a
-    training-mode forward would move BN's running statistics with --bn train)."""
+    """The first image, its colourised prediction (conv5 head) and the prediction's entropy (over
+    log(classes): black certain, white uniform; what ADVENT lowers), side by side. In evaluation
+    mode: a training-mode forward would move BN's running statistics with --bn train."""
     import paddle  # (here: reading a run's logs needs no Paddle)
     import paddle.nn.functional as F
     from dataset.classes import IMG_MEAN_BGR
     model.eval()
     with paddle.no_grad():
         logits = model(images[:1])[-1]
-    model.train()
-    labels = paddle.argmax(F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=True), axis=1)
+        model.train()
+        up = F.interpolate(logits, size=images.shape[2:], mode="bilinear", align_corners=True)
+        labels = paddle.argmax(up, axis=1)[0].numpy()
+        log_probs = F.log_softmax(up, axis=1)
+        entropy = (-paddle.sum(paddle.exp(log_probs) * log_probs, axis=1)[0] / np.log(up.shape[1])).numpy()
     image = (images[0].numpy().transpose(1, 2, 0) + IMG_MEAN_BGR)[:, :, ::-1]
-    return np.concatenate([np.clip(image, 0, 255).astype(np.uint8), classes.colorize(labels[0].numpy())], axis=1)
+    grey = np.round(np.clip(entropy, 0.0, 1.0) * 255).astype(np.uint8)
+    return np.concatenate([np.clip(image, 0, 255).astype(np.uint8), classes.colorize(labels),
+                           np.repeat(grey[:, :, None], 3, axis=2)], axis=1)

@@ -33,7 +33,8 @@ class Method(object):
     ``description``; ``recipes`` ([params.Recipe]) and ``default_recipe``; ``params``
     ([params.Param], the method's own hyper-parameters); ``loss_names`` (what ``step`` returns, in
     the log's order); ``part_weights`` ({part: what it is}: a network besides G whose initial weights
-    --restore-from-<part> may name); ``run_defaults`` (other defaults, e.g. num_steps_stop).
+    --restore-from-<part> may name); ``run_defaults`` (other defaults, e.g. num_steps_stop);
+    ``read_config`` (path -> {setting: value}: the reference's config files, read by ``--cfg``).
 
     Set by ``__init__(settings)``: ``source`` and ``target`` (datasets; ``target`` None when the
     method reads no target image), ``nets`` ({"model": G, part: network}, in the order their
@@ -48,6 +49,7 @@ class Method(object):
     loss_names = ()
     part_weights = {}
     run_defaults = {}
+    read_config = None
 
     def __init__(self, settings):
         self.args = settings

@@ -12,7 +12,7 @@ from dataset.classes import IGNORE_LABEL, ClassSetError
 from model.deeplab_multi import BN_MODES
 from dataset.nthu_dataset import NTHU_CITIES
 from dataset.sources import CUSTOM, SOURCE_OF_PREFIX, SOURCES, TARGETS, scored_classes, snapshot_prefix
-from utils.cli import size_argument
+from utils.cli import given_value, size_argument
 from utils.runtime import add_device_args
 from utils.training.amp import AMP_MODES
 from utils.training.optimizer import SGD_GROUPS
@@ -85,6 +85,10 @@ def training_parser(method, prog=None):
     d = dict(RUN_DEFAULTS, **method.run_defaults)
     p = argparse.ArgumentParser(prog=prog, description=method.description)
     add_params(p, SHARED_PARAMS + list(method.params), method.recipes, method.default_recipe)
+    if method.read_config is not None:
+        p.add_argument("--cfg", default=None, metavar="FILE",
+                       help="the reference code's YAML config: its keys set the flags they name, and flags given "
+                            "here override them")
     p.add_argument("--model", default=d["model"],
                    choices=["DeepLab", "DeeplabMulti", "DeeplabMulti4"],
                    help="segmentation network, the multi-level DeepLab-v2 ResNet-101: DeepLab or DeeplabMulti sums two "
@@ -163,6 +167,13 @@ def parse_settings(method, argv=None, prog=None):
     """The settings of a ``method`` run from its command line: parsed, the recipe's values filled,
     contradictions refused before anything is loaded (frozen by the session: run_training)."""
     parser = training_parser(method, prog)
+    if method.read_config is not None:
+        config = given_value(argv, "--cfg")
+        if config:
+            try:
+                parser.set_defaults(**method.read_config(config))
+            except ValueError as error:
+                parser.error(str(error))
     args = parser.parse_args(argv, namespace=Settings())
     apply_recipe(args, SHARED_PARAMS + list(method.params), method.recipes, method.default_recipe)
     for problem in method.check_flags(args):
