@@ -413,7 +413,7 @@ def check_settings(quick, device, gpu_id):
                     num_workers=4)
     if quick:
         settings.update(source_size=QUICK_SOURCE_SIZE, target_size=QUICK_TARGET_SIZE, eval_size=QUICK_TARGET_SIZE,
-                        warmup=1, iterations=1, eval_warmup=1, eval_runs=1, script_steps=[1, 2], num_workers=1)
+                        warmup=1, iterations=1, eval_warmup=1, eval_runs=1, script_steps=[1, 2], num_workers=0)
     return settings
 
 

@@ -163,15 +163,19 @@ class ResNetMulti(nn.Layer):
                 (sublayer_parameters([self.layer5, self.layer6]), 10.0)]
 
 
+# ResNet-101's bottlenecks per stage (layer1..layer4).
+RESNET101_BLOCKS = (3, 4, 23, 3)
+
+
 def DeeplabMulti(num_classes=19, use_all_aspp_branches=False, bn="frozen"):
-    return ResNetMulti([3, 4, 23, 3], num_classes, use_all_aspp_branches, bn)
+    return ResNetMulti(list(RESNET101_BLOCKS), num_classes, use_all_aspp_branches, bn)
 
 
 def DeeplabMulti4(num_classes=19, bn="frozen"):
     """ADVENT's network (valeoai/ADVENT, ``get_deeplab_v2``): DeeplabMulti whose classifiers sum all four
     dilated branches, as DeepLab-v2 intended; AdaptSegNet's forward stops after two. The parameter names
     are the same, so ADVENT's ``.pth`` files load key by key."""
-    return ResNetMulti([3, 4, 23, 3], num_classes, use_all_aspp_branches=True, bn=bn)
+    return ResNetMulti(list(RESNET101_BLOCKS), num_classes, use_all_aspp_branches=True, bn=bn)
 
 
 # A classifier branch that no forward used keeps its initialisation N(0, 0.01) (no gradient, so no

@@ -9,16 +9,38 @@ import psutil
 import pytest
 
 from dataset.synthetic import make_synthetic
+from tests.helpers import FIXTURES, ROOT
 
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 paddle.set_device("cpu")
+
+# The longest files first: `--dist loadfile` gives each file to the next free worker in collection
+# order, and a long file started last would keep one worker busy long after the other is done.
+LONGEST_FIRST = ("tests/test_readme.py", "tests/notebooks/test_notebooks.py", "tests/bench/test_gpu_check.py",
+                 "tests/utils/training/test_distributed.py")
+
+
+def pytest_collection_modifyitems(items):
+    first = {path: rank for rank, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: first.get(os.path.relpath(str(item.fspath), ROOT), len(first)))
 
 
 @pytest.fixture(scope="session")
 def parity():
     return dict(np.load(os.path.join(FIXTURES, "parity.npz")))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_backbone(request):
+    """In a module that says TINY_BACKBONE = True, the networks built in this process have one
+    bottleneck per ResNet stage (tests/tiny.py: the same in a child process)."""
+    if not getattr(request.module, "TINY_BACKBONE", False):
+        yield
+        return
+    from tests.tiny import TINY_BLOCKS
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("model.deeplab_multi.RESNET101_BLOCKS", TINY_BLOCKS)
+        yield
 
 
 @pytest.fixture(scope="module")

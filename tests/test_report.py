@@ -18,6 +18,8 @@ from utils.environment import FIELDS
 from utils.files.weights import read_paddle_pickle
 from utils.report.plots import SIZE
 
+TINY_BACKBONE = True  # one bottleneck per ResNet stage (tests/tiny.py): what is tested is not the network
+
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=2, num_target_val=2)
 STOP = 4
 VAL = ("--val", "--val-backend", "dygraph")  # at 48x32 the dynamic graph scores faster than building a predictor
@@ -200,7 +202,7 @@ def test_what_cannot_be_reported_ends_in_one_line(runs, tmp_path):
 
 def healthy_or_not(directory, broken):
     """A run directory from curves alone: metrics.jsonl, cached scores and the class record."""
-    from tests.test_health import END, healthy_curves, records_of
+    from tests.utils.test_health import END, healthy_curves, records_of
     curves = healthy_curves()
     if broken:
         curves["loss/D1"] = (curves["loss/D1"][0], [health.LN2] * len(curves["loss/D1"][0]))

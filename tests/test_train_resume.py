@@ -1,6 +1,7 @@
 """A training run on synthetic data: continuing, crashing, and refusing bad starts.
 
-The real DeeplabMulti at a tiny input size; batch 2, mirroring on, two loader workers.
+DeeplabMulti with one bottleneck per ResNet stage (tests/tiny.py) at a tiny input size; batch 2,
+mirroring on, two loader workers.
 """
 import functools
 import os
@@ -8,7 +9,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import paddle
@@ -16,14 +16,14 @@ import pytest
 
 import train_gta2cityscapes_multi as train
 from dataset.synthetic import make_synthetic
-from tests.helpers import assert_same_snapshot, logged_losses, training_args
+from tests.helpers import ROOT, assert_same_snapshot, logged_losses, script_command, training_args
 from utils.files.checkpoint import CheckpointError
 from utils.files.snapshots import SnapshotDir
 from utils.files.weights import WeightsError
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_BACKBONE = True
 STOP = 4
 SYNTHETIC_DATA = dict(num_source=6, num_target_train=5, num_target_val=2)
 # Batch 2, mirroring and two loader workers: the sampler and worker state a resume must restore.
@@ -78,8 +78,7 @@ def test_killed_run_continues_from_its_last_complete_snapshot(data, straight_run
     seed = random.randrange(10 ** 6)
     delay = random.Random(seed).uniform(0.0, 2.0)
     print("kill delay {:.2f}s (seed {})".format(delay, seed))
-    command = [sys.executable, os.path.join(ROOT, "train_gta2cityscapes_multi.py")] + run_args(
-        data, tmp_path, 15, "--save-pred-every", "1")
+    command = script_command("train_gta2cityscapes_multi.py", *run_args(data, tmp_path, 15, "--save-pred-every", "1"))
     stderr_path = str(tmp_path / "stderr.txt")
     with open(stderr_path, "w") as stderr:
         process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)

@@ -1,4 +1,4 @@
-"""What the AI Studio notebooks' cells call, one module per job; tested by tests/test_notebooks.py.
+"""What the AI Studio notebooks' cells call, one module per job; tested by tests/notebooks/test_notebooks.py.
 
 - ``commands``: ``run`` one of the project's command lines with this kernel's interpreter, from
   the repo root, its output streamed into the notebook; a failure raises ``CommandFailed``.

@@ -142,16 +142,33 @@ class Parallel(object):
             try:
                 result = work()
             except BaseException:
-                store.add(key + "_failed", 1)  # the others stop too, rather than wait for the launcher
+                _retried(lambda: store.add(key + "_failed", 1))  # the others stop too, not wait for the launcher
                 raise
             finally:
-                store.add(key, 1)
+                # Only rank 0 counts: an increment a signal interrupted is retried only if it did not land.
+                while _retried(lambda: store.add(key, 0)) < self._main_work_done:
+                    _retried(lambda: store.add(key, 1), once=True)
         else:
-            while store.add(key, 0) < self._main_work_done:
+            while _retried(lambda: store.add(key, 0)) < self._main_work_done:
                 time.sleep(poll_seconds)
-            if store.add(key + "_failed", 0):
+            if _retried(lambda: store.add(key + "_failed", 0)):
                 raise RuntimeError("rank 0 failed while writing a snapshot; its message is in its log (workerlog.0)")
         # Everyone has seen the counter before rank 0 goes on: after the last snapshot it ends, and
         # its store with it, while another rank may be asleep between two looks.
         dist.barrier()
         return result
+
+
+def _retried(call, once=False):
+    """``call()`` (a request to the job's TCP store), made again when a signal interrupted it: the
+    store gives up on a read that a signal cut short (EINTR) rather than retrying it, and a stop
+    request (Ctrl-C, SIGTERM) reaches the other ranks while they poll it through rank 0's snapshot.
+    ``once``: not again (the request may have landed; the caller checks), None instead."""
+    while True:
+        try:
+            return call()
+        except Exception as error:  # Paddle's InvalidArgument: "TCP receive error ... Interrupted system call"
+            if "Interrupted system call" not in str(error):
+                raise
+            if once:
+                return None

@@ -33,7 +33,7 @@ Counted besides those activations (float32, ``FLOAT_BYTES``):
 Not counted: the allocator's fragmentation and cache, the CUDA context
 (~0.3-0.5 GB per process), the data loader's batches, --amp (half precision roughly halves the
 activations; the estimate stays the float32 one, an upper bound). Checked against the peak RSS of
-a real iteration on the CPU (tests/test_memory.py): within 15% at two sizes.
+a real iteration on the CPU (tests/utils/training/test_memory.py): within 15% at two sizes.
 """
 import math
 import os

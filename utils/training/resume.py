@@ -6,6 +6,7 @@ it, whatever the defaults are now), and refuses any other change to what it keep
 run it continues. A new run refuses a folder that holds another run.
 """
 from dataset.classes import CITYSCAPES
+from model import MODEL_ALIASES
 from utils.files.checkpoint import CheckpointError
 from utils.files.snapshots import STATE, SnapshotDir
 from utils.files.weights import WeightsError, read_paddle_pickle
@@ -39,14 +40,17 @@ def kept(args, params, method):
     datasets' sizes (the data order is a permutation of each dataset)."""
     values = kept_values(args, params)
     values["classes"] = list(args.class_set.names)  # the classes, wherever the class file is
+    values["model"] = MODEL_ALIASES.get(args.model, args.model)  # DeeplabMulti4 loads DeeplabMulti's keys
     values.update(source_images=len(method.source), target_images=len(method.target) if method.target is not None else 0)
     return values
 
 
-def check_resumable(current, saved, params):
+def check_resumable(current, saved, params, settings=None):
     """Refuse to continue when ``current`` (kept) differs from the snapshot's ``saved``; a setting
-    that snapshots written before it existed lack counts as its ``earlier`` value."""
-    saved = dict(dict(earlier_values(params), classes=list(CITYSCAPES.names)), **saved)
+    that snapshots written before it existed lack counts as its ``earlier`` value (the network: the
+    snapshot's whole ``settings`` say, or DeeplabMulti, the only one before ADVENT)."""
+    model = MODEL_ALIASES.get((settings or {}).get("model"), (settings or {}).get("model")) or "DeeplabMulti"
+    saved = dict(dict(earlier_values(params), classes=list(CITYSCAPES.names), model=model), **saved)
     changed = ["--{} {} (snapshot: {})".format(k.replace("_", "-"), v, saved.get(k))
                for k, v in current.items() if k not in DATA_SIZES and saved.get(k) != v]
     changed += ["{} {} (snapshot: {})".format(k.replace("_", " "), current[k], saved.get(k))

@@ -134,7 +134,7 @@ class TrainingSession(object):
             args.class_set.check_model_classes(read_class_record(args.snapshot_dir), args.snapshot_dir)
             start_iter, extra = self.checkpointer.resume(args.start_iter)
             parallel.require_same(start_iter, "the iteration to resume from")
-            check_resumable(self.invariants(), extra["args"], self.params)
+            check_resumable(self.invariants(), extra["args"], self.params, extra.get("settings"))
             messages.append("resumed from {} at iteration {}".format(snapshots.name(start_iter), start_iter))
             given = [flag for flag in method.weight_flags if getattr(args, flag) is not None]
             if given:

@@ -17,8 +17,8 @@ import pytest
 from bench import gpu_check
 from bench.gpu_check import FAILED, INFO, PASSED, SKIPPED, UNSUPPORTED, make_row
 from dataset.synthetic import make_synthetic
+from tests.helpers import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_GPU = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
 
 # How Paddle reports a GPU out of memory: a Python exception whose text carries a C++ traceback,

@@ -18,14 +18,13 @@ import pytest
 from model import build_model
 from model.deeplab_multi import DeeplabMulti
 from tests.fixtures.seeded_weights import seeded_input, seeded_state_dict
-from tests.helpers import seeded_torch_state
+from tests.helpers import ROOT, seeded_torch_state
 from utils.demo.torch_writer import save_legacy, save_zip
 from utils import convert_weights
 from utils.files.weights import CLASSIFIER_PREFIXES, WeightsError, load_weights
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # float32 against the float64 reference, relative to the output's scale (as in test_models.py).
 RELATIVE_TOLERANCE = 1e-5
 STEP_COUNTER_REASON = "PyTorch's BN step counter has no Paddle counterpart"
@@ -40,7 +39,7 @@ def paddle_name(torch_key):
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "utils.convert_weights"] + [str(a) for a in args],
-                          cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           universal_newlines=True)
 
 

@@ -19,13 +19,13 @@ import pytest
 import train_gta2cityscapes_multi as train
 import utils.files.checkpoint
 from dataset.check import main as check_main
-from tests.helpers import training_args
+from tests.helpers import ROOT, TINY_PRELUDE, script_command, training_args
 from utils.files.checkpoint import SnapshotWriteError
 from utils.files.lock import LOCK_NAME, DirectoryLock, DirectoryLocked
 from utils.files.snapshots import SnapshotDir
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 240  # seconds: a hang fails the test instead of the suite
+TINY_BACKBONE = True
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=2)
 run_args = functools.partial(training_args, batch_size=2, continue_train=True)
 
@@ -33,11 +33,11 @@ run_args = functools.partial(training_args, batch_size=2, continue_train=True)
 def run_script(arguments, timeout=TIMEOUT, prelude=None):
     """The training script in its own process; (exit code, stdout, stderr)."""
     if prelude is None:
-        command = [sys.executable, os.path.join(ROOT, "train_gta2cityscapes_multi.py")] + arguments
+        command = script_command("train_gta2cityscapes_multi.py", *arguments)
     else:  # patch something first, then run the script's main as python would
-        code = prelude + "\nimport sys, train_gta2cityscapes_multi as t\nsys.argv = ['train_gta2cityscapes_multi.py'] " \
-                         "+ {!r}\nexec(compile(open(t.__file__).read(), t.__file__, 'exec'), " \
-                         "{{'__name__': '__main__'}})".format(arguments)
+        code = TINY_PRELUDE + prelude + "\nimport sys, train_gta2cityscapes_multi as t\n" \
+            "sys.argv = ['train_gta2cityscapes_multi.py'] + {!r}\n" \
+            "exec(compile(open(t.__file__).read(), t.__file__, 'exec'), {{'__name__': '__main__'}})".format(arguments)
         command = [sys.executable, "-c", code]
     result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     return result.returncode, result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
@@ -80,9 +80,9 @@ def test_a_truncated_val_image_ends_evaluation_with_one_line(data, tmp_path, wor
     import paddle
     from model import DeeplabMulti
     paddle.save(DeeplabMulti().state_dict(), weights)
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate_cityscapes.py"), "--restore-from", weights,
-                             "--data-dir", copy, "--input-size", "48,32", "--num-workers", str(workers), "--backend",
-                             "dygraph", "--device", "cpu", "--save", str(tmp_path / "out")],
+    result = subprocess.run(script_command("evaluate_cityscapes.py", "--restore-from", weights, "--data-dir", copy,
+                                           "--input-size", "48,32", "--num-workers", workers, "--backend", "dygraph",
+                                           "--device", "cpu", "--save", tmp_path / "out"),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT)
     line = last_line(result.stderr.decode())
     assert result.returncode != 0 and line.startswith("error: the evaluation set") and victim in line
@@ -179,8 +179,8 @@ def test_evaluation_does_not_take_the_lock(tmp_path):
 
 
 def test_loader_workers_end_with_a_killed_trainer(data, tmp_path):
-    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "train_gta2cityscapes_multi.py")] +
-                               run_args(data, tmp_path, 20, "--save-pred-every", "100", workers=2),
+    process = subprocess.Popen(script_command("train_gta2cityscapes_multi.py",
+                                              *run_args(data, tmp_path, 20, "--save-pred-every", "100", workers=2)),
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + TIMEOUT

@@ -19,14 +19,14 @@ from PIL import Image
 
 import train_gta2cityscapes_multi as train
 from model import DeeplabMulti
-from tests.helpers import (assert_same_snapshot, leftover_processes, logged_losses, signal_during_run,
-                           training_args)
+from tests.helpers import (ROOT, TINY_PRELUDE, assert_same_snapshot, leftover_processes, logged_losses,
+                           script_command, signal_during_run, training_args)
 from utils.files.snapshots import SnapshotDir
 from utils.stopping import Interrupted, STOPPED_ON_REQUEST, StopRequests, StoppedAtOnce, run_interruptible
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_BACKBONE = True
 STOP = 7
 SYNTHETIC_DATA = dict(num_source=6, num_target_train=5, num_target_val=2)
 # Batch 2, mirroring, two loader workers (they get Ctrl-C too) and a snapshot every 3 iterations.
@@ -64,7 +64,7 @@ def test_a_signal_stops_the_run_with_a_snapshot_and_continuing_is_the_straight_r
                                                                                   signum, extra):
     after = random.Random(int(signum)).randint(1, 3)  # an iteration of its own for each signal, reproducible
     run_dir = str(tmp_path / "run")
-    code, out, err = signal_during_run([sys.executable, SCRIPT] + run_args(data, run_dir, STOP, *extra), run_dir,
+    code, out, err = signal_during_run(script_command(SCRIPT, *run_args(data, run_dir, STOP, *extra)), run_dir,
                                        after, signum, to_group=signum == signal.SIGINT)
     assert code == STOPPED_ON_REQUEST, (after, out[-2000:], err[-3000:])
     assert "Traceback" not in err
@@ -86,7 +86,7 @@ def test_a_signal_stops_the_run_with_a_snapshot_and_continuing_is_the_straight_r
 
 # The training script with slow snapshot files once {trigger} exists (the first signal makes
 # "signalled"), each announced by a file "writing".
-SLOW_SNAPSHOTS = """
+SLOW_SNAPSHOTS = TINY_PRELUDE + """
 import os, time, utils.files.checkpoint as checkpoint, utils.stopping as stopping
 run_dir = {run_dir!r}
 note = stopping.StopRequests._handle
@@ -181,8 +181,9 @@ def test_prediction_interrupted_says_what_is_complete_without_a_traceback(tmp_pa
     for i in range(40):
         Image.fromarray(np.full((64, 128, 3), 6 * i, np.uint8)).save(str(images / "{:02d}.png".format(i)))
     save = str(tmp_path / "out")
-    command = [sys.executable, os.path.join(ROOT, "predict.py"), "--restore-from", weights, "--images", str(images),
-               "--save", save, "--device", "cpu", "--no-progress", "--backend", "dygraph", "--input-size", "256,128"]
+    command = script_command(os.path.join(ROOT, "predict.py"), "--restore-from", weights, "--images", str(images),
+                             "--save", save, "--device", "cpu", "--no-progress", "--backend", "dygraph", "--input-size",
+                             "256,128")
     marker = os.path.join(save, "00.png")  # signalled on the first output, with 39 images to go
     code, out, err = signal_during_run(command, None, 0, signal.SIGINT, to_group=True,
                                        then=None, wait_for=marker)

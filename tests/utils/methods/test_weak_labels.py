@@ -27,7 +27,7 @@ from dataset.weak_labels import (SourceWithPresentClasses, Thresholds, class_pix
                                  read_label_file, sample_points, thresholds_from_counts)
 from model.common import parameters_per_enclosing_layer
 from model.discriminator import CWDiscriminator, FCDiscriminator, pooled_features
-from tests.helpers import assert_same_snapshot, one_iteration, signal_during_run, training_args
+from tests.helpers import ROOT, assert_same_snapshot, one_iteration, signal_during_run, training_args
 from utils.files.snapshots import SnapshotDir
 from utils.stopping import STOPPED_ON_REQUEST
 from utils.loss import (category_adversarial_loss, domain_loss, dropout, image_level_prediction, point_loss,
@@ -36,7 +36,6 @@ from utils.training.optimizer import build_sgd, clip_grad_norm
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 rng = np.random.default_rng(0)
 
 NUM_CLASSES = CITYSCAPES.num_classes  # the weak-label thresholds' tables are per Cityscapes class
@@ -507,7 +506,7 @@ def test_resumed_run_equals_the_uninterrupted_one(data, straight_run, tmp_path):
 
 
 def test_killed_run_continues_from_its_last_complete_snapshot(data, straight_run, tmp_path):
-    prelude = ("import sys, train_weak_labels as w, tests.test_weak_labels as t\n"
+    prelude = ("import sys, train_weak_labels as w, tests.utils.methods.test_weak_labels as t\n"
                "w.WeakLabels.build_networks = staticmethod(t.tiny_networks)\n")
     command = [sys.executable, "-c", prelude + "sys.exit(w.main(sys.argv[1:]))"] + run_args(
         data, tmp_path, 15, "points", "--save-pred-every", "1")
@@ -528,7 +527,7 @@ def test_killed_run_continues_from_its_last_complete_snapshot(data, straight_run
 
 def test_a_stop_signal_writes_a_snapshot_and_the_run_continues_exactly(data, straight_run, tmp_path):
     # Tiny networks train in a blink: each iteration is given 0.5 s more, so that the signal lands mid-run.
-    prelude = ("import sys, time, train_weak_labels as w, tests.test_weak_labels as t\n"
+    prelude = ("import sys, time, train_weak_labels as w, tests.utils.methods.test_weak_labels as t\n"
                "w.WeakLabels.build_networks = staticmethod(t.tiny_networks)\n"
                "step = w.WeakLabels.run_step\n"
                "w.WeakLabels.run_step = lambda self, *a: (time.sleep(0.5), step(self, *a))[1]\n")

@@ -11,7 +11,6 @@ from utils.files.checkpoint import Checkpointer, PaddleOptimizerState
 from utils.files.snapshots import SnapshotDir, evaluation_cache
 
 
-
 def test_atomic_file_has_the_usual_permissions(tmp_path):
     path = str(tmp_path / "mIoU.json")
     atomic_write_text(path, "{}\n")

@@ -5,17 +5,16 @@ import functools
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
 import train_gta2cityscapes_multi as train
-from tests.helpers import assert_same_snapshot, logged_losses, training_args
+from tests.helpers import ROOT, assert_same_snapshot, logged_losses, script_command, training_args
 from utils.evaluation.validation import validation_backend
 from utils.files.snapshots import SnapshotDir
 from utils.training.session import ValidationFailed
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_BACKBONE = True
 SYNTHETIC_DATA = dict(num_source=6, num_target_train=5, num_target_val=3)
 run_args = functools.partial(training_args, batch_size=2, mirror=True, workers=2, continue_train=True)
 
@@ -48,8 +47,9 @@ def test_every_snapshot_is_scored_logged_cached_and_the_best_kept(validated_run)
 
 
 def test_directory_evaluation_reuses_the_scores_and_agrees(data, validated_run):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate_cityscapes.py"), "--restore-from",
-                             validated_run, "--data-dir", data[1], "--input-size", "48,32", "--device", "cpu"],
+    result = subprocess.run(script_command(os.path.join(ROOT, "evaluate_cityscapes.py"), "--restore-from",
+                                           validated_run, "--data-dir", data[1], "--input-size", "48,32", "--device",
+                                           "cpu"),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
     output = result.stdout.decode()
     assert result.returncode == 0, output[-3000:]

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 
 import utils.files.download as download
+from tests.helpers import ROOT
 from utils.convert_weights import main as convert_main
 from utils.demo.torch_writer import save_legacy
 from utils.files.download import DownloadError, weights_file
 from utils.files.weights import WeightsError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Server(http.server.ThreadingHTTPServer):

@@ -19,10 +19,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import FIXTURES
 from utils.demo.torch_writer import RawTensor, save_legacy, save_zip
 from utils.files.torch_pickle import ALLOWED_GLOBALS, TorchFileError, UnsafePickleError, load_torch_file
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "torch_files"
+TORCH_FILES = Path(FIXTURES) / "torch_files"
 FORMATS = ("zip", "legacy")
 
 WRITERS = {
@@ -37,7 +38,7 @@ WRITERS = {
 @pytest.fixture(scope="module")
 def expected():
     """Arrays the fixture tensors must load as, keyed '<group>/<name>' in saving order."""
-    with np.load(str(FIXTURES / "expected.npz")) as data:
+    with np.load(str(TORCH_FILES / "expected.npz")) as data:
         return collections.OrderedDict((name, data[name]) for name in data.files)
 
 
@@ -67,7 +68,7 @@ def assert_state_dicts_equal(actual, want):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_tensors_saved_by_torch_load_as_expected_arrays(fmt, expected):
-    loaded = load_torch_file(FIXTURES / "tensors_{}.pth".format(fmt))
+    loaded = load_torch_file(TORCH_FILES / "tensors_{}.pth".format(fmt))
 
     want = group(expected, "tensors")
     assert type(loaded) is dict
@@ -85,7 +86,7 @@ def test_tensors_saved_by_torch_load_as_expected_arrays(fmt, expected):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_tensors_sharing_a_storage_come_back_as_independent_arrays(fmt):
-    loaded = load_torch_file(FIXTURES / "tensors_{}.pth".format(fmt))
+    loaded = load_torch_file(TORCH_FILES / "tensors_{}.pth".format(fmt))
     base, head, tail = loaded["shared_base"], loaded["shared_head"], loaded["shared_tail"]
 
     np.testing.assert_array_equal(head, base[1:4])
@@ -97,7 +98,7 @@ def test_tensors_sharing_a_storage_come_back_as_independent_arrays(fmt):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_module_state_dict_keeps_order_and_batchnorm_counter(fmt, expected):
-    loaded = load_torch_file(FIXTURES / "state_dict_{}.pth".format(fmt))
+    loaded = load_torch_file(TORCH_FILES / "state_dict_{}.pth".format(fmt))
 
     assert isinstance(loaded, collections.OrderedDict)
     assert_state_dicts_equal(loaded, group(expected, "state_dict"))
@@ -107,7 +108,7 @@ def test_module_state_dict_keeps_order_and_batchnorm_counter(fmt, expected):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_checkpoint_dict_keeps_plain_values(fmt, expected):
-    loaded = load_torch_file(FIXTURES / "checkpoint_{}.pth".format(fmt))
+    loaded = load_torch_file(TORCH_FILES / "checkpoint_{}.pth".format(fmt))
 
     assert type(loaded) is dict
     assert loaded["iter"] == 5 and type(loaded["iter"]) is int
@@ -381,7 +382,7 @@ def test_zip_without_data_pkl_is_not_a_checkpoint(tmp_path):
 @pytest.mark.parametrize("fmt", FORMATS)
 @pytest.mark.parametrize("keep", [0.02, 0.5, 0.999])
 def test_truncated_files_are_refused(fmt, keep, tmp_path):
-    data = (FIXTURES / "tensors_{}.pth".format(fmt)).read_bytes()
+    data = (TORCH_FILES / "tensors_{}.pth".format(fmt)).read_bytes()
     path = tmp_path / "cut.pth"
     path.write_bytes(data[: int(len(data) * keep)])
 
@@ -402,7 +403,7 @@ def _copy_zip(source, target, replace):
 
 def test_zip_with_a_missing_storage_record(tmp_path):
     path = tmp_path / "missing.pth"
-    _copy_zip(FIXTURES / "tensors_zip.pth", path, lambda name, data: None if name.endswith("/data/0") else data)
+    _copy_zip(TORCH_FILES / "tensors_zip.pth", path, lambda name, data: None if name.endswith("/data/0") else data)
 
     with pytest.raises(TorchFileError, match="data/0' .*missing") as info:
         load_torch_file(path)
@@ -411,7 +412,7 @@ def test_zip_with_a_missing_storage_record(tmp_path):
 
 def test_zip_with_a_short_storage_record(tmp_path):
     path = tmp_path / "short.pth"
-    _copy_zip(FIXTURES / "tensors_zip.pth", path, lambda name, data: data[:-4] if name.endswith("/data/0") else data)
+    _copy_zip(TORCH_FILES / "tensors_zip.pth", path, lambda name, data: data[:-4] if name.endswith("/data/0") else data)
 
     with pytest.raises(TorchFileError, match="data/0' holds") as info:
         load_torch_file(path)
@@ -431,7 +432,7 @@ def _legacy_pickles(data):
 
 
 def test_legacy_file_whose_storage_data_is_absent(tmp_path):
-    pieces, _ = _legacy_pickles((FIXTURES / "tensors_legacy.pth").read_bytes())
+    pieces, _ = _legacy_pickles((TORCH_FILES / "tensors_legacy.pth").read_bytes())
     path = tmp_path / "no_storages.pth"
     # Keep the headers and the object, but list no storages and drop their bytes.
     path.write_bytes(b"".join(pieces[:4]) + pickle.dumps([], protocol=2))

@@ -17,8 +17,10 @@ import pytest
 from model import FCDiscriminator, build_model
 from model.deeplab_multi import ResNetMulti, trained_with_two_branches
 from tests.fixtures.seeded_weights import seeded_input, seeded_training_batches
-from tests.helpers import assert_same_snapshot, logged_losses, named_batches, seeded_torch_state, training_args
+from tests.helpers import (FIXTURES, assert_same_snapshot, logged_losses, named_batches, seeded_torch_state,
+                           training_args)
 from utils.demo.torch_writer import save_zip
+from utils.files.checkpoint import CheckpointError
 from utils.files.weights import load_weights
 from utils.methods import advent, method_class
 from utils.methods.adaptsegnet import estimate_memory as adaptsegnet_memory
@@ -30,7 +32,7 @@ from utils.training.session import run_training
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
 
-FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "advent.npz")
+FIXTURE = os.path.join(FIXTURES, "advent.npz")
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=1)
 DISTANCE_FACTOR = 4
 # The fixture's losses per iteration, in its order; MinEnt has no discriminator (0).
@@ -271,6 +273,19 @@ def test_a_run_resumes_bit_for_bit(variant, parts, losses, data, tmp_path, small
     assert sorted(os.listdir(str(straight))).count("GTA5_4_D2.pdparams") == len(parts) // 2
 
 
+def test_a_run_continues_with_the_network_it_started_with(data, tmp_path, small_networks):
+    """DeeplabMulti4 and DeeplabMulti share every key: only the snapshot's record tells them apart."""
+    def train(stop, *flags):
+        settings = parse_settings(Advent, training_args(data, tmp_path, stop, "--da-method", "MinEnt", *flags,
+                                                        save_every=1, continue_train=True))
+        return run_training(settings, Advent)
+
+    assert train(1) == 0
+    with pytest.raises(CheckpointError, match=r"--model DeeplabMulti \(snapshot: DeeplabMulti4\)"):
+        train(2, "--model", "DeeplabMulti")
+    assert train(2) == 0
+
+
 def test_the_memory_estimate_adds_the_entropy_maps_to_adaptsegnets():
     model = small_network(bn="train")
     ours = advent.estimate_memory(1, (320, 180), (256, 128), "train", model=model)
@@ -340,8 +355,9 @@ def test_an_advent_config_sets_what_the_same_flags_set(tmp_path):
     # a flag given with the file overrides the file
     overridden = parse_settings(Advent, ["--cfg", minent, "--da-method", "AdvEnt", "--snapshot-dir", "runs/a"])
     assert (overridden.da_method, overridden.snapshot_dir, overridden.lambda_ent_main) == ("AdvEnt", "runs/a", 0.001)
-    every_key = config_file(tmp_path, "SOURCE: SYNTHIA\nDATA_DIRECTORY_SOURCE: /d/SYNTHIA\nDATA_LIST_TARGET: lists/{}.txt\n"
-                            "TRAIN:\n  SET_TARGET: train\n  BATCH_SIZE_SOURCE: 2\n  BATCH_SIZE_TARGET: 2\n"
+    every_key = config_file(tmp_path, "SOURCE: SYNTHIA\nDATA_DIRECTORY_SOURCE: /d/SYNTHIA\n"
+                            "DATA_LIST_TARGET: lists/{}.txt\nTRAIN:\n  SET_TARGET: train\n"
+                            "  BATCH_SIZE_SOURCE: 2\n  BATCH_SIZE_TARGET: 2\n"
                             "  INPUT_SIZE_SOURCE: [640, 380]\n  LEARNING_RATE_D: 0.0002\n  EARLY_STOP: 6000\n"
                             "  SAVE_PRED_EVERY: 500\n  SNAPSHOT_DIR: runs/s\n  RANDOM_SEED: 7\n  MAX_ITERS: 9000\n"
                             "  IMG_MEAN: [104.00698793, 116.66876762, 122.67891434]\n", "synthia.yml")

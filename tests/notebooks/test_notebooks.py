@@ -26,10 +26,10 @@ from traitlets import default
 from notebooks.aistudio import commands, datasets, training
 from notebooks.aistudio.demo import DEMO_WEIGHTS_SEED
 from notebooks.clear_outputs import clear_outputs
+from tests.helpers import ROOT
 from utils.files.snapshots import SnapshotDir
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOK_DIR = os.path.join(REPO_ROOT, "notebooks")
+NOTEBOOK_DIR = os.path.join(ROOT, "notebooks")
 NOTEBOOKS = ("01_prepare_data_and_weights.ipynb", "02_train_and_continue.ipynb", "03_evaluate_and_visualise.ipynb",
              "04_weak_labels.ipynb")
 # The notebooks each one needs to have run first, on the same WORK_DIR.
@@ -475,7 +475,7 @@ def test_check_translated_names_the_gta5_images_without_a_translation(tmp_path):
 
 def test_run_streams_the_output_and_raises_with_the_exit_code(capsys):
     commands.run(["-c", "print('hello from', __import__('os').getcwd())"])
-    assert "hello from {}".format(REPO_ROOT) in capsys.readouterr().out
+    assert "hello from {}".format(ROOT) in capsys.readouterr().out
     with pytest.raises(commands.CommandFailed) as error:
         commands.run(["-c", "import sys; print('progress'); sys.exit('error: the reason')"])
     assert error.value.returncode == 1

@@ -7,11 +7,11 @@ import sys
 
 import pytest
 
+from tests.helpers import ROOT
 from utils.methods.adaptsegnet import estimate_memory
 from utils.training.memory import NotEnoughGPUMemory, check_gpu_memory
 from utils.training.memory import gib as format_gib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIB = 2 ** 30
 ARGV = ["--data-dir", "data/GTA5", "--data-dir-target", "data/Cityscapes", "--snapshot-dir", "snapshots/x",
         "--from-scratch", "--device", "cpu", "--batch-size", "1"]
@@ -61,7 +61,7 @@ def measure_iteration(source_size, target_size):
 
 
 def measured_in_a_fresh_process(source_size, target_size):
-    code = "import json; from tests.test_memory import measure_iteration; print(json.dumps(measure_iteration({}, {})))"
+    code = "import json; from tests.utils.training.test_memory import measure_iteration; print(json.dumps(measure_iteration({}, {})))"
     out = subprocess.run([sys.executable, "-c", code.format(source_size, target_size)], cwd=ROOT, check=True,
                          capture_output=True, text=True, timeout=600).stdout
     return json.loads(out.strip().splitlines()[-1])
