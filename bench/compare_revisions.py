@@ -37,6 +37,8 @@ TRAIN = ["--input-size", "48,32", "--input-size-target", "48,32", "--num-steps",
          "--from-scratch", "--random-mirror", "--device", "cpu", "--log-every", "1", "--picture-every", "0"]
 EVALUATE = ["--input-size", "48,24", "--backend", "dygraph", "--num-workers", "0", "--device", "cpu"]
 UNSEEDED = ("random_states.python", "random_states.numpy")
+# Where and when a run ran: each revision writes its snapshots in its own folder, at its own time.
+WHERE_AND_WHEN = ("extra.environment.command", "extra.environment.recorded", "extra.settings.snapshot_dir")
 IOU_LINE = re.compile(r"\d\.\d|\d%")
 
 
@@ -133,7 +135,7 @@ def differences(base_dir, head_dir):
             continue
         first, second = (dict(flat(paddle.load(path, return_numpy=True))) for path in (a, b))
         for state in (first, second):  # Python's and numpy's global generators: unseeded, other every run
-            for key in [k for k in state if k.startswith(UNSEEDED)]:
+            for key in [k for k in state if k.startswith(UNSEEDED + WHERE_AND_WHEN)]:
                 del state[key]
         found += ["{} {}: {}".format(name, key, "not in the head" if key not in second else "differs")
                   for key in sorted(first) if key not in second or not equal(first[key], second[key])]

@@ -16,6 +16,6 @@ def size_argument(text):
 def given_value(argv, flag):
     """The value of ``flag`` in ``argv`` (default sys.argv[1:]) before the whole command line is
     parsed: a config file whose values become the other flags' defaults."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument(flag, default=None)
     return parser.parse_known_args(argv)[0].__dict__[flag.lstrip("-").replace("-", "_")]

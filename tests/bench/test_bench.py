@@ -126,11 +126,15 @@ def test_compare_revisions_reports_each_difference_and_no_unseeded_state(tmp_pat
                     str(folder / "GTA5_2_state.pdopt"))
         Image.fromarray(np.full((2, 3), pixel, np.uint8)).save(str(folder / "pred" / "a.png"))
 
-    snapshot(tmp_path / "base", 1.0, 7, {"args": {"lr": 0.1}})
-    snapshot(tmp_path / "same", 2.0, 7, {"args": {"lr": 0.1, "classes": ["road", "car"]}})
+    def where_and_when(folder):  # differ between any two runs: not compared
+        return {"environment": {"command": "train.py --snapshot-dir " + folder, "recorded": folder},
+                "settings": {"snapshot_dir": folder, "lr": 0.1}}
+
+    snapshot(tmp_path / "base", 1.0, 7, dict(where_and_when("base"), args={"lr": 0.1}))
+    snapshot(tmp_path / "same", 2.0, 7, dict(where_and_when("same"), args={"lr": 0.1, "classes": ["road", "car"]}))
     found, compared, added = differences(str(tmp_path / "base"), str(tmp_path / "same"))
     assert (compared, added) == (3, ["extra.args.classes"])
     assert found == ["GTA5_2.pdparams conv.weight: differs"]
-    snapshot(tmp_path / "other", 1.0, 8, {"args": {}})
+    snapshot(tmp_path / "other", 1.0, 8, dict(where_and_when("other"), args={}))
     found, _, _ = differences(str(tmp_path / "base"), str(tmp_path / "other"))
     assert found == ["GTA5_2_state.pdopt extra.args.lr: not in the head", os.path.join("pred", "a.png")]
