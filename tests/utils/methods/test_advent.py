@@ -14,6 +14,7 @@ import numpy as np
 import paddle
 import pytest
 
+from dataset.synthetic import make_synthia
 from model import FCDiscriminator, build_model
 from model.deeplab_multi import ResNetMulti, trained_with_two_branches
 from tests.fixtures.seeded_weights import seeded_input, seeded_training_batches
@@ -284,6 +285,42 @@ def test_a_run_continues_with_the_network_it_started_with(data, tmp_path, small_
     with pytest.raises(CheckpointError, match=r"--model DeeplabMulti \(snapshot: DeeplabMulti4\)"):
         train(2, "--model", "DeeplabMulti")
     assert train(2) == 0
+
+
+def test_synthia_to_cityscapes_validates_each_snapshot_on_its_16_classes(data, tmp_path, small_networks):
+    """ADVENT's second benchmark: --source synthia (16-bit labels, 16 classes scored) and --val."""
+    synthia = make_synthia(str(tmp_path / "data"), count=4)
+    run = tmp_path / "run"
+    settings = parse_settings(Advent, training_args((synthia, data[1]), run, 2, "--source", "synthia", "--val",
+                                                    "--val-backend", "dygraph", "--da-method", "AdvEnt"))
+    assert run_training(settings, Advent) == 0
+    assert sorted(name for name in os.listdir(str(run)) if name.startswith("SYNTHIA_2")) == [
+        "SYNTHIA_2.eval.json", "SYNTHIA_2.pdparams", "SYNTHIA_2_D1.pdparams", "SYNTHIA_2_D2.pdparams",
+        "SYNTHIA_2_state.pdopt"]
+    assert os.path.isfile(str(run / "SYNTHIA_best.pdparams"))
+    with open(str(run / "metrics.jsonl")) as f:
+        validated = [json.loads(line)["scalars"] for line in f if "val/mIoU" in line]
+    assert len(validated) == 1 and 0.0 <= validated[0]["val/mIoU"] <= 1.0
+    with open(str(run / "SYNTHIA_2.eval.json")) as f:
+        score = json.load(f)
+    assert score["classes"] == "16" and score["mIoU"] == pytest.approx(validated[0]["val/mIoU"])
+
+
+def test_with_amp_the_loss_scale_is_kept_and_the_run_resumes_exactly(data, tmp_path, small_networks, monkeypatch):
+    """--amp fp16's plumbing (a CPU refuses it: the check is lifted here, autocast then does nothing)."""
+    import utils.training.session
+    monkeypatch.setattr(utils.training.session, "check_amp_supported", lambda mode, use_gpu: None)
+
+    def train(directory, stop, continue_train=False):
+        settings = parse_settings(Advent, training_args(data, directory, stop, "--amp", "fp16",
+                                                        continue_train=continue_train))
+        return run_training(settings, Advent)
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train(straight, 4) == 0 and train(resumed, 2) == 0 and train(resumed, 4, continue_train=True) == 0
+    assert_same_snapshot(straight, resumed, 4)
+    state = paddle.load(str(straight / "GTA5_4_state.pdopt"), return_numpy=True)["state"]
+    assert state["amp"]["mode"] == "fp16" and state["amp"]["good_steps"] == 4
 
 
 def test_the_memory_estimate_adds_the_entropy_maps_to_adaptsegnets():

@@ -21,7 +21,10 @@ from dataset.sampler import SOURCE_STREAM, ResumableBatchSampler
 from tests.helpers import ROOT, assert_same_snapshot, logged_losses, signal_during_run, training_args
 from utils.files.snapshots import SnapshotDir
 from utils.stopping import STOPPED_ON_REQUEST
+from utils.methods.advent import Advent
 from utils.training.distributed import Parallel
+from utils.training.options import parse_settings
+from utils.training.session import run_training
 
 TINY_BACKBONE = True
 TINY_SCRIPT = os.path.join(ROOT, "tests", "tiny.py")  # what each rank runs: the script with a tiny backbone
@@ -52,9 +55,9 @@ def data(data):
     return gta5, cityscapes
 
 
-def launch(args, log_dir, timeout=300):
+def launch(args, log_dir, timeout=300, script=("train_gta2cityscapes_multi.py",)):
     command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
-               str(log_dir), TINY_SCRIPT, "train_gta2cityscapes_multi.py"] + args
+               str(log_dir), TINY_SCRIPT] + list(script) + args
     started = time.time()
     result = subprocess.run(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
     return result.returncode, result.stdout.decode(errors="replace"), time.time() - started
@@ -93,6 +96,24 @@ def test_two_ranks_of_one_image_equal_one_process_of_two(data, two_ranks, tmp_pa
     for step, values in logged_losses(two_ranks)[:STEPS]:
         for name, value in values.items():
             assert value == pytest.approx(single_losses[step][name], rel=RELATIVE_TOLERANCE), (step, name)
+
+
+@pytest.mark.slow
+def test_a_method_of_its_own_file_runs_on_two_ranks_as_in_one_process(data, tmp_path):
+    """ADVENT's AdvEnt (python -m utils.methods advent) at batch 2 with frozen BN: two ranks of one
+    image each end where one process of two does, its discriminators included."""
+    flags = ("--recipe", "paddle-port", "--da-method", "AdvEnt")
+    code, output, _ = launch(run_args(data, tmp_path / "ranks", STEPS, *flags), tmp_path / "log",
+                             script=("-m", "utils.methods", "advent"))
+    assert code == 0, output[-3000:] + worker_logs(tmp_path / "log")[-3000:]
+    assert run_training(parse_settings(Advent, run_args(data, tmp_path / "single", STEPS, *flags)), Advent) == 0
+    for suffix in ("", "_D1", "_D2"):
+        name = "GTA5_{}{}.pdparams".format(STEPS, suffix)
+        single = paddle.load(str(tmp_path / "single" / name), return_numpy=True)
+        ranks = paddle.load(str(tmp_path / "ranks" / name), return_numpy=True)
+        for key in single:
+            scale = max(float(np.abs(single[key]).max()), 1e-12)
+            assert float(np.abs(single[key] - ranks[key]).max()) / scale < RELATIVE_TOLERANCE, (name, key)
 
 
 @pytest.mark.slow
@@ -242,7 +263,6 @@ def test_the_ranks_start_from_rank_0s_networks_and_wait_for_rank_0_longer_than_a
 
 
 def test_one_process_runs_rank_0s_work_itself_and_keeps_its_networks():
-    from utils.training.distributed import Parallel
     parallel = Parallel()
     net = paddle.nn.Linear(2, 2)
     weight = net.weight.numpy().copy()
