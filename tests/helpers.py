@@ -15,10 +15,9 @@ _PADDLE_TO_TORCH_BUFFERS = {"_mean": "running_mean", "_variance": "running_var"}
 
 
 def script_command(script, *args):
-    """``python SCRIPT ARGS`` (a script of the project, or ``-m module``) run through tests/tiny.py:
-    one bottleneck per ResNet stage, for a test module that says TINY_BACKBONE = True."""
-    return [sys.executable, "-m", "tests.tiny"] + (["-m", script[3:]] if script.startswith("-m ") else [script]) \
-        + [str(arg) for arg in args]
+    """``python SCRIPT ARGS`` (a script of the project) run through tests/tiny.py: one bottleneck per
+    ResNet stage, for a test module that says TINY_BACKBONE = True."""
+    return [sys.executable, "-m", "tests.tiny", script] + [str(arg) for arg in args]
 
 
 # The start of ``python -c CODE`` for such a module: the same backbone in that process.
@@ -113,8 +112,7 @@ def signal_during_run(command, snapshot_dir, after_steps, signum, to_group=False
     import time
     # Files, not pipes: a pipe nobody reads until the signal would block a talkative process.
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, cwd=ROOT,
-                                   stdout=out, stderr=err, start_new_session=True)
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, start_new_session=True)
 
         def output(stream):
             stream.seek(0)
