@@ -32,8 +32,8 @@ from dataset.loader import DataError, Watchdog
 from dataset.nthu_dataset import NTHU_CITIES
 from dataset.sources import CUSTOM, SOURCES, TARGETS, scored_classes, target_classes
 from model import MODEL_HELP, SEGMENTATION_MODELS, build_model
-from model.inference import BACKENDS, SegmentationPredictor, WeightedSum
-from utils.cli import given_value, size_argument
+from model.inference import BACKENDS, SegmentationPredictor, WeightedSum, ensemble_weights
+from utils.cli import add_model_weights_argument, given_value, size_argument
 from utils.environment import describe_environment, environment_record
 from utils.evaluation.cityscapes import evaluate, evaluate_snapshots, evaluation_set, evaluation_settings, \
     snapshot_source
@@ -80,9 +80,7 @@ def get_arguments(argv=None):
                              "<PREFIX>_<iter>.pdparams snapshots (GTA5_<iter>, SYNTHIA_<iter>, Cityscapes_<iter>, "
                              "Synscapes_<iter>, a custom run's <NAME>_<iter>); several weight files: their ensemble "
                              "(the weighted sum of their logits, as ADVENT's AdvEnt + MinEnt)")
-    parser.add_argument("--model-weights", type=float, nargs="+", default=None, metavar="W",
-                        help="with several --restore-from files: each one's weight in the ensemble (default: equal, "
-                             "summing to 1; ADVENT's is 0.5 0.5)")
+    add_model_weights_argument(parser)
     add_download_arguments(parser)
     parser.add_argument("--no-hash-check", action="store_true",
                         help="do not check a hash suffix in --restore-from's name (-ed35151c) against its SHA-256")
@@ -199,7 +197,7 @@ def main(argv=None):
         networks = [build_model(args.model, num_classes=classes.num_classes) for _ in members]
         for net, path in zip(networks, members):
             print(load_weights(net, path, check_hash=not args.no_hash_check).summary())
-        weights = args.model_weights or [1.0 / (1 + len(members))] * (1 + len(members))
+        weights = ensemble_weights(1 + len(members), args.model_weights)
         predictor = WeightedSum([predictor] + [make_predictor(net) for net in networks], weights)
         print("ensemble of {} models, weights {}".format(1 + len(members), " ".join(str(w) for w in weights)))
     result = evaluate(predictor, data.images, data.gt_paths, data.lut, save_dir=args.save,

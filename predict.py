@@ -25,7 +25,7 @@ import sys
 
 from model import MODEL_HELP, SEGMENTATION_MODELS
 from model.restore import resolve_restore
-from utils.cli import size_argument
+from utils.cli import add_model_weights_argument, size_argument
 from utils.prediction import PredictionError
 from utils.prediction.inputs import check_save_folder, find_images
 from utils.prediction.outputs import DEFAULT_ALPHA, Outputs
@@ -45,9 +45,7 @@ def get_arguments(argv=None):
                              "(its best snapshot, else its newest complete one) or an exported model's directory; "
                              "several weights: their ensemble (the weighted sum of their logits, as "
                              "evaluate_cityscapes.py's)")
-    parser.add_argument("--model-weights", type=float, nargs="+", default=None, metavar="W",
-                        help="with several --restore-from: each one's weight in the ensemble (default: equal, "
-                             "ADVENT's 0.5 0.5 for two)")
+    add_model_weights_argument(parser)
     parser.add_argument("--images", required=True, nargs="+", metavar="PATH",
                         help="image files, folders of images and .txt lists of images")
     parser.add_argument("--save", default="./output/predict", help="where the outputs go (default ./output/predict)")

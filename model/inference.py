@@ -145,6 +145,15 @@ def run_predictor(predictor, cpu_threads=None):
     paddle.base.core.set_num_threads(cpu_threads or runtime.cpu_threads())
 
 
+def ensemble_weights(count, weights=None):
+    """Each model's weight in an ensemble of ``count`` (evaluation's and prediction's): ``weights``
+    (--model-weights), or equal ones summing to 1."""
+    if weights is not None and len(weights) != count:
+        raise ValueError("--model-weights: {} weights for {} models; give one per --restore-from".format(
+            len(weights), count))
+    return list(weights) if weights is not None else [1.0 / count] * count
+
+
 class WeightedSum(object):
     """Several predictors (each images -> logits) as one: the weighted sum of their logits, ADVENT's
     test-time ensemble of models. Its reference sums the logits upsampled to the image; bilinear

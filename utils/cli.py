@@ -19,3 +19,10 @@ def given_value(argv, flag):
     parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument(flag, default=None)
     return parser.parse_known_args(argv)[0].__dict__[flag.lstrip("-").replace("-", "_")]
+
+
+def add_model_weights_argument(parser):
+    """--model-weights of evaluation's and prediction's ensembles (model.inference.WeightedSum)."""
+    parser.add_argument("--model-weights", type=float, nargs="+", default=None, metavar="W",
+                        help="with several --restore-from: each one's weight in the ensemble (default: equal, "
+                             "summing to 1; ADVENT's is 0.5 0.5)")

@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from model import MODEL_ALIASES
+from model.inference import ensemble_weights
 from utils.files.atomic import TMP_SUFFIX, atomic_write, atomic_write_json
 from utils.prediction import PredictionError
 from utils.prediction.predictor import DEFAULT_INPUT_SIZE
@@ -112,7 +113,7 @@ class Outputs(object):
             members = [restored] + list(ensemble)
             settings["ensemble"] = [[os.path.abspath(member.path), os.stat(member.path).st_size,
                                      os.stat(member.path).st_mtime_ns] for member in ensemble]
-            settings["model_weights"] = model_weights or [1.0 / len(members)] * len(members)
+            settings["model_weights"] = ensemble_weights(len(members), model_weights)
         return settings
 
     def check_settings(self, settings, overwrite=False):

@@ -21,7 +21,8 @@ from dataset.classes import CITYSCAPES, IMG_MEAN_BGR, model_classes
 from dataset.files import image_to_input
 from model import build_model
 from model.export import ExportedModel
-from model.inference import BACKENDS as WEIGHTS_BACKENDS, SegmentationPredictor, WeightedSum, upsample_argmax
+from model.inference import (BACKENDS as WEIGHTS_BACKENDS, SegmentationPredictor, WeightedSum, ensemble_weights,
+                             upsample_argmax)
 from utils.files.weights import load_weights
 from utils.prediction import PredictionError
 
@@ -110,14 +111,6 @@ def choose_classes(record, classes_file=None, num_classes=None, what="the model"
 
 def describe_size(size):
     return "{}x{}".format(*size) if size else "the image's own size"
-
-
-def ensemble_weights(count, weights=None):
-    """Each model's weight in an ensemble of ``count``: ``weights`` (--model-weights) or equal."""
-    if weights is not None and len(weights) != count:
-        raise PredictionError("--model-weights: {} weights for {} models; give one per --restore-from".format(
-            len(weights), count))
-    return list(weights) if weights is not None else [1.0 / count] * count
 
 
 def load_segmenter(restored, classes, model_name="DeeplabMulti", input_size=None, backend="inference",
