@@ -24,8 +24,9 @@ It prints a line per result as it goes and one table at the end. Every failure i
 with a one-line reason; the full output and tracebacks of every process are in the .log beside
 the JSON. The JSON (--out) is rewritten after every step, so a session that ends early leaves
 what was measured. Exit status: 0 when no row FAILED, 1 otherwise, 2 when it refuses to start.
---quick runs the same steps at tiny sizes with fewer iterations: its figures say nothing about
-the machine, only that the check itself works (on a CPU: --device cpu --quick, AMP left out).
+--quick runs the same steps at tiny sizes with fewer iterations and the self-test network
+(utils/runtime.py): its figures say nothing about the machine, only that the check itself works
+(on a CPU: --device cpu --quick, AMP left out).
 """
 import os
 import sys
@@ -52,7 +53,7 @@ import time  # noqa: E402
 import traceback  # noqa: E402
 
 from utils.files.atomic import atomic_write_json  # noqa: E402
-from utils.runtime import use_cpu_cores  # noqa: E402
+from utils.runtime import SELF_TEST_VARIABLE, use_cpu_cores  # noqa: E402
 from utils.stopping import run_interruptible
 
 # The documented training sizes (README, utils/training/options.py) and evaluate_cityscapes.py's input.
@@ -110,7 +111,8 @@ def format_table(results):
     environment, settings = results["environment"], results["settings"]
     title = "bench.gpu_check on {}: Paddle {}{}".format(
         environment.get("device_name") or settings["device"], environment.get("paddle_version", "?"),
-        " (--quick: tiny sizes, the figures say nothing about the machine)" if settings["quick"] else "")
+        " (--quick: tiny sizes, the self-test network; the figures say nothing about the machine)"
+        if settings["quick"] else "")
     counts = collections.Counter(row["status"] for row in results["rows"])
     summary = ", ".join("{} {}".format(counts[status], status) for status in (PASSED, FAILED, UNSUPPORTED, SKIPPED)
                         if status in (PASSED, FAILED) or counts[status])
@@ -820,7 +822,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", choices=("gpu", "cpu"), default="gpu",
                         help="cpu only with --quick: a self-test of the check itself")
     parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes and few iterations: tests the check, measures nothing")
+                        help="tiny sizes, few iterations, the self-test network: tests the check, measures nothing")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -850,6 +852,8 @@ def main(argv=None):
             print(refusal, file=sys.stderr)
             return 2
 
+    if args.quick:  # every process of the check builds it
+        os.environ[SELF_TEST_VARIABLE] = "1"
     command_line = "python -m bench.gpu_check " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None
                                                                                     else argv))
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="gpu_check_")

@@ -11,6 +11,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from model.common import ASPP_DILATIONS, Classifier_Module, parameters_per_enclosing_layer, sublayer_parameters
+from utils.runtime import self_test_network
 
 BN_EPSILON = 1e-5
 BN_MODES = ("frozen", "train")
@@ -163,19 +164,23 @@ class ResNetMulti(nn.Layer):
                 (sublayer_parameters([self.layer5, self.layer6]), 10.0)]
 
 
-# ResNet-101's bottlenecks per stage (layer1..layer4).
-RESNET101_BLOCKS = (3, 4, 23, 3)
+# ResNet-101's bottlenecks per stage (layer1..layer4), and the self-test network's (utils/runtime.py).
+RESNET101_BLOCKS, SELF_TEST_BLOCKS = (3, 4, 23, 3), (1, 1, 1, 1)
+
+
+def resnet_blocks():
+    return list(SELF_TEST_BLOCKS if self_test_network() else RESNET101_BLOCKS)
 
 
 def DeeplabMulti(num_classes=19, use_all_aspp_branches=False, bn="frozen"):
-    return ResNetMulti(list(RESNET101_BLOCKS), num_classes, use_all_aspp_branches, bn)
+    return ResNetMulti(resnet_blocks(), num_classes, use_all_aspp_branches, bn)
 
 
 def DeeplabMulti4(num_classes=19, bn="frozen"):
     """ADVENT's network (valeoai/ADVENT, ``get_deeplab_v2``): DeeplabMulti whose classifiers sum all four
     dilated branches, as DeepLab-v2 intended; AdaptSegNet's forward stops after two. The parameter names
     are the same, so ADVENT's ``.pth`` files load key by key."""
-    return ResNetMulti(list(RESNET101_BLOCKS), num_classes, use_all_aspp_branches=True, bn=bn)
+    return ResNetMulti(resnet_blocks(), num_classes, use_all_aspp_branches=True, bn=bn)
 
 
 # A classifier branch that no forward used keeps its initialisation N(0, 0.01) (no gradient, so no

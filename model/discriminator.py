@@ -7,6 +7,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from model.common import torch_default_conv
+from utils.runtime import self_test_network
 
 
 class FCDiscriminator(nn.Layer):
@@ -38,21 +39,26 @@ def torch_default_linear(in_features, out_features):
                      bias_attr=paddle.ParamAttr(initializer=uniform))
 
 
+SELF_TEST_HIDDEN = 32
+
+
 class CWDiscriminator(nn.Layer):
     """Category-wise discriminator of the weak-label method: for each class its own MLP
     (features -> features -> ReLU -> features -> ReLU -> 1) on that class's pooled feature.
 
     Input (B, features, classes) from ``pooled_features``; output (B, classes) logits. Parameter
     names are the reference's, ``models.<class>.<0|2|4>.weight|bias`` (Linear weights stored
-    transposed, as Paddle does). With 2048 features and 19 classes it has 159.5M parameters.
+    transposed, as Paddle does). With 2048 features and 19 classes it has 159.5M parameters; the
+    self-test network's (utils/runtime.py) has a hidden width of 32.
     """
 
     def __init__(self, num_classes=19, num_features=2048):
         super().__init__()
+        hidden = SELF_TEST_HIDDEN if self_test_network() else num_features
         self.models = nn.LayerList([
-            nn.Sequential(torch_default_linear(num_features, num_features), nn.ReLU(),
-                          torch_default_linear(num_features, num_features), nn.ReLU(),
-                          torch_default_linear(num_features, 1))
+            nn.Sequential(torch_default_linear(num_features, hidden), nn.ReLU(),
+                          torch_default_linear(hidden, hidden), nn.ReLU(),
+                          torch_default_linear(hidden, 1))
             for _ in range(num_classes)])
 
     def forward(self, pooled):

@@ -31,15 +31,15 @@ def parity():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def tiny_backbone(request):
-    """In a module that says TINY_BACKBONE = True, the networks built in this process have one
-    bottleneck per ResNet stage (tests/tiny.py: the same in a child process)."""
-    if not getattr(request.module, "TINY_BACKBONE", False):
+def self_test_network(request):
+    """A module that says SELF_TEST_NETWORK = True builds the self-test network (utils/runtime.py),
+    in this process and in every process it starts."""
+    if not getattr(request.module, "SELF_TEST_NETWORK", False):
         yield
         return
-    from tests.tiny import TINY_BLOCKS
+    from utils.runtime import SELF_TEST_VARIABLE
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("model.deeplab_multi.RESNET101_BLOCKS", TINY_BLOCKS)
+        patch.setenv(SELF_TEST_VARIABLE, "1")
         yield
 
 

@@ -15,13 +15,8 @@ _PADDLE_TO_TORCH_BUFFERS = {"_mean": "running_mean", "_variance": "running_var"}
 
 
 def script_command(script, *args):
-    """``python SCRIPT ARGS`` (a script of the project) run through tests/tiny.py: one bottleneck per
-    ResNet stage, for a test module that says TINY_BACKBONE = True."""
-    return [sys.executable, "-m", "tests.tiny", script] + [str(arg) for arg in args]
-
-
-# The start of ``python -c CODE`` for such a module: the same backbone in that process.
-TINY_PRELUDE = "import tests.tiny; tests.tiny.use_tiny_backbone(); "
+    """``python SCRIPT ARGS``: a script of the project run by this interpreter."""
+    return [sys.executable, script] + [str(arg) for arg in args]
 
 
 def torch_style_shapes(model):

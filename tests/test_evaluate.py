@@ -37,7 +37,7 @@ from utils.demo.torch_writer import save_legacy
 from utils.files.weights import WeightsError, load_weights
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
-TINY_BACKBONE = True  # one bottleneck per ResNet stage (tests/tiny.py): what is tested is not the network
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 
 # The network sees half the label resolution, as the reference (1024x512 in, 2048x1024 labels):
 # predictions must be upsampled to the ground truth's size.
@@ -194,7 +194,7 @@ def test_fast_path_agrees_with_the_plain_model(weights):
     model.eval()
     parameters_before = {name: value.numpy().copy() for name, value in model.state_dict().items()}
     batchnorms = [layer for layer in model.sublayers() if isinstance(layer, nn.BatchNorm2D)]
-    blocks = sum(deeplab_multi.RESNET101_BLOCKS)  # the backbone this module builds (tests/tiny.py)
+    blocks = sum(deeplab_multi.resnet_blocks())  # the backbone this module builds
     assert len(batchnorms) == 1 + 3 * blocks + 4  # stem + 3 per bottleneck + 4 projection shortcuts
     x = seeded_input((1, 3, 128, 256), seed=1)
     with paddle.no_grad():
@@ -268,7 +268,9 @@ def test_snapshot_directory_picks_the_best_snapshot(snapshot_dir, snapshot_run, 
             cached = json.load(f)
         assert abs(cached["mIoU"] - miou) <= 1e-12
         assert cached["environment"]["paddle"]["version"] == paddle.__version__  # what it was scored with
-    assert any(line.startswith("environment: ") for line in snapshot_run.splitlines())
+    environment_line = next(line for line in snapshot_run.splitlines() if line.startswith("environment: "))
+    assert environment_line.endswith("; the self-test network (ADAPTSEGNET_SELF_TEST_NETWORK=1), not the real one")
+    assert cached["environment"]["self_test_network"] is True
     assert not os.path.exists(os.path.join(snapshot_dir, "GTA5_10_D1.eval.json"))
     with open(os.path.join(snapshot_dir, "snapshots_mIoU.json")) as f:
         table = json.load(f)

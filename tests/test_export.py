@@ -34,7 +34,7 @@ from tests.helpers import seeded_torch_state
 from utils.files.snapshots import write_class_record
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
-TINY_BACKBONE = True  # one bottleneck per ResNet stage (tests/tiny.py): what is tested is not the network
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 
 CLASSES = ClassSet("roads", ("road", "car", "sky", "person"))
 INPUT_SIZE = (64, 48)  # (W, H) of the fixed-size exports

@@ -37,7 +37,7 @@ from utils.prediction.pipeline import predict_images
 from utils.prediction.predictor import choose_classes, load_segmenter
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
-TINY_BACKBONE = True  # one bottleneck per ResNet stage (tests/tiny.py): what is tested is not the network
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 
 INPUT_SIZE = (128, 64)  # (W, H) the network sees; the images are predicted at their own sizes
 SMALL = ["--input-size", "128,64", "--device", "cpu", "--no-progress"]

@@ -18,7 +18,7 @@ from utils.environment import FIELDS
 from utils.files.weights import read_paddle_pickle
 from utils.report.plots import SIZE
 
-TINY_BACKBONE = True  # one bottleneck per ResNet stage (tests/tiny.py): what is tested is not the network
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=2, num_target_val=2)
 STOP = 4

@@ -15,7 +15,7 @@ from utils.files.weights import WeightsError, load_weights
 from utils.training.session import TrainingSession
 
 START = 40
-TINY_BACKBONE = True  # one bottleneck per ResNet stage (tests/tiny.py): what is tested is not the network
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=2)
 
 

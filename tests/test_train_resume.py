@@ -1,6 +1,6 @@
 """A training run on synthetic data: continuing, crashing, and refusing bad starts.
 
-DeeplabMulti with one bottleneck per ResNet stage (tests/tiny.py) at a tiny input size; batch 2,
+DeeplabMulti with one bottleneck per ResNet stage (utils/runtime.py) at a tiny input size; batch 2,
 mirroring on, two loader workers.
 """
 import functools
@@ -23,7 +23,7 @@ from utils.files.weights import WeightsError
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
 
-TINY_BACKBONE = True
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 STOP = 4
 SYNTHETIC_DATA = dict(num_source=6, num_target_train=5, num_target_val=2)
 # Batch 2, mirroring and two loader workers: the sampler and worker state a resume must restore.

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 
+from utils.runtime import SELF_TEST_VARIABLE, self_test_network
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIELDS = ("version", "python", "paddle", "device", "ranks", "seed")  # what a complete record holds
 
@@ -81,9 +83,12 @@ def paddle_record():
 
 def environment_record(seed=None, ranks=1, use_gpu=False, gpu_id=0):
     """The record of this process's environment (a dict of plain values)."""
-    return {"version": project_version(), "python": platform.python_version(), "platform": platform.platform(),
-            "paddle": paddle_record(), "device": device_record(use_gpu, gpu_id), "ranks": ranks, "seed": seed,
-            "recorded": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": " ".join(sys.argv)}
+    record = {"version": project_version(), "python": platform.python_version(), "platform": platform.platform(),
+              "paddle": paddle_record(), "device": device_record(use_gpu, gpu_id), "ranks": ranks, "seed": seed,
+              "recorded": time.strftime("%Y-%m-%d %H:%M:%S %z"), "command": " ".join(sys.argv)}
+    if self_test_network():
+        record["self_test_network"] = True
+    return record
 
 
 def missing_fields(record):
@@ -108,6 +113,8 @@ def describe_environment(record):
         where = "GPU {} ({} GiB, driver {})".format(device.get("name"), device.get("memory_gib"), device.get("driver"))
     else:
         where = "CPU {} ({} cores, {} GiB)".format(device.get("name"), device.get("cores"), device.get("memory_gib"))
-    return "environment: {}, Python {}, Paddle {} ({}), {}, {} rank{}, seed {}".format(
+    return "environment: {}, Python {}, Paddle {} ({}), {}, {} rank{}, seed {}{}".format(
         project, record.get("python"), paddle.get("version"), build, where, record.get("ranks"),
-        "" if record.get("ranks") == 1 else "s", record.get("seed"))
+        "" if record.get("ranks") == 1 else "s", record.get("seed"),
+        "; the self-test network ({}=1), not the real one".format(SELF_TEST_VARIABLE)
+        if record.get("self_test_network") else "")

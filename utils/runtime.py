@@ -45,6 +45,18 @@ def _threads_given(environ):
 
 _THREADS_GIVEN = _threads_given(os.environ)
 
+# With this set to 1 in the environment, model/ builds the self-test network: ResNet with one
+# bottleneck per stage and a category-wise discriminator 32 wide, the same layers, parameter names
+# and code paths at a fraction of the work. The test suite and `bench.gpu_check --quick` set it,
+# for runs whose point is the program rather than the network; being in the environment, it
+# reaches every process a run starts (loader workers, launched ranks, notebook kernels). What such
+# a network saves loads into no real one; a run's environment line says when it is on.
+SELF_TEST_VARIABLE = "ADAPTSEGNET_SELF_TEST_NETWORK"
+
+
+def self_test_network():
+    return os.environ.get(SELF_TEST_VARIABLE) == "1"
+
 
 def usable_cpus(cgroup_root="/sys/fs/cgroup"):
     """How many cores this process may keep busy: the CPUs it may run on (its affinity; where the

@@ -7,7 +7,7 @@ import paddle
 import pytest
 
 from bench import bench_eval
-from model.deeplab_multi import DeeplabMulti, ResNetMulti
+from model.deeplab_multi import SELF_TEST_BLOCKS, DeeplabMulti, ResNetMulti
 
 
 def conv_size(n, kernel, stride=1, padding=0, dilation=1):
@@ -89,8 +89,7 @@ def test_main_runs_and_paths_agree(model, monkeypatch):
 
 def test_bench_predict_runs_at_tiny_sizes(monkeypatch):
     from bench import bench_predict
-    from tests.tiny import TINY_BLOCKS
-    tiny = ResNetMulti(list(TINY_BLOCKS), 19)  # what is measured here is the pipeline, not the network
+    tiny = ResNetMulti(list(SELF_TEST_BLOCKS), 19)  # what is measured here is the pipeline, not the network
     monkeypatch.setattr(bench_predict, "DeeplabMulti", lambda num_classes: tiny)
     small_gemm = bench_eval.gemm_peak
     monkeypatch.setattr(bench_predict, "gemm_peak", lambda: small_gemm(256, 1))

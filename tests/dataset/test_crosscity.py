@@ -24,7 +24,7 @@ from dataset.sources import SOURCE_OF_PREFIX, SOURCES, make_source, make_target,
 from dataset.synthetic import main as synthetic_main, make_nthu, make_synthetic
 from model.deeplab_multi import DeeplabMulti
 
-TINY_BACKBONE = True  # one bottleneck per ResNet stage (tests/tiny.py): what is tested is not the network
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 
 # The 13 annotated classes: Cityscapes label id -> (train id, name).
 CROSS_CITY = {7: (0, "road"), 8: (1, "sidewalk"), 11: (2, "building"), 19: (6, "light"), 20: (7, "sign"),

@@ -21,7 +21,7 @@ from model.deeplab_multi import DeeplabMulti
 from tests.helpers import assert_same_snapshot, training_args
 
 SIZE = "48,32"
-TINY_BACKBONE = True  # one bottleneck per ResNet stage (tests/tiny.py): what is tested is not the network
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 SYNTHETIC_DATA = dict(num_source=2, num_target_train=2, num_target_val=2)  # Cityscapes, Synscapes' target
 
 

@@ -33,7 +33,7 @@ from utils.evaluation.cityscapes import cached_score, evaluate, evaluation_set, 
     snapshot_source
 from utils.files.weights import load_weights
 
-TINY_BACKBONE = True  # one bottleneck per ResNet stage (tests/tiny.py): what is tested is not the network
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 
 # SYNTHIA-RAND-CITYSCAPES's README, class id -> name.
 SYNTHIA_CLASSES = {0: "void", 1: "sky", 2: "building", 3: "road", 4: "sidewalk", 5: "fence", 6: "vegetation",

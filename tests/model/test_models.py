@@ -12,7 +12,8 @@ import paddle
 import pytest
 
 from tests.helpers import seeded_torch_state
-from model import build_model
+from model import CWDiscriminator, build_model
+from utils.runtime import SELF_TEST_VARIABLE
 from model.deeplab_multi import DeeplabMulti
 from model.deeplab_vgg import DeeplabVGG
 from tests.fixtures.seeded_weights import seeded_input
@@ -177,3 +178,20 @@ def test_output_stride_is_eight_rounded_up():
 def test_unknown_model_name_is_refused():
     with pytest.raises(ValueError, match="DeeplabMulti"):
         build_model("ResNet50")
+
+
+def test_the_self_test_network_is_the_real_one_with_a_bottleneck_per_stage_and_a_narrow_cw_discriminator(
+        deeplab_multi, monkeypatch):
+    real = {name: tuple(value.shape) for name, value in deeplab_multi.state_dict().items()}
+    monkeypatch.setenv(SELF_TEST_VARIABLE, "1")
+    small = {name: tuple(value.shape) for name, value in DeeplabMulti(num_classes=NUM_CLASSES).state_dict().items()}
+    # Every layer it has is the real network's, same name, same shape; what it lacks is the blocks
+    # after each stage's first.
+    assert all(real[name] == shape for name, shape in small.items())
+    blocks = collections.Counter(re.match(r"layer(\d)\.(\d+)\.", name).groups() for name in set(real) - set(small))
+    assert sorted({stage for stage, _ in blocks}) == ["1", "2", "3", "4"] and ("3", "22") in blocks
+    assert all(block != "0" for _, block in blocks)
+    cw = CWDiscriminator(num_classes=2)
+    assert [tuple(p.shape) for p in cw.models[1].parameters()] == [(2048, 32), (32,), (32, 32), (32,), (32, 1), (1,)]
+    monkeypatch.setenv(SELF_TEST_VARIABLE, "0")  # only 1 turns it on
+    assert len(DeeplabMulti(num_classes=NUM_CLASSES).layer3) == 23

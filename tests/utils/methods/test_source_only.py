@@ -15,7 +15,7 @@ from tests.helpers import assert_same_snapshot, logged_losses, training_args
 from utils.files.checkpoint import CheckpointError
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
-TINY_BACKBONE = True  # one bottleneck per ResNet stage (tests/tiny.py): what is tested is not the network
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=3, num_target_val=2)
 

@@ -17,7 +17,7 @@ from utils.training.amp import MixedPrecision, unscale
 # Paddle's autocast warns that it "makes no effect" on a CPU: expected here.
 # Run on Paddle 2.6 too (README: the paddle-2.6 leg).
 pytestmark = [pytest.mark.paddle_api, pytest.mark.filterwarnings("ignore:amp_guard")]
-TINY_BACKBONE = True  # one bottleneck per ResNet stage (tests/tiny.py): what is tested is not the network
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=1)
 run_args = functools.partial(training_args, continue_train=True)

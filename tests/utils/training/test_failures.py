@@ -19,13 +19,13 @@ import pytest
 import train_gta2cityscapes_multi as train
 import utils.files.checkpoint
 from dataset.check import main as check_main
-from tests.helpers import ROOT, TINY_PRELUDE, script_command, training_args
+from tests.helpers import ROOT, script_command, training_args
 from utils.files.checkpoint import SnapshotWriteError
 from utils.files.lock import LOCK_NAME, DirectoryLock, DirectoryLocked
 from utils.files.snapshots import SnapshotDir
 
 TIMEOUT = 240  # seconds: a hang fails the test instead of the suite
-TINY_BACKBONE = True
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 SYNTHETIC_DATA = dict(num_source=4, num_target_train=4, num_target_val=2)
 run_args = functools.partial(training_args, batch_size=2, continue_train=True)
 
@@ -35,7 +35,7 @@ def run_script(arguments, timeout=TIMEOUT, prelude=None):
     if prelude is None:
         command = script_command("train_gta2cityscapes_multi.py", *arguments)
     else:  # patch something first, then run the script's main as python would
-        code = TINY_PRELUDE + prelude + "\nimport sys, train_gta2cityscapes_multi as t\n" \
+        code = prelude + "\nimport sys, train_gta2cityscapes_multi as t\n" \
             "sys.argv = ['train_gta2cityscapes_multi.py'] + {!r}\n" \
             "exec(compile(open(t.__file__).read(), t.__file__, 'exec'), {{'__name__': '__main__'}})".format(arguments)
         command = [sys.executable, "-c", code]

@@ -29,7 +29,7 @@ from utils.training.options import SHARED_PARAMS
 from utils.training.params import named, recipe_values
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
-TINY_BACKBONE = True  # one bottleneck per ResNet stage (tests/tiny.py), as the fixture's networks
+SELF_TEST_NETWORK = True  # utils/runtime.py, as the fixture's networks
 
 FIXTURE = os.path.join(FIXTURES, "recipes.npz")
 RELATIVE_TOLERANCE = 2e-2  # of a change, float32 against float64

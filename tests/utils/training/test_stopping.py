@@ -19,14 +19,14 @@ from PIL import Image
 
 import train_gta2cityscapes_multi as train
 from model import DeeplabMulti
-from tests.helpers import (ROOT, TINY_PRELUDE, assert_same_snapshot, leftover_processes, logged_losses,
+from tests.helpers import (ROOT, assert_same_snapshot, leftover_processes, logged_losses,
                            script_command, signal_during_run, training_args)
 from utils.files.snapshots import SnapshotDir
 from utils.stopping import Interrupted, STOPPED_ON_REQUEST, StopRequests, StoppedAtOnce, run_interruptible
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
 
-TINY_BACKBONE = True
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 STOP = 7
 SYNTHETIC_DATA = dict(num_source=6, num_target_train=5, num_target_val=2)
 # Batch 2, mirroring, two loader workers (they get Ctrl-C too) and a snapshot every 3 iterations.
@@ -86,7 +86,7 @@ def test_a_signal_stops_the_run_with_a_snapshot_and_continuing_is_the_straight_r
 
 # The training script with slow snapshot files once {trigger} exists (the first signal makes
 # "signalled"), each announced by a file "writing".
-SLOW_SNAPSHOTS = TINY_PRELUDE + """
+SLOW_SNAPSHOTS = """
 import os, time, utils.files.checkpoint as checkpoint, utils.stopping as stopping
 run_dir = {run_dir!r}
 note = stopping.StopRequests._handle

@@ -14,7 +14,7 @@ from utils.evaluation.validation import validation_backend
 from utils.files.snapshots import SnapshotDir
 from utils.training.session import ValidationFailed
 
-TINY_BACKBONE = True
+SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 SYNTHETIC_DATA = dict(num_source=6, num_target_train=5, num_target_val=3)
 run_args = functools.partial(training_args, batch_size=2, mirror=True, workers=2, continue_train=True)
 
