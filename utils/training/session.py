@@ -37,6 +37,7 @@ from utils.training.params import describe_recipe
 from utils.training.resume import adopt_settings, check_new_run, check_resumable, kept
 
 TIME_LIMIT = "--stop-after-minutes"  # a stop reason that is not a request: the run ends with status 0
+ANOTHER_RANKS_SIGNAL = "a stop signal to another rank"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -252,9 +253,11 @@ class TrainingSession(object):
         reason (Parallel.agree_to_stop)."""
         signalled, timed_out = self.parallel.agree_to_stop(self._wants_to_stop())
         if signalled:
-            return signal_name(self.stop_requests.signum) if self.stop_requests.requested else \
-                "a stop signal to another rank"
+            return self._signal_reason()
         return TIME_LIMIT if timed_out else None
+
+    def _signal_reason(self):
+        return signal_name(self.stop_requests.signum) if self.stop_requests.requested else ANOTHER_RANKS_SIGNAL
 
     def snapshot(self, iteration, stopping=None):
         """Write a snapshot after ``iteration`` when one is due: every --save-pred-every, at the
@@ -268,6 +271,8 @@ class TrainingSession(object):
     def say_stopped(self, iteration, stopping):
         """The line of a run that stops early after ``iteration``, whose snapshot is written."""
         done = iteration + 1
+        if stopping == ANOTHER_RANKS_SIGNAL:  # this rank's own may have come since (a launcher signals each)
+            stopping = self._signal_reason()
         reason = stopping if stopping != TIME_LIMIT else "{} {}".format(TIME_LIMIT, self.args.stop_after_minutes)
         message = "stopped on {} at iteration {}: snapshot {} is complete. Continue with: {}".format(
             reason, done, self.snapshots.name(done), continue_command())

@@ -24,7 +24,7 @@ from utils.stopping import STOPPED_ON_REQUEST
 from utils.methods.advent import Advent
 from utils.training.distributed import Parallel
 from utils.training.options import parse_settings
-from utils.training.session import run_training
+from utils.training.session import TrainingSession, run_training
 
 SELF_TEST_NETWORK = True  # utils/runtime.py: what is tested is not the network
 STEPS = 2
@@ -160,14 +160,41 @@ def test_a_signal_to_the_launcher_stops_the_ranks_with_a_snapshot(data, tmp_path
     code, _, _ = signal_during_run(command, run_dir, 1, signal.SIGTERM)
     logs = worker_logs(tmp_path / "log")
     assert code == signal.SIGTERM, logs[-3000:]  # the launcher's own status: the signal it got
-    # Each rank gets the SIGTERM; rank 0 names its own unless rank 1's reached the iteration's
-    # exchange of stop requests first (the launcher signals them one after the other).
-    found = re.search(r"stopped on (SIGTERM|a stop signal to another rank) at iteration (\d+): "
-                      r"snapshot GTA5_\2 is complete", logs)
-    assert found and "SIGTERM received" in logs, logs[-6000:]
-    stopped = int(found.group(2))
+    # Each rank gets the SIGTERM; rank 0 names its own even when rank 1's reached the iteration's
+    # exchange of stop requests first (the launcher signals one after the other).
+    found = re.search(r"stopped on SIGTERM at iteration (\d+): snapshot GTA5_\1 is complete", logs)
+    assert found, logs[-6000:]
+    stopped = int(found.group(1))
     assert "stopped at once" not in logs
     assert SnapshotDir(run_dir).complete() == [stopped]
+
+
+@pytest.mark.parametrize("own_signal", [False, True])
+def test_a_rank_stopped_by_another_names_its_own_signal_when_one_came_meanwhile(data, tmp_path, monkeypatch, capfd,
+                                                                                 own_signal):
+    """A launcher signals its ranks one after the other: rank 1's request can reach an iteration's
+    exchange of stop requests before rank 0's own signal, which then comes while rank 0 writes the
+    stop's snapshot. Rank 0's line names its own signal then, the other rank's otherwise."""
+    exchanges = []
+
+    def another_rank_asks_at_the_second_iteration(self, wanted):
+        exchanges.append(wanted)
+        return len(exchanges) == 2, False
+
+    monkeypatch.setattr(Parallel, "agree_to_stop", another_rank_asks_at_the_second_iteration)
+    if own_signal:
+        write = TrainingSession._write_snapshot
+
+        def signalled_while_writing(self, done, stopping):
+            os.kill(os.getpid(), signal.SIGTERM)
+            return write(self, done, stopping)
+
+        monkeypatch.setattr(TrainingSession, "_write_snapshot", signalled_while_writing)
+    assert train.main(run_args(data, tmp_path, 10, "--save-pred-every", "100")) == STOPPED_ON_REQUEST
+    captured = capfd.readouterr()
+    reason = "SIGTERM" if own_signal else "a stop signal to another rank"
+    assert "stopped on {} at iteration 2: snapshot GTA5_2 is complete".format(reason) in captured.out + captured.err
+    assert SnapshotDir(str(tmp_path)).complete() == [2]
 
 
 @pytest.mark.slow
