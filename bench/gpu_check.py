@@ -852,8 +852,10 @@ def main(argv=None):
             print(refusal, file=sys.stderr)
             return 2
 
-    if args.quick:  # every process of the check builds it
+    if args.quick:  # every process of the check builds the self-test network; a full check, the real one
         os.environ[SELF_TEST_VARIABLE] = "1"
+    else:
+        os.environ.pop(SELF_TEST_VARIABLE, None)
     command_line = "python -m bench.gpu_check " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None
                                                                                     else argv))
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="gpu_check_")

@@ -33,13 +33,13 @@ def parity():
 @pytest.fixture(scope="module", autouse=True)
 def self_test_network(request):
     """A module that says SELF_TEST_NETWORK = True builds the self-test network (utils/runtime.py),
-    in this process and in every process it starts."""
-    if not getattr(request.module, "SELF_TEST_NETWORK", False):
-        yield
-        return
+    in this process and in every process it starts; any other module, the real one."""
     from utils.runtime import SELF_TEST_VARIABLE
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(SELF_TEST_VARIABLE, "1")
+        if getattr(request.module, "SELF_TEST_NETWORK", False):
+            patch.setenv(SELF_TEST_VARIABLE, "1")
+        else:  # the real network, whatever the shell that started the tests says
+            patch.delenv(SELF_TEST_VARIABLE, raising=False)
         yield
 
 

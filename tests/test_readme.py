@@ -1,10 +1,10 @@
 """Every command of README.md runs, in README's order, against synthetic data and weight files.
 
 Commands run from a workspace holding `data/GTA5`, `data/Cityscapes` and stand-ins for the
-authors' weight files under README's names; only small-size flags are added, and each runs through
-the self-test network (utils/runtime.py; the stand-ins shaped alike): what is tested is that
-the command lines work, not the network (tests/model/ and the notebooks run it at full depth). Lines with "..."
-are templates for GPUs (the distributed launch itself is tested in test_distributed.py); the
+authors' weight files under README's names; only small-size flags are added, and each builds the
+self-test network (utils/runtime.py; the stand-ins shaped alike): what is tested is that the
+command lines work, not the network (tests/model/, the parity tests and tests/utils/test_demo.py
+build the real one). Lines with "..." are templates for GPUs (the distributed launch itself is tested in test_distributed.py); the
 install-and-test line is what CI runs.
 """
 import os
@@ -79,7 +79,7 @@ def runnable(command):
     elif script == "train_gta2cityscapes_multi.py":
         stop = "3" if "--start-iter" in tokens else "2"
         tokens += SMALL_TRAINING + ["--num-steps-stop", stop]
-    elif script == "train_weak_labels.py":  # one snapshot: with --use-weak-cw, each is 2.3 GB
+    elif script == "train_weak_labels.py":  # one snapshot (with --use-weak-cw, 2.3 GB for the real network)
         tokens += SMALL_TRAINING + ["--num-steps-stop", "1"]
     elif script in ("evaluate_cityscapes.py", "predict.py"):
         tokens += SMALL_EVALUATION

@@ -1,5 +1,6 @@
 """What a run or an evaluation ran on, recorded at its start: this project's version, Python,
-Paddle and its CUDA/cuDNN build, the device, the number of ranks and the seed.
+Paddle and its CUDA/cuDNN build, the device, the number of ranks and the seed (and whether it
+built the self-test network, utils/runtime.py).
 
 A number is only comparable with another when both were made alike; this record is what says
 so. Training writes it to train.log and into every snapshot's state (``extra["environment"]``),

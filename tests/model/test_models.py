@@ -13,11 +13,11 @@ import pytest
 
 from tests.helpers import seeded_torch_state
 from model import CWDiscriminator, build_model
-from utils.runtime import SELF_TEST_VARIABLE
 from model.deeplab_multi import DeeplabMulti
 from model.deeplab_vgg import DeeplabVGG
 from tests.fixtures.seeded_weights import seeded_input
-from utils.files.weights import check_against_model, torch_to_paddle
+from utils.files.weights import WeightsError, check_against_model, torch_to_paddle
+from utils.runtime import SELF_TEST_VARIABLE
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
 
@@ -193,5 +193,17 @@ def test_the_self_test_network_is_the_real_one_with_a_bottleneck_per_stage_and_a
     assert all(block != "0" for _, block in blocks)
     cw = CWDiscriminator(num_classes=2)
     assert [tuple(p.shape) for p in cw.models[1].parameters()] == [(2048, 32), (32,), (32, 32), (32,), (32, 1), (1,)]
+    # Its weights and the real network's do not load into each other, and the error says why.
+    real_file = {name: np.empty(shape, np.float32) for name, shape in real.items()}
+    with pytest.raises(WeightsError, match=r"not in the model: layer1\.\* .*\n{}=1 \(utils/runtime.py\) is set, so the "
+                       r"model is the self-test network; unset it".format(SELF_TEST_VARIABLE)):
+        check_against_model(real_file, small, "real.pdparams")
     monkeypatch.setenv(SELF_TEST_VARIABLE, "0")  # only 1 turns it on
     assert len(DeeplabMulti(num_classes=NUM_CLASSES).layer3) == 23
+    small_file = {name: np.empty(shape, np.float32) for name, shape in small.items()}
+    with pytest.raises(WeightsError, match=r"The file holds the self-test network \(one bottleneck per ResNet stage\); "
+                       r"load it with {}=1".format(SELF_TEST_VARIABLE)):
+        check_against_model(small_file, real, "small.pdparams")
+    del small_file["layer5.conv2d_list.0.weight"]  # missing more than the blocks: the usual advice
+    with pytest.raises(WeightsError, match="Check --model and --num-classes"):
+        check_against_model(small_file, real, "small.pdparams")

@@ -36,7 +36,7 @@ NOTEBOOKS = ("01_prepare_data_and_weights.ipynb", "02_train_and_continue.ipynb",
 # The notebooks each one needs to have run first, on the same WORK_DIR.
 NEEDS = {NOTEBOOKS[1]: NOTEBOOKS[:1], NOTEBOOKS[2]: NOTEBOOKS[:2], NOTEBOOKS[3]: NOTEBOOKS[:1]}
 SELF_TEST_NETWORK = True
-CELL_TIMEOUT = 300  # seconds; the longest DEMO cells (training, notebooks 2 and 4) take about 20 on 2 cores
+CELL_TIMEOUT = 300  # seconds; the longest DEMO cells (training, notebooks 2 and 4) take about 10 on 2 cores
 # DEMO mode's settings, as the notebooks set them.
 DEMO_FIRST_STOP, DEMO_NUM_STEPS_STOP, DEMO_SAVE_EVERY = 2, 4, 2
 DEMO_GTA5_IMAGES, DEMO_TRAIN_IMAGES, DEMO_VAL_IMAGES, DEMO_PICTURES = 20, 10, 6, 3

@@ -12,6 +12,7 @@ import re
 import numpy as np
 
 from utils.files.torch_pickle import TorchFileError, UnsafePickleError, load_torch_file
+from utils.runtime import SELF_TEST_VARIABLE, self_test_network
 
 # PyTorch BN buffer name -> Paddle BN buffer name.
 _BN_BUFFER_RENAMES = {"running_mean": "_mean", "running_var": "_variance"}
@@ -150,9 +151,27 @@ def check_against_model(params, expected, path, allow_fresh=()):
     if unexpected:
         problems.append("not in the model: " + _shorten(unexpected))
     if problems:
-        raise WeightsError("{} does not fit the model:\n  {}\nCheck --model and --num-classes, or that the "
-                           "file holds weights for this network.".format(path, "\n  ".join(problems)))
+        advice = _self_test_advice(missing, unexpected, mismatched) or \
+            "Check --model and --num-classes, or that the file holds weights for this network."
+        raise WeightsError("{} does not fit the model:\n  {}\n{}".format(path, "\n  ".join(problems), advice))
     return fresh
+
+
+_LATER_BLOCK = re.compile(r"layer[1-4]\.[1-9][0-9]*\.")  # a ResNet stage's bottlenecks after its first
+
+
+def _self_test_advice(missing, unexpected, mismatched):
+    """What to do when the file and the model differ only by the blocks the self-test network
+    (utils/runtime.py) leaves out, or None."""
+    switch = "{}=1 (utils/runtime.py)".format(SELF_TEST_VARIABLE)
+    if mismatched or (missing and unexpected):
+        return None
+    if missing and all(_LATER_BLOCK.match(key) for key in missing):
+        return "The file holds the self-test network (one bottleneck per ResNet stage); load it with {}.".format(
+            switch)
+    if unexpected and all(_LATER_BLOCK.match(key) for key in unexpected) and self_test_network():
+        return "{} is set, so the model is the self-test network; unset it to load a real one.".format(switch)
+    return None
 
 
 # What paddle.save needs to store a state dict ({name: ndarray}), in numpy 1 and 2 spelling.

@@ -99,8 +99,9 @@ def test_two_ranks_of_one_image_equal_one_process_of_two(data, two_ranks, tmp_pa
 
 @pytest.mark.slow
 def test_a_method_of_its_own_file_runs_on_two_ranks_as_in_one_process(data, tmp_path):
-    """ADVENT's AdvEnt (utils/methods/__main__.py advent, as README launches it) at batch 2 with frozen BN: two ranks of one
-    image each end where one process of two does, its discriminators included."""
+    """ADVENT's AdvEnt (utils/methods/__main__.py advent, as README launches it) at batch 2 with
+    frozen BN: two ranks of one image each end where one process of two does, its discriminators
+    included."""
     flags = ("--recipe", "paddle-port", "--da-method", "AdvEnt")
     code, output, _ = launch(run_args(data, tmp_path / "ranks", STEPS, *flags), tmp_path / "log",
                              script=("utils/methods/__main__.py", "advent"))

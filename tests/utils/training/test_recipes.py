@@ -63,7 +63,7 @@ def recipe_arguments(recipe, reference, tmp_path):
 
 def two_iterations(recipe, reference, tmp_path):
     """The recipe's networks and optimizers as the script builds them (the fixture's small network:
-    TINY_BACKBONE), after two iterations on the fixture's batches."""
+    SELF_TEST_NETWORK), after two iterations on the fixture's batches."""
     args = recipe_arguments(recipe, reference, tmp_path)
     model, sgd, discriminators = adaptsegnet.build_networks(args)
     method = AdaptSegNet.on_networks(args, {"model": model}, [sgd])
