@@ -157,19 +157,25 @@ def check_against_model(params, expected, path, allow_fresh=()):
     return fresh
 
 
-_LATER_BLOCK = re.compile(r"layer[1-4]\.[1-9][0-9]*\.")  # a ResNet stage's bottlenecks after its first
+_LATER_BLOCK = re.compile(r"(layer[1-4])\.[1-9][0-9]*\.")  # a ResNet stage's bottlenecks after its first
+
+
+def _only_later_blocks(keys):
+    """Whether ``keys`` are ResNet bottlenecks after the first of each of the four stages, all of them."""
+    stages = {match.group(1) if match else None for match in map(_LATER_BLOCK.match, keys)}
+    return stages == {"layer1", "layer2", "layer3", "layer4"}
 
 
 def _self_test_advice(missing, unexpected, mismatched):
-    """What to do when the file and the model differ only by the blocks the self-test network
+    """What to do when the file and the model differ by just the blocks the self-test network
     (utils/runtime.py) leaves out, or None."""
     switch = "{}=1 (utils/runtime.py)".format(SELF_TEST_VARIABLE)
     if mismatched or (missing and unexpected):
         return None
-    if missing and all(_LATER_BLOCK.match(key) for key in missing):
+    if missing and _only_later_blocks(missing):
         return "The file holds the self-test network (one bottleneck per ResNet stage); load it with {}.".format(
             switch)
-    if unexpected and all(_LATER_BLOCK.match(key) for key in unexpected) and self_test_network():
+    if unexpected and _only_later_blocks(unexpected) and self_test_network():
         return "{} is set, so the model is the self-test network; unset it to load a real one.".format(switch)
     return None
 
