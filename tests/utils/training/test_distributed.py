@@ -157,7 +157,7 @@ def test_a_signal_to_the_launcher_stops_the_ranks_with_a_snapshot(data, tmp_path
     run_dir = str(tmp_path / "run")
     command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2", "--log_dir",
                str(tmp_path / "log"), "train_gta2cityscapes_multi.py"] + run_args(
-                   data, run_dir, 20, "--num-steps", "20", "--save-pred-every", "10")
+                   data, run_dir, 1000, "--num-steps", "1000", "--save-pred-every", "1000")  # ends by the signal
     code, _, _ = signal_during_run(command, run_dir, 1, signal.SIGTERM)
     logs = worker_logs(tmp_path / "log")
     assert code == signal.SIGTERM, logs[-3000:]  # the launcher's own status: the signal it got
