@@ -18,6 +18,7 @@ from bench import gpu_check
 from bench.gpu_check import FAILED, INFO, PASSED, SKIPPED, UNSUPPORTED, make_row
 from dataset.synthetic import make_synthetic
 from tests.helpers import ROOT
+from utils.files.weights import read_paddle_pickle
 
 HAS_GPU = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
 
@@ -245,3 +246,6 @@ def test_quick_self_test_on_the_cpu_runs_every_step(tmp_path):
     table = output[output.index("bench.gpu_check on "):]
     assert output.count("bench.gpu_check on ") == 1 and table.rstrip().endswith(str(tmp_path / "check.log"))
     assert "13 PASSED, 0 FAILED, 3 SKIPPED" in table
+    # --quick's processes built the self-test network (this module's own processes do not: conftest)
+    state = read_paddle_pickle(os.path.join(str(tmp_path / "work" / "snapshots"), "GTA5_2_state.pdopt"))
+    assert state["extra"]["environment"]["self_test_network"] is True

@@ -161,7 +161,7 @@ _LATER_BLOCK = re.compile(r"(layer[1-4])\.[1-9][0-9]*\.")  # a ResNet stage's bo
 
 
 def _only_later_blocks(keys):
-    """Whether ``keys`` are ResNet bottlenecks after the first of each of the four stages, all of them."""
+    """Whether ``keys`` are all ResNet bottlenecks after a stage's first, from each of the four stages."""
     stages = {match.group(1) if match else None for match in map(_LATER_BLOCK.match, keys)}
     return stages == {"layer1", "layer2", "layer3", "layer4"}
 
