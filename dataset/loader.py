@@ -8,8 +8,9 @@ go on running. So here:
 - a sample that cannot be read becomes a marker that travels with the batch, and the consumer
   raises DataError with the dataset's own message (the file and what is wrong);
 - ``num_workers=0`` reads in the calling thread, without Paddle's loader;
-- workers ask the kernel to end them when their parent dies (Linux), and watch the parent
-  otherwise;
+- workers ask the kernel to end them when their parent dies (Linux), from the fork on, and
+  watch the parent otherwise; they leave what they inherit to the parent's garbage collector
+  (_starting_workers says why);
 - a Watchdog ends the process, naming the loader and the files of the batch it waited for,
   when no batch arrives within its timeout;
 - check_shared_memory refuses, before iteration 1, loaders whose batches in flight do not fit in
@@ -18,6 +19,7 @@ go on running. So here:
 """
 import contextlib
 import ctypes
+import gc
 import os
 import shutil
 import signal
@@ -153,17 +155,13 @@ def _failure(batch):
 
 
 def watch_parent(_worker_id=None):
-    """Run in a loader worker: end it when the process that started it ends, even by SIGKILL.
+    """Run in a loader worker: end it when the process that started it ends, where the kernel
+    does not (not Linux; see _starting_workers).
 
     A stop signal is the trainer's to handle: a worker that died of one would fail the batch the
     trainer still needs to finish its iteration (Paddle's loader raises on a dead worker)."""
     ignore_stop_signals()
     parent = os.getppid()
-    try:
-        libc = ctypes.CDLL(None)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills us with the parent
-    except (OSError, AttributeError):
-        pass  # not Linux: the thread below does it within a second
 
     def poll():
         while os.getppid() == parent:
@@ -173,6 +171,53 @@ def watch_parent(_worker_id=None):
     if os.getppid() != parent:
         os._exit(1)
     threading.Thread(target=poll, name="watch-parent", daemon=True).start()
+
+
+_forking = None  # (pid, prctl) while a loader of this process starts its workers
+
+
+def _on_fork_in_child():
+    """The first thing a process forked inside _starting_workers runs: the kernel kills it with the
+    trainer from here on, even by SIGKILL (Linux: PR_SET_PDEATHSIG)."""
+    if _forking is None:
+        return
+    trainer, prctl = _forking
+    if prctl is not None:
+        prctl(1, signal.SIGKILL)
+    if os.getppid() != trainer:
+        os._exit(1)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_on_fork_in_child)
+
+
+def _prctl():
+    try:
+        return ctypes.CDLL(None).prctl  # resolved here: a fork's child must not load libraries
+    except (OSError, AttributeError):
+        return None  # not Linux: watch_parent's thread ends a worker within a second of the trainer
+
+
+@contextlib.contextmanager
+def _starting_workers():
+    """Around the start of a loader's worker processes. Each dies with the trainer from its first
+    instruction, not once its initialisation has run: a worker stuck before that outlived a
+    killed trainer, holding its pipes open. And none collects the objects it inherits: a fork
+    copies the trainer's unreachable objects too, and finalizing one in a worker runs its
+    destructor against locks and conditions whose holders, the trainer's threads, were not copied
+    (seen: a worker waiting forever in pthread_cond_destroy, in a process that had run other
+    trainings). The trainer collects them."""
+    global _forking
+    frozen_before = gc.get_freeze_count()  # someone else's freeze stays
+    gc.freeze()
+    _forking = (os.getpid(), _prctl())
+    try:
+        yield
+    finally:
+        _forking = None
+        if not frozen_before:
+            gc.unfreeze()
 
 
 class Watchdog(object):
@@ -292,7 +337,8 @@ class Batches(object):
         loader = paddle.io.DataLoader(_Guarded(self.dataset), batch_sampler=self.batch_sampler,
                                       num_workers=self.num_workers, collate_fn=collate,
                                       worker_init_fn=watch_parent)
-        self._loader_iter = iter(loader)
+        with _starting_workers():
+            self._loader_iter = iter(loader)
         return self._loader_iter
 
     def _describe(self, indices):

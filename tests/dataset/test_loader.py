@@ -1,13 +1,17 @@
 """The shared-memory check the training runs before iteration 1: the loaders' batches in flight
-against the free /dev/shm, with shutil.disk_usage replaced to play a small or a large one."""
+against the free /dev/shm, with shutil.disk_usage replaced to play a small or a large one; what
+the loader's worker processes inherit."""
+import gc
 import inspect
+import os
 from collections import namedtuple
 
+import numpy as np
 import paddle
 import pytest
 
 from dataset import loader
-from dataset.loader import (PREFETCH_FACTOR, DataError, SharedMemoryError, batch_bytes, check_shared_memory,
+from dataset.loader import (PREFETCH_FACTOR, Batches, DataError, SharedMemoryError, batch_bytes, check_shared_memory,
                             shared_memory_needed)
 
 pytestmark = pytest.mark.paddle_api  # run on Paddle 2.6 too (README: the paddle-2.6 leg)
@@ -73,3 +77,48 @@ def test_processes_of_one_machine_share_its_shm(monkeypatch, tmp_path):
 
 def test_no_shm_folder_is_not_checked(tmp_path):
     assert check_shared_memory(4, 2, (1280, 720), path=str(tmp_path / "absent")) is None
+
+
+class _Finalized(object):
+    """Records in ``path`` which process ran its finalizer."""
+
+    def __init__(self, path):
+        self.path = path
+        self.cycle = self  # unreachable only to the garbage collector, not by reference count
+
+    def __del__(self):
+        with open(self.path, "a") as f:
+            f.write("{}\n".format(os.getpid()))
+
+
+class _CollectingDataset(paddle.io.Dataset):
+    """Each sample runs a full collection in the worker that reads it."""
+
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, index):
+        gc.collect()
+        return np.full(2, os.getpid(), np.int64),
+
+
+def test_a_worker_leaves_the_garbage_it_inherits_to_the_trainer(tmp_path):
+    """A fork copies the trainer's unreachable objects; a worker that finalized one ran its
+    destructor without the trainer's threads (a Paddle one waited forever in
+    pthread_cond_destroy). Only the trainer finalizes them."""
+    path = str(tmp_path / "finalized")
+    enabled = gc.isenabled()
+    gc.disable()  # the garbage must still exist when the workers start
+    try:
+        _Finalized(path)
+        batches = Batches(_CollectingDataset(), paddle.io.BatchSampler(range(2), batch_size=1), num_workers=1)
+        workers = {int(batch[0].numpy()[0, 0]) for batch in batches}
+        batches.close()
+        assert workers and os.getpid() not in workers  # read in a worker, which collected
+        assert not os.path.exists(path), "a worker finalized the trainer's object"
+        gc.collect()
+    finally:
+        if enabled:
+            gc.enable()
+    with open(path) as f:
+        assert f.read().split() == [str(os.getpid())]

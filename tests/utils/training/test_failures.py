@@ -1,6 +1,7 @@
 """Faults of a long run, each ending in one clear line with the last snapshot intact and resumable:
 a truncated image (every loader mode, training and evaluation), a hung read, a full disk during a
 snapshot, a second process on the same directory, a stale lock, and orphaned loader workers."""
+import contextlib
 import errno
 import functools
 import json
@@ -196,6 +197,66 @@ def test_loader_workers_end_with_a_killed_trainer(data, tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+# A trainer whose loader worker hangs before its initialisation (in multiprocessing's after-fork
+# callbacks, where a destructor once waited forever); the watchdog ends the trainer after 3 s.
+STUCK_WORKER = """
+import multiprocessing.util, time
+import numpy as np, paddle
+from dataset.loader import Batches, Watchdog
+
+class Samples(paddle.io.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, index):
+        return np.zeros(1, np.float32),
+
+class Stuck(object):
+    pass
+
+stuck = Stuck()
+multiprocessing.util.register_after_fork(stuck, lambda _: time.sleep(600))
+batches = Batches(Samples(), paddle.io.BatchSampler(range(1), batch_size=1), num_workers=1, watchdog=Watchdog(3))
+next(iter(batches))
+"""
+
+
+def forks_of(process):
+    """The children of ``process`` that are forks of it (its own command line), not programs it runs."""
+    forks = []
+    for child in process.children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if child.cmdline() == process.cmdline():
+                forks.append(child)
+    return forks
+
+
+def test_a_loader_worker_stuck_before_it_starts_ends_with_its_trainer(tmp_path):
+    """Such a worker outlived its trainer, holding the trainer's output open: whatever waited for
+    that output (pytest's runner, a notebook cell) waited forever."""
+    workers = []
+    with open(str(tmp_path / "stderr"), "w+") as stderr:
+        process = subprocess.Popen([sys.executable, "-c", STUCK_WORKER], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                   stderr=stderr)
+        try:
+            deadline = time.time() + TIMEOUT
+            while not workers:
+                assert process.poll() is None and time.time() < deadline
+                time.sleep(0.05)
+                workers = forks_of(psutil.Process(process.pid))
+            assert process.wait(timeout=TIMEOUT) == 3  # the watchdog's
+            gone, alive = psutil.wait_procs(workers, timeout=10)
+            assert not alive, "a worker outlived its trainer"
+        finally:
+            process.kill()
+            process.wait()
+            for worker in workers:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    worker.kill()
+        stderr.seek(0)
+        assert "error: no data for 3 s" in stderr.read()
 
 
 def test_dataset_check_reports_each_kind_of_bad_file(data, tmp_path, capsys):
