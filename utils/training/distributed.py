@@ -10,10 +10,14 @@ them and two classifier branches never get a gradient: the hooks would fire per 
 for gradients that never come.
 """
 import os
+import signal
+import threading
 import time
 
 import paddle
 import paddle.distributed as dist
+
+from utils.stopping import STOP_SIGNALS
 
 
 class Parallel(object):
@@ -142,16 +146,14 @@ class Parallel(object):
             try:
                 result = work()
             except BaseException:
-                _retried(lambda: store.add(key + "_failed", 1))  # the others stop too, not wait for the launcher
+                _store_request(lambda: store.add(key + "_failed", 1))  # the others stop too, not wait for the launcher
                 raise
             finally:
-                # Only rank 0 counts: an increment a signal interrupted is retried only if it did not land.
-                while _retried(lambda: store.add(key, 0)) < self._main_work_done:
-                    _retried(lambda: store.add(key, 1), once=True)
+                _store_request(lambda: store.add(key, 1))
         else:
-            while _retried(lambda: store.add(key, 0)) < self._main_work_done:
+            while _store_request(lambda: store.add(key, 0)) < self._main_work_done:
                 time.sleep(poll_seconds)
-            if _retried(lambda: store.add(key + "_failed", 0)):
+            if _store_request(lambda: store.add(key + "_failed", 0)):
                 raise RuntimeError("rank 0 failed while writing a snapshot; its message is in its log (workerlog.0)")
         # Everyone has seen the counter before rank 0 goes on: after the last snapshot it ends, and
         # its store with it, while another rank may be asleep between two looks.
@@ -159,16 +161,28 @@ class Parallel(object):
         return result
 
 
-def _retried(call, once=False):
-    """``call()`` (a request to the job's TCP store), made again when a signal interrupted it: the
-    store gives up on a read that a signal cut short (EINTR) rather than retrying it, and a stop
-    request (Ctrl-C, SIGTERM) reaches the other ranks while they poll it through rank 0's snapshot.
-    ``once``: not again (the request may have landed; the caller checks), None instead."""
-    while True:
+def _store_request(call):
+    """``call()``, a request to the job's TCP store, made in a thread that the stop signals never
+    reach. A stop signal (Ctrl-C, SIGTERM) reaches every rank while the others poll the store
+    through rank 0's snapshot; had it interrupted a request, Paddle's store would give up on the
+    read ("TCP receive error ... Interrupted system call") and leave its reply on the connection,
+    for the next request to take as its own (a rank then read "rank 0 failed" from the counter's
+    reply). The main thread gets the signal instead, as it would have anyway."""
+    if not hasattr(signal, "pthread_sigmask"):
+        return call()
+    outcome = []
+
+    def request():
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            return call()
-        except Exception as error:  # Paddle's InvalidArgument: "TCP receive error ... Interrupted system call"
-            if "Interrupted system call" not in str(error):
-                raise
-            if once:
-                return None
+            outcome.append((True, call()))
+        except BaseException as error:  # noqa: BLE001  (raised again in the caller's thread)
+            outcome.append((False, error))
+
+    thread = threading.Thread(target=request, name="store-request", daemon=True)
+    thread.start()
+    thread.join()
+    succeeded, value = outcome[0]
+    if not succeeded:
+        raise value
+    return value
