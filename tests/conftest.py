@@ -14,10 +14,13 @@ from tests.helpers import FIXTURES, ROOT
 
 paddle.set_device("cpu")
 
-# The longest files first: `--dist loadfile` gives each file to the next free worker in collection
-# order, and a long file started last would keep one worker busy long after the other is done.
-LONGEST_FIRST = ("tests/test_readme.py", "tests/notebooks/test_notebooks.py", "tests/bench/test_gpu_check.py",
-                 "tests/utils/training/test_distributed.py")
+# The longest files first (measured: wall time in the suite on 2 cores): `--dist loadfile` gives
+# each file to the next free worker in collection order (--no-loadscope-reorder in pytest.ini:
+# pytest-xdist's own order is by test count), and a long file started last would keep one worker
+# busy long after the others are done.
+LONGEST_FIRST = ("tests/utils/training/test_distributed.py", "tests/test_readme.py", "tests/notebooks/test_notebooks.py",
+                 "tests/utils/training/test_memory.py", "tests/bench/test_gpu_check.py", "tests/bench/test_bench.py",
+                 "tests/test_train_resume.py", "tests/utils/training/test_stopping.py", "tests/test_report.py")
 
 
 def pytest_collection_modifyitems(items):
