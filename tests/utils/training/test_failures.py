@@ -1,6 +1,7 @@
 """Faults of a long run, each ending in one clear line with the last snapshot intact and resumable:
 a truncated image (every loader mode, training and evaluation), a hung read, a full disk during a
-snapshot, a second process on the same directory, a stale lock, and orphaned loader workers."""
+snapshot, a second process on the same directory, a stale lock, and orphaned loader workers (of a
+killed trainer, or stuck before they start)."""
 import contextlib
 import errno
 import functools
