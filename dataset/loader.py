@@ -173,30 +173,30 @@ def watch_parent(_worker_id=None):
     threading.Thread(target=poll, name="watch-parent", daemon=True).start()
 
 
-_forking = None  # (pid, prctl) while a loader of this process starts its workers
+def _libc_prctl():
+    try:
+        return ctypes.CDLL(None).prctl
+    except (OSError, AttributeError, TypeError):
+        return None  # not Linux: watch_parent's thread ends a worker within a second of the trainer
+
+
+_PRCTL = _libc_prctl()  # resolved here, once: a fork's child must not load libraries
+_forking_from = None  # this process's pid while one of its loaders starts its workers
 
 
 def _on_fork_in_child():
     """The first thing a process forked inside _starting_workers runs: the kernel kills it with the
     trainer from here on, even by SIGKILL (Linux: PR_SET_PDEATHSIG)."""
-    if _forking is None:
+    if _forking_from is None:
         return
-    trainer, prctl = _forking
-    if prctl is not None:
-        prctl(1, signal.SIGKILL)
-    if os.getppid() != trainer:
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)
+    if os.getppid() != _forking_from:
         os._exit(1)
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_on_fork_in_child)
-
-
-def _prctl():
-    try:
-        return ctypes.CDLL(None).prctl  # resolved here: a fork's child must not load libraries
-    except (OSError, AttributeError):
-        return None  # not Linux: watch_parent's thread ends a worker within a second of the trainer
 
 
 @contextlib.contextmanager
@@ -208,14 +208,14 @@ def _starting_workers():
     destructor against locks and conditions whose holders, the trainer's threads, were not copied
     (seen: a worker waiting forever in pthread_cond_destroy, in a process that had run other
     trainings). The trainer collects them."""
-    global _forking
+    global _forking_from
     frozen_before = gc.get_freeze_count()  # someone else's freeze stays
     gc.freeze()
-    _forking = (os.getpid(), _prctl())
+    _forking_from = os.getpid()
     try:
         yield
     finally:
-        _forking = None
+        _forking_from = None
         if not frozen_before:
             gc.unfreeze()
 
